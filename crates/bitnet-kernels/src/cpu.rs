@@ -1,0 +1,87 @@
+//! Runtime CPU feature detection and the choice of kernel ISA.
+//!
+//! Features are detected once and cached. `BITNET_FORCE_SCALAR=1` makes [`Isa::best`]
+//! return [`Isa::Scalar`] so every entry point runs its scalar reference; tests that
+//! compare ISAs iterate [`Isa::available`], which ignores that variable.
+
+use std::sync::OnceLock;
+
+/// An instruction-set family a kernel can be written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable scalar code: the oracle every fast path is tested against.
+    Scalar,
+    /// x86-64 AVX2 (+ FMA, F16C where a kernel says so).
+    Avx2,
+}
+
+impl Isa {
+    /// The fastest ISA this CPU supports, or `Scalar` under `BITNET_FORCE_SCALAR=1`.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            if force_scalar() {
+                Isa::Scalar
+            } else {
+                *Isa::available().last().unwrap_or(&Isa::Scalar)
+            }
+        })
+    }
+
+    /// Every ISA this CPU can run, scalar first, fastest last.
+    pub fn available() -> &'static [Isa] {
+        static AVAILABLE: OnceLock<Vec<Isa>> = OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            let mut v = vec![Isa::Scalar];
+            if avx2_supported() {
+                v.push(Isa::Avx2);
+            }
+            v
+        })
+    }
+
+    /// Whether this CPU can run kernels written for `self`.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => avx2_supported(),
+        }
+    }
+}
+
+/// `BITNET_FORCE_SCALAR` is set to something other than empty or `0`.
+pub fn force_scalar() -> bool {
+    static FORCE: OnceLock<bool> = OnceLock::new();
+    *FORCE.get_or_init(|| {
+        std::env::var("BITNET_FORCE_SCALAR").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
+/// AVX2, FMA and F16C are all present (every AVX2 kernel may use the three).
+pub fn avx2_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: OnceLock<bool> = OnceLock::new();
+        *AVX2.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_is_always_available_and_first() {
+        assert_eq!(Isa::available()[0], Isa::Scalar);
+        assert!(Isa::available().iter().all(|isa| isa.is_supported()));
+        assert!(Isa::best().is_supported());
+    }
+}

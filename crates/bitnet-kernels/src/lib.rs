@@ -1,0 +1,15 @@
+//! Tensor formats and dot-product kernels for bitnet-rs.
+//!
+//! Each format module follows ggml's naming split: `quantize_row_*_ref` is the reference
+//! quantizer (bit-identical to the C `*_ref`), `dequantize_row_*` expands to f32,
+//! `vec_dot_*_generic` is the portable scalar dot product against the format's activation
+//! type (ggml's `vec_dot_type`), and `vec_dot_*` dispatches at runtime to the fastest
+//! [`Isa`] (AVX2 where present; `BITNET_FORCE_SCALAR=1` forces the scalar path).
+
+pub mod cpu;
+mod error;
+pub mod round;
+
+pub use bitnet_gguf::GgmlType;
+pub use cpu::Isa;
+pub use error::KernelError;

@@ -1,0 +1,52 @@
+//! The rounding functions the C references use, reproduced bit for bit.
+
+/// ggml's `nearest_int`: round to nearest, ties to even, via the 1.5·2^23 magic constant.
+/// Valid for `|x| <= 2^22` (ggml asserts `fabsf(fval) <= 4194303.f`); every caller
+/// passes values already scaled into the int8 range.
+#[inline]
+pub fn nearest_int(x: f32) -> i32 {
+    debug_assert!(x.abs() <= 4_194_303.0, "nearest_int out of range: {x}");
+    let val = x + 12_582_912.0;
+    (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// C's `roundf`: round to nearest, ties away from zero (Q8_0/Q8_1/TQ*'s quantizers).
+#[inline]
+pub fn round_away(x: f32) -> f32 {
+    x.round()
+}
+
+/// Round to nearest, ties to even, as `_mm256_cvtps_epi32`/`vcvtnq_s32_f32` and
+/// `nearbyint` in the default rounding mode do.
+#[inline]
+pub fn round_even(x: f32) -> f32 {
+    x.round_ties_even()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_ties_to_even() {
+        assert_eq!(nearest_int(0.5), 0);
+        assert_eq!(nearest_int(1.5), 2);
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(-0.5), 0);
+        assert_eq!(nearest_int(-1.5), -2);
+        assert_eq!(nearest_int(-127.0), -127);
+        assert_eq!(nearest_int(126.49), 126);
+        for i in -1000..1000 {
+            let x = i as f32 * 0.37;
+            assert_eq!(nearest_int(x), round_even(x) as i32, "{x}");
+        }
+    }
+
+    #[test]
+    fn round_away_ties_away_from_zero() {
+        assert_eq!(round_away(0.5), 1.0);
+        assert_eq!(round_away(-0.5), -1.0);
+        assert_eq!(round_away(2.5), 3.0);
+        assert_eq!(round_even(2.5), 2.0);
+    }
+}
