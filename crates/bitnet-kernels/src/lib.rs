@@ -10,6 +10,19 @@ pub mod cpu;
 mod error;
 pub mod round;
 
+pub mod float;
+pub mod i2_s;
+pub mod i8_s;
+pub mod iq2_bn;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q8_0;
+pub mod q8_1;
+pub mod q8_k;
+pub mod q8_k64;
+pub mod tq1_0;
+pub mod tq2_0;
+
 pub use bitnet_gguf::GgmlType;
 pub use cpu::Isa;
 pub use error::KernelError;

@@ -1,0 +1,1 @@
+//! I8_S: bitnet.cpp's per-row int8 activation format for I2_S.

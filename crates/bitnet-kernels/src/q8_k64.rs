@@ -1,0 +1,1 @@
+//! Q8_K64: ik_llama.cpp's per-row int8 activation format for IQ*_BN.
