@@ -1,0 +1,668 @@
+//! The client side: spawn a reference runner and talk to it.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use bitnet_gguf::GgmlType;
+
+use crate::protocol::{
+    read_frame, write_frame, EvalOutput, KvType, LoadParams, ModelInfo, Request, Response,
+};
+
+/// How many of a runner's last stderr lines an error carries.
+const STDERR_TAIL_LINES: usize = 40;
+/// Default per-request timeout; `BITNET_REF_TIMEOUT_SECS` overrides it.
+const DEFAULT_TIMEOUT_SECS: u64 = 900;
+
+/// One of the C++ reference implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reference {
+    /// Upstream llama.cpp (crate `llama-cpp-sys-2`).
+    LlamaCpp,
+    /// ik_llama.cpp (crate `ik-llama-cpp-sys`).
+    IkLlamaCpp,
+    /// Microsoft bitnet.cpp (crate `bitnet-cpp-sys`).
+    BitnetCpp,
+}
+
+impl Reference {
+    /// Every reference.
+    pub const ALL: [Reference; 3] = [
+        Reference::LlamaCpp,
+        Reference::IkLlamaCpp,
+        Reference::BitnetCpp,
+    ];
+
+    /// Short name used in reports and case ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reference::LlamaCpp => "llama.cpp",
+            Reference::IkLlamaCpp => "ik_llama.cpp",
+            Reference::BitnetCpp => "bitnet.cpp",
+        }
+    }
+
+    /// The runner binary's name (its crate lives in `refs/<dir>`).
+    pub fn runner_name(self) -> &'static str {
+        match self {
+            Reference::LlamaCpp => "bitnet-ref-llama-cpp",
+            Reference::IkLlamaCpp => "bitnet-ref-ik-llama",
+            Reference::BitnetCpp => "bitnet-ref-bitnet-cpp",
+        }
+    }
+
+    /// Where the runner binary is expected: `$BITNET_REF_BIN_DIR`, else
+    /// `<workspace>/target/refs/release` (where `make refs` builds it).
+    pub fn runner_path(self) -> PathBuf {
+        let dir = std::env::var_os("BITNET_REF_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/refs/release")
+            });
+        dir.join(self.runner_name())
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything that can go wrong talking to a reference. Each variant names the reference
+/// and, where the runner printed anything, carries its last stderr lines.
+#[derive(Debug, thiserror::Error)]
+pub enum RefError {
+    #[error("{reference} runner not found at {}: build it with `make refs`", path.display())]
+    RunnerMissing { reference: Reference, path: PathBuf },
+    #[error("{reference}: could not start the runner: {source}")]
+    Spawn {
+        reference: Reference,
+        source: std::io::Error,
+    },
+    #[error(
+        "{reference} runner died ({status}) during {request}; its last output:\n{stderr_tail}"
+    )]
+    Crashed {
+        reference: Reference,
+        request: &'static str,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error("{reference}: {request} took longer than {secs} s; runner killed. Its last output:\n{stderr_tail}")]
+    Timeout {
+        reference: Reference,
+        request: &'static str,
+        secs: u64,
+        stderr_tail: String,
+    },
+    #[error("{reference} refused {request}: {message}\nits last output:\n{stderr_tail}")]
+    Refused {
+        reference: Reference,
+        request: &'static str,
+        message: String,
+        stderr_tail: String,
+    },
+    #[error("{reference}: protocol error during {request}: {detail}")]
+    Protocol {
+        reference: Reference,
+        request: &'static str,
+        detail: String,
+    },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+fn request_name(r: &Request) -> &'static str {
+    match r {
+        Request::Version => "version",
+        Request::Load(_) => "load",
+        Request::Tokenize { .. } => "tokenize",
+        Request::Detokenize { .. } => "detokenize",
+        Request::Eval { .. } => "eval",
+        Request::Reset => "reset",
+        Request::QuantizeRef { .. } => "quantize_ref",
+        Request::QuantizeCpu { .. } => "quantize_cpu",
+        Request::Dequantize { .. } => "dequantize",
+        Request::VecDot { .. } => "vec_dot",
+        Request::ConvertModel { .. } => "convert_model",
+        Request::Shutdown => "shutdown",
+    }
+}
+
+type Frame = std::io::Result<Option<Vec<u8>>>;
+
+/// A running reference process. Requests are synchronous; the process is shut down on drop.
+#[derive(Debug)]
+pub struct RefRunner {
+    reference: Reference,
+    child: Child,
+    stdin: ChildStdin,
+    frames: Receiver<Frame>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    timeout: Duration,
+    version: String,
+}
+
+impl RefRunner {
+    /// Starts the runner of `reference` from [`Reference::runner_path`] and asks its version.
+    pub fn spawn(reference: Reference) -> Result<RefRunner, RefError> {
+        RefRunner::spawn_at(reference, reference.runner_path())
+    }
+
+    /// Starts the runner binary at `path` as `reference` and asks its version.
+    pub fn spawn_at(reference: Reference, path: PathBuf) -> Result<RefRunner, RefError> {
+        if !path.is_file() {
+            return Err(RefError::RunnerMissing { reference, path });
+        }
+        let mut child = Command::new(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RefError::Spawn { reference, source })?;
+        let spawn_err = |what: &str| RefError::Spawn {
+            reference,
+            source: std::io::Error::other(format!("no {what} pipe")),
+        };
+        let stdin = child.stdin.take().ok_or_else(|| spawn_err("stdin"))?;
+        let mut stdout = child.stdout.take().ok_or_else(|| spawn_err("stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| spawn_err("stderr"))?;
+
+        let (tx, frames) = mpsc::channel();
+        thread::spawn(move || loop {
+            let frame = read_frame(&mut stdout);
+            let stop = !matches!(frame, Ok(Some(_)));
+            if tx.send(frame).is_err() || stop {
+                break;
+            }
+        });
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr_tail);
+        let echo = std::env::var_os("BITNET_REF_VERBOSE").is_some_and(|v| v != "0");
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[{reference}] {line}");
+                }
+                let Ok(mut t) = tail.lock() else { break };
+                if t.len() == STDERR_TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+        let secs = std::env::var("BITNET_REF_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(DEFAULT_TIMEOUT_SECS);
+        let mut runner = RefRunner {
+            reference,
+            child,
+            stdin,
+            frames,
+            stderr_tail,
+            timeout: Duration::from_secs(secs),
+            version: String::new(),
+        };
+        runner.version = match runner.call(Request::Version)? {
+            Response::Version(v) => v,
+            other => return Err(runner.unexpected("version", &other)),
+        };
+        Ok(runner)
+    }
+
+    /// Which reference this is.
+    pub fn reference(&self) -> Reference {
+        self.reference
+    }
+
+    /// The reference's exact version (crate version and upstream commit), for reports.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn stderr_tail(&self) -> String {
+        // Give the stderr thread a moment to drain what a dying process printed.
+        thread::sleep(Duration::from_millis(50));
+        self.stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    fn crashed(&mut self, request: &'static str) -> RefError {
+        let status = match self.child.try_wait() {
+            Ok(Some(s)) => s.to_string(),
+            _ => {
+                thread::sleep(Duration::from_millis(200));
+                match self.child.try_wait() {
+                    Ok(Some(s)) => s.to_string(),
+                    _ => "pipe closed".to_string(),
+                }
+            }
+        };
+        RefError::Crashed {
+            reference: self.reference,
+            request,
+            status,
+            stderr_tail: self.stderr_tail(),
+        }
+    }
+
+    fn unexpected(&self, request: &'static str, got: &Response) -> RefError {
+        let detail = format!("unexpected response {:?}", std::mem::discriminant(got));
+        RefError::Protocol {
+            reference: self.reference,
+            request,
+            detail,
+        }
+    }
+
+    /// Sends one request and waits for its response. A reference-side failure becomes
+    /// [`RefError::Refused`]; a dead runner [`RefError::Crashed`].
+    pub fn call(&mut self, req: Request) -> Result<Response, RefError> {
+        let name = request_name(&req);
+        if write_frame(&mut self.stdin, &req.encode()).is_err() {
+            return Err(self.crashed(name));
+        }
+        let payload = match self.frames.recv_timeout(self.timeout) {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => return Err(self.crashed(name)),
+            Ok(Err(e)) => {
+                return Err(RefError::Protocol {
+                    reference: self.reference,
+                    request: name,
+                    detail: e.to_string(),
+                })
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                return Err(RefError::Timeout {
+                    reference: self.reference,
+                    request: name,
+                    secs: self.timeout.as_secs(),
+                    stderr_tail: self.stderr_tail(),
+                });
+            }
+        };
+        match Response::decode(&payload) {
+            Ok(Response::Error(message)) => Err(RefError::Refused {
+                reference: self.reference,
+                request: name,
+                message,
+                stderr_tail: self.stderr_tail(),
+            }),
+            Ok(r) => Ok(r),
+            Err(e) => Err(RefError::Protocol {
+                reference: self.reference,
+                request: name,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn call_bytes(&mut self, req: Request) -> Result<Vec<u8>, RefError> {
+        let name = request_name(&req);
+        match self.call(req)? {
+            Response::Bytes(b) => Ok(b),
+            other => Err(self.unexpected(name, &other)),
+        }
+    }
+
+    /// ggml's reference quantizer (`quantize_row_*_ref`, whole tensor for I2_S) applied to
+    /// `x` viewed as rows of `n_per_row`.
+    pub fn quantize_ref(
+        &mut self,
+        ty: GgmlType,
+        n_per_row: usize,
+        x: &[f32],
+    ) -> Result<Vec<u8>, RefError> {
+        self.call_bytes(Request::QuantizeRef {
+            ty: ty.id(),
+            n_per_row: n_per_row as u64,
+            x: x.to_vec(),
+        })
+    }
+
+    /// The CPU backend's activation quantizer for `ty` (what a matmul runs on this CPU).
+    pub fn quantize_cpu(&mut self, ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, RefError> {
+        self.call_bytes(Request::QuantizeCpu {
+            ty: ty.id(),
+            x: x.to_vec(),
+        })
+    }
+
+    /// ggml's `to_float` for `n` elements of `ty`.
+    pub fn dequantize(
+        &mut self,
+        ty: GgmlType,
+        n: usize,
+        bytes: &[u8],
+    ) -> Result<Vec<f32>, RefError> {
+        match self.call(Request::Dequantize {
+            ty: ty.id(),
+            n: n as u64,
+            bytes: bytes.to_vec(),
+        })? {
+            Response::Floats(f) => Ok(f),
+            other => Err(self.unexpected("dequantize", &other)),
+        }
+    }
+
+    /// The CPU backend's `vec_dot` of `n` elements: `x` in `ty`, `y` in its `vec_dot_type`.
+    pub fn vec_dot(&mut self, ty: GgmlType, n: usize, x: &[u8], y: &[u8]) -> Result<f32, RefError> {
+        match self.call(Request::VecDot {
+            ty: ty.id(),
+            n: n as u64,
+            x: x.to_vec(),
+            y: y.to_vec(),
+        })? {
+            Response::Scalar(s) => Ok(s),
+            other => Err(self.unexpected("vec_dot", &other)),
+        }
+    }
+
+    /// Re-quantizes a model file with the reference's `llama_model_quantize`.
+    pub fn convert_model(
+        &mut self,
+        input: &Path,
+        output: &Path,
+        ftype: u32,
+    ) -> Result<(), RefError> {
+        let req = Request::ConvertModel {
+            input: input.to_string_lossy().into_owned(),
+            output: output.to_string_lossy().into_owned(),
+            ftype,
+        };
+        match self.call(req)? {
+            Response::Done => Ok(()),
+            other => Err(self.unexpected("convert_model", &other)),
+        }
+    }
+}
+
+impl Drop for RefRunner {
+    fn drop(&mut self) {
+        let _ = write_frame(&mut self.stdin, &Request::Shutdown.encode());
+        for _ in 0..20 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a reference session is created. [`SessionConfig::deterministic`] gives the settings
+/// DESIGN.md §3 established for each reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    pub n_ctx: u32,
+    pub n_threads: u32,
+    pub n_batch: u32,
+    pub type_k: KvType,
+    pub type_v: KvType,
+    pub capture: Vec<String>,
+}
+
+impl SessionConfig {
+    /// One thread, flash attention off (always, in every runner), no capture, and the KV
+    /// cache type the reference allows without flash attention: F32 for llama.cpp, F16 for
+    /// ik_llama.cpp and bitnet.cpp (both refuse an F32 V cache without flash attention).
+    pub fn deterministic(reference: Reference, n_ctx: u32) -> SessionConfig {
+        let kv = match reference {
+            Reference::LlamaCpp => KvType::F32,
+            Reference::IkLlamaCpp | Reference::BitnetCpp => KvType::F16,
+        };
+        SessionConfig {
+            n_ctx,
+            n_threads: 1,
+            n_batch: n_ctx,
+            type_k: kv,
+            type_v: kv,
+            capture: Vec::new(),
+        }
+    }
+}
+
+/// Ids and per-step logits of a greedy generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The generated ids (not including the prompt).
+    pub tokens: Vec<u32>,
+    /// `logits[i]` is the distribution `tokens[i]` was picked from.
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// A model loaded in a reference.
+#[derive(Debug)]
+pub struct RefSession {
+    runner: RefRunner,
+    info: ModelInfo,
+}
+
+fn to_ids(tokens: &[u32]) -> Result<Vec<i32>, RefError> {
+    tokens
+        .iter()
+        .map(|&t| i32::try_from(t).map_err(|_| RefError::InvalidArgument(format!("token id {t}"))))
+        .collect()
+}
+
+/// Index of the largest value, first on ties (llama.cpp's greedy sampler keeps the first).
+pub fn argmax(v: &[f32]) -> Option<usize> {
+    v.iter()
+        .enumerate()
+        .fold(None, |best: Option<(usize, f32)>, (i, &x)| match best {
+            Some((_, b)) if b >= x => best,
+            _ => Some((i, x)),
+        })
+        .map(|(i, _)| i)
+}
+
+impl RefSession {
+    /// Starts `reference` and loads `model` with `config`.
+    pub fn load(
+        reference: Reference,
+        model: &Path,
+        config: &SessionConfig,
+    ) -> Result<RefSession, RefError> {
+        if config.n_ctx == 0 || config.n_batch == 0 || config.n_threads == 0 {
+            return Err(RefError::InvalidArgument(
+                "n_ctx, n_batch and n_threads must be positive".into(),
+            ));
+        }
+        let mut runner = RefRunner::spawn(reference)?;
+        let params = LoadParams {
+            model_path: model.to_string_lossy().into_owned(),
+            n_ctx: config.n_ctx,
+            n_threads: config.n_threads,
+            n_batch: config.n_batch,
+            type_k: config.type_k,
+            type_v: config.type_v,
+            capture: config.capture.clone(),
+        };
+        let info = match runner.call(Request::Load(params))? {
+            Response::Loaded(info) => info,
+            other => return Err(runner.unexpected("load", &other)),
+        };
+        Ok(RefSession { runner, info })
+    }
+
+    /// Vocabulary size, context, special tokens and description of the loaded model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The reference's name and exact version.
+    pub fn version(&self) -> &str {
+        self.runner.version()
+    }
+
+    /// Which reference this session runs in.
+    pub fn reference(&self) -> Reference {
+        self.runner.reference()
+    }
+
+    /// The reference's tokenizer.
+    pub fn tokenize(
+        &mut self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, RefError> {
+        let req = Request::Tokenize {
+            text: text.to_owned(),
+            add_special,
+            parse_special,
+        };
+        match self.runner.call(req)? {
+            Response::Tokens(t) => t
+                .into_iter()
+                .map(|id| {
+                    u32::try_from(id).map_err(|_| RefError::Protocol {
+                        reference: self.reference(),
+                        request: "tokenize",
+                        detail: format!("negative token id {id}"),
+                    })
+                })
+                .collect(),
+            other => Err(self.runner.unexpected("tokenize", &other)),
+        }
+    }
+
+    /// The reference's detokenizer (special tokens rendered, no space stripping).
+    pub fn detokenize(&mut self, tokens: &[u32]) -> Result<String, RefError> {
+        let tokens = to_ids(tokens)?;
+        match self.runner.call(Request::Detokenize { tokens })? {
+            Response::Bytes(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            other => Err(self.runner.unexpected("detokenize", &other)),
+        }
+    }
+
+    /// Evaluates `tokens` as one batch at positions `n_past..`, returning the logits of
+    /// every position and any captured intermediates. The KV cache keeps positions
+    /// `< n_past` and drops anything after them, so `n_past` 0 starts afresh.
+    pub fn eval(&mut self, tokens: &[u32], n_past: u32) -> Result<EvalOutput, RefError> {
+        if tokens.is_empty() {
+            return Err(RefError::InvalidArgument("eval of an empty batch".into()));
+        }
+        let end = u64::from(n_past) + tokens.len() as u64;
+        if end > u64::from(self.info.n_ctx) {
+            return Err(RefError::InvalidArgument(format!(
+                "positions {n_past}..{end} exceed the context of {}",
+                self.info.n_ctx
+            )));
+        }
+        let req = Request::Eval {
+            tokens: to_ids(tokens)?,
+            n_past,
+        };
+        match self.runner.call(req)? {
+            Response::Evaluated(out) => {
+                let expected = tokens.len() * out.n_vocab as usize;
+                if out.logits.len() != expected {
+                    return Err(RefError::Protocol {
+                        reference: self.reference(),
+                        request: "eval",
+                        detail: format!("{} logits for {expected} expected", out.logits.len()),
+                    });
+                }
+                Ok(out)
+            }
+            other => Err(self.runner.unexpected("eval", &other)),
+        }
+    }
+
+    /// [`RefSession::eval`] returning one logits row per position.
+    pub fn eval_and_get_logits(
+        &mut self,
+        tokens: &[u32],
+        n_past: u32,
+    ) -> Result<Vec<Vec<f32>>, RefError> {
+        let out = self.eval(tokens, n_past)?;
+        Ok(out
+            .logits
+            .chunks_exact(out.n_vocab as usize)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Clears the KV cache.
+    pub fn reset(&mut self) -> Result<(), RefError> {
+        match self.runner.call(Request::Reset)? {
+            Response::Done => Ok(()),
+            other => Err(self.runner.unexpected("reset", &other)),
+        }
+    }
+
+    /// Greedy generation of `n` tokens after `prompt` (evaluated as one batch from an empty
+    /// cache, then one token per step). Stops early at the model's EOS.
+    pub fn generate_greedy(&mut self, prompt: &[u32], n: usize) -> Result<Generation, RefError> {
+        let mut gen = Generation {
+            tokens: Vec::with_capacity(n),
+            logits: Vec::with_capacity(n),
+        };
+        let mut last = self
+            .eval_and_get_logits(prompt, 0)?
+            .pop()
+            .ok_or_else(|| RefError::InvalidArgument("empty prompt".into()))?;
+        let mut pos = prompt.len() as u32;
+        while gen.tokens.len() < n {
+            let next = argmax(&last)
+                .ok_or_else(|| RefError::InvalidArgument("empty vocab".into()))?
+                as u32;
+            gen.tokens.push(next);
+            gen.logits.push(std::mem::take(&mut last));
+            if i64::from(next) == i64::from(self.info.eos) || gen.tokens.len() == n {
+                break;
+            }
+            last = self
+                .eval_and_get_logits(&[next], pos)?
+                .pop()
+                .unwrap_or_default();
+            pos += 1;
+        }
+        Ok(gen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_keeps_the_first_of_equal_maxima() {
+        assert_eq!(argmax(&[]), None);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), Some(1));
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), Some(1));
+    }
+
+    #[test]
+    fn a_missing_runner_is_a_readable_error() {
+        let path = PathBuf::from("/nonexistent/bitnet-refs/runner");
+        let err = RefRunner::spawn_at(Reference::LlamaCpp, path).unwrap_err();
+        assert!(matches!(err, RefError::RunnerMissing { .. }), "{err}");
+        assert!(err.to_string().contains("make refs"), "{err}");
+    }
+
+    #[test]
+    fn deterministic_configs_follow_each_references_kv_rules() {
+        let c = SessionConfig::deterministic(Reference::LlamaCpp, 256);
+        assert_eq!(
+            (c.type_k, c.type_v, c.n_threads),
+            (KvType::F32, KvType::F32, 1)
+        );
+        for r in [Reference::IkLlamaCpp, Reference::BitnetCpp] {
+            assert_eq!(SessionConfig::deterministic(r, 64).type_v, KvType::F16);
+        }
+    }
+}
