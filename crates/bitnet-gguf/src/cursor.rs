@@ -76,8 +76,8 @@ impl<'a> Cursor<'a> {
         n: u64,
         what: impl Display,
     ) -> Result<Vec<T>, GgufError> {
-        let len = n.checked_mul(T::SIZE as u64).unwrap_or(u64::MAX);
-        let bytes = self.take(len, what)?;
+        // A saturated length is simply more than is left, so `take` refuses it.
+        let bytes = self.take(n.saturating_mul(T::SIZE as u64), what)?;
         Ok(bytes.chunks_exact(T::SIZE).map(T::from_le).collect())
     }
 

@@ -524,3 +524,243 @@ fn check_placement(tensors: &[TensorInfo], alignment: u64, data_len: u64) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::GgufWriter;
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn sample() -> GgufWriter<'static> {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", "bitnet").unwrap();
+        w.add_metadata("bitnet.block_count", 30u32).unwrap();
+        w.add_metadata("small", 7u8).unwrap();
+        w.add_metadata("neg", -1i32).unwrap();
+        w.add_metadata("big", u64::MAX).unwrap();
+        w.add_metadata("eps", 1e-5f32).unwrap();
+        w.add_metadata("flag", true).unwrap();
+        w.add_metadata("tokens", vec!["<s>", "a", "b"]).unwrap();
+        w.add_metadata("scores", vec![0.0f32, -1.0, -2.0]).unwrap();
+        w.add_metadata("types_i32", vec![3i32, 1, 1]).unwrap();
+        w.add_metadata("types_u8", vec![3u8, 1, 1]).unwrap();
+        w.add_metadata("too_big", vec![1u64 << 40]).unwrap();
+        w.add_tensor_owned("a", GgmlType::F32, &[3], f32_bytes(&[1.0, 2.0, 3.0]))
+            .unwrap();
+        w.add_tensor_owned("b", GgmlType::F16, &[4, 2], (0..16).collect())
+            .unwrap();
+        w
+    }
+
+    #[test]
+    fn open_maps_writer_output_and_slices_are_zero_copy() {
+        let w = sample();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        w.write_to(&path).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        assert!(matches!(f.storage, Storage::Mapped(_)));
+        assert_eq!(f.version(), 3);
+        assert_eq!(f.metadata().len(), 12);
+        assert_eq!(f.metadata()[0].0, "general.architecture");
+        let a = f.tensor_bytes("a").unwrap();
+        assert_eq!(a, &f32_bytes(&[1.0, 2.0, 3.0])[..]);
+        assert_eq!(
+            f.tensor_bytes("b").unwrap(),
+            &(0..16).collect::<Vec<u8>>()[..]
+        );
+        let mapped = f.storage.bytes().as_ptr_range();
+        assert!(
+            mapped.contains(&a.as_ptr()),
+            "slice must point into the mapping"
+        );
+        let b = f.tensor("b").unwrap();
+        assert_eq!((b.dims.as_slice(), b.offset, b.size), (&[4, 2][..], 32, 16));
+        assert_eq!(b.n_elements(), 8);
+        assert_eq!(f.data_offset() % 32, 0);
+        assert!(matches!(
+            f.tensor_bytes("c"),
+            Err(GgufError::TensorNotFound { name }) if name == "c"
+        ));
+    }
+
+    #[test]
+    fn open_reports_the_path_of_a_missing_file() {
+        let err = GgufFile::open("/nonexistent/x.gguf").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.gguf"), "{err}");
+    }
+
+    #[test]
+    fn version_2_parses_like_version_3() {
+        // gguf.cpp reads v2 and v3 identically (u64 counts and lengths); only v1 used u32.
+        let mut bytes = sample().to_bytes();
+        bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let f = GgufFile::from_bytes(bytes).unwrap();
+        assert_eq!(f.version(), 2);
+        assert_eq!(f.get_u32("bitnet.block_count").unwrap(), 30);
+        assert_eq!(f.tensor_bytes("b").unwrap().len(), 16);
+    }
+
+    #[test]
+    fn general_alignment_is_honoured() {
+        let mut w = sample();
+        w.add_metadata(ALIGNMENT_KEY, 256u32).unwrap();
+        let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        assert_eq!(f.alignment(), 256);
+        assert_eq!(f.data_offset() % 256, 0);
+        assert_eq!(f.tensor("b").unwrap().offset, 256);
+        assert_eq!(
+            f.tensor_bytes("b").unwrap(),
+            &(0..16).collect::<Vec<u8>>()[..]
+        );
+    }
+
+    #[test]
+    fn integer_getters_accept_any_integer_that_fits() {
+        let f = GgufFile::from_bytes(sample().to_bytes()).unwrap();
+        assert_eq!(f.get_u32("small").unwrap(), 7);
+        assert_eq!(f.get_i64("small").unwrap(), 7);
+        assert_eq!(f.get_i32("neg").unwrap(), -1);
+        assert_eq!(f.get_u64("big").unwrap(), u64::MAX);
+        for (key, r) in [
+            ("neg", f.get_u32("neg").map(drop)),
+            ("big", f.get_i64("big").map(drop)),
+        ] {
+            match r {
+                Err(GgufError::WrongType {
+                    key: k,
+                    expected,
+                    found,
+                }) => {
+                    assert_eq!(k, key);
+                    assert!(found.contains("does not fit"), "{found}");
+                    assert!(expected == "u32" || expected == "i64");
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        let err = f.get_u32("eps").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "metadata key 'eps': expected u32, found f32"
+        );
+        assert!(matches!(
+            f.get_u32("flag"),
+            Err(GgufError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn other_getters_check_types_and_name_the_key() {
+        let f = GgufFile::from_bytes(sample().to_bytes()).unwrap();
+        assert_eq!(f.get_str("general.architecture").unwrap(), "bitnet");
+        assert_eq!(f.get_f32("eps").unwrap(), 1e-5);
+        assert_eq!(f.get_f64("eps").unwrap(), f64::from(1e-5f32));
+        assert!(f.get_bool("flag").unwrap());
+        assert_eq!(f.get_array("tokens").unwrap().len(), 3);
+        let err = f.get_str("missing.key").unwrap_err();
+        assert_eq!(err.to_string(), "metadata key 'missing.key' not found");
+        let err = f.get_f32("small").unwrap_err();
+        assert!(err.to_string().contains("'small'"), "{err}");
+        assert!(matches!(
+            f.get_str("tokens"),
+            Err(GgufError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn array_getters_borrow_exact_types_and_convert_integers() {
+        let f = GgufFile::from_bytes(sample().to_bytes()).unwrap();
+        assert_eq!(f.get_str_array("tokens").unwrap(), ["<s>", "a", "b"]);
+        assert_eq!(f.get_f32_array("scores").unwrap(), [0.0, -1.0, -2.0]);
+        let exact = f.get_i32_array("types_i32").unwrap();
+        assert!(matches!(exact, Cow::Borrowed(_)));
+        let converted = f.get_i32_array("types_u8").unwrap();
+        assert!(matches!(converted, Cow::Owned(_)));
+        assert_eq!(exact, converted);
+        assert_eq!(f.get_u32_array("types_i32").unwrap().as_ref(), [3, 1, 1]);
+        assert!(matches!(
+            f.get_i32_array("too_big"),
+            Err(GgufError::WrongType {
+                expected: "arr[i32]",
+                ..
+            })
+        ));
+        assert!(matches!(
+            f.get_f32_array("tokens"),
+            Err(GgufError::WrongType {
+                expected: "arr[f32]",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn optional_getters_map_only_a_missing_key_to_none() {
+        let f = GgufFile::from_bytes(sample().to_bytes()).unwrap();
+        assert_eq!(f.get_u32_opt("nope").unwrap(), None);
+        assert_eq!(f.get_str_array_opt("nope").unwrap(), None);
+        assert_eq!(f.get_u32_opt("small").unwrap(), Some(7));
+        assert_eq!(
+            f.get_str_opt("general.architecture").unwrap(),
+            Some("bitnet")
+        );
+        assert!(f.get_f32_opt("small").is_err());
+        assert!(f.get_i32_array_opt("tokens").is_err());
+    }
+
+    #[test]
+    fn no_tensors_means_data_starts_at_the_header_end() {
+        let mut w = GgufWriter::new();
+        w.add_metadata("k", 1u8).unwrap();
+        let bytes = w.to_bytes();
+        let header_end = 24 + 8 + 1 + 4 + 1;
+        assert_eq!(bytes.len(), 64, "the writer still pads, like llama.cpp");
+        let f = GgufFile::from_bytes(bytes[..header_end].to_vec()).unwrap();
+        assert_eq!(f.data_offset(), header_end as u64);
+        assert!(f.tensors().is_empty());
+    }
+
+    #[test]
+    fn tensor_data_of_a_foreign_info_is_clamped_not_a_panic() {
+        let f = GgufFile::from_bytes(sample().to_bytes()).unwrap();
+        let mut info = f.tensor("a").unwrap().clone();
+        info.offset = u64::MAX - 1;
+        assert!(f.tensor_data(&info).is_empty());
+        info.offset = 0;
+        info.size = 1 << 40;
+        assert!(f.tensor_data(&info).is_empty());
+    }
+
+    #[test]
+    fn a_128k_vocabulary_parses_quickly() {
+        let tokens: Vec<String> = (0..128_256).map(|i| format!("tok{i}")).collect();
+        let mut w = GgufWriter::new();
+        w.add_metadata("tokenizer.ggml.tokens", tokens.clone())
+            .unwrap();
+        w.add_metadata("tokenizer.ggml.scores", vec![0.5f32; 128_256])
+            .unwrap();
+        let bytes = w.to_bytes();
+        let start = Instant::now();
+        let f = GgufFile::from_bytes(bytes).unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(
+            f.get_str_array("tokenizer.ggml.tokens").unwrap(),
+            &tokens[..]
+        );
+        // Tens of milliseconds even unoptimised; seconds would mean a per-element blow-up.
+        assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    }
+
+    #[test]
+    fn debug_summarises_instead_of_dumping() {
+        let f = GgufFile::from_bytes(sample().to_bytes()).unwrap();
+        let s = format!("{f:?}");
+        assert!(s.contains("tensors: 2") && s.contains("version: 3"), "{s}");
+    }
+}

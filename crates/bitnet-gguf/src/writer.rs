@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -24,13 +25,24 @@ use crate::{
 ///
 /// Tensor data is borrowed (`add_tensor`) or owned (`add_tensor_owned`); `write_to`
 /// streams it to the file without building the whole image in memory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GgufWriter<'a> {
     metadata: Vec<(String, MetadataValue)>,
     keys: HashSet<String>,
     tensors: Vec<(TensorInfo, Cow<'a, [u8]>)>,
     names: HashSet<String>,
     alignment: u64,
+}
+
+/// Summarises: tensor data can be gigabytes.
+impl fmt::Debug for GgufWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GgufWriter")
+            .field("alignment", &self.alignment)
+            .field("metadata", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
 }
 
 impl Default for GgufWriter<'_> {
