@@ -28,7 +28,7 @@ pub enum GgufError {
         available: u64,
     },
 
-    #[error("not a GGUF file: magic bytes are {found:02x?}, expected \"GGUF\"")]
+    #[error("not a GGUF file: magic bytes are \"{}\", expected \"GGUF\"", found.escape_ascii())]
     BadMagic { found: [u8; 4] },
 
     #[error("unsupported GGUF version {version} (only 2 and 3 are supported{hint})", hint = version_hint(*version))]

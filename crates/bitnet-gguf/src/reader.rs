@@ -136,9 +136,12 @@ impl GgufFile {
     /// An integer of any GGUF integer type whose value fits in `T`.
     fn get_int<T: TryFrom<i128>>(&self, key: &str, expected: &'static str) -> Result<T, GgufError> {
         let v = self.require(key)?;
-        v.as_integer()
-            .and_then(|n| T::try_from(n).ok())
-            .ok_or_else(|| wrong_type(key, expected, v))
+        let n = v.as_integer().ok_or_else(|| wrong_type(key, expected, v))?;
+        T::try_from(n).map_err(|_| GgufError::WrongType {
+            key: key.to_owned(),
+            expected,
+            found: format!("{} {n}, which does not fit", v.type_description()),
+        })
     }
 
     /// A `u32`, from any integer type whose value fits (files vary: u8, u16, i32, ...).
@@ -220,11 +223,20 @@ impl GgufFile {
         exact: fn(&MetadataArray) -> Option<&[T]>,
     ) -> Result<Cow<'s, [T]>, GgufError> {
         let v = self.require(key)?;
-        let converted = v.as_array().and_then(|a| match exact(a) {
-            Some(slice) => Some(Cow::Borrowed(slice)),
-            None => a.to_integers().map(Cow::Owned),
-        });
-        converted.ok_or_else(|| wrong_type(key, expected, v))
+        let a = v.as_array().ok_or_else(|| wrong_type(key, expected, v))?;
+        if let Some(slice) = exact(a) {
+            return Ok(Cow::Borrowed(slice));
+        }
+        if !a.element_type().is_integer() {
+            return Err(wrong_type(key, expected, v));
+        }
+        a.to_integers()
+            .map(Cow::Owned)
+            .ok_or_else(|| GgufError::WrongType {
+                key: key.to_owned(),
+                expected,
+                found: format!("{} with elements that do not fit", a.type_description()),
+            })
     }
 
     /// An i32 array, e.g. `tokenizer.ggml.token_type` (borrowed when stored as i32).
@@ -307,14 +319,10 @@ fn optional<T>(r: Result<T, GgufError>) -> Result<Option<T>, GgufError> {
 }
 
 fn wrong_type(key: &str, expected: &'static str, found: &MetadataValue) -> GgufError {
-    let found = match found.as_integer() {
-        Some(n) => format!("{} {n}, which does not fit", found.type_description()),
-        None => found.type_description(),
-    };
     GgufError::WrongType {
         key: key.to_owned(),
         expected,
-        found,
+        found: found.type_description(),
     }
 }
 

@@ -71,6 +71,21 @@ impl MetadataType {
         }
     }
 
+    /// True for the eight integer types (not bool).
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            MetadataType::U8
+                | MetadataType::I8
+                | MetadataType::U16
+                | MetadataType::I16
+                | MetadataType::U32
+                | MetadataType::I32
+                | MetadataType::U64
+                | MetadataType::I64
+        )
+    }
+
     /// The fewest bytes one array element of this type can take: a string is at least
     /// its u64 length, a nested array its u32 element type and u64 count.
     fn min_encoded_size(self) -> u64 {
@@ -454,7 +469,7 @@ impl MetadataArray {
     }
 }
 
-fn encode_str(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn encode_str(s: &str, out: &mut Vec<u8>) {
     (s.len() as u64).put_le(out);
     out.extend_from_slice(s.as_bytes());
 }

@@ -13,7 +13,7 @@ use crate::error::GgufError;
 use crate::reader::GgufFile;
 use crate::tensor::{checked_tensor_size, TensorInfo};
 use crate::types::GgmlType;
-use crate::value::MetadataValue;
+use crate::value::{encode_str, MetadataValue};
 use crate::{
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN,
 };
@@ -206,10 +206,7 @@ impl<'a> GgufWriter<'a> {
         let file = File::create(path).map_err(io_err)?;
         let mut out = BufWriter::new(file);
         self.write_into(&mut out).map_err(io_err)?;
-        out.into_inner()
-            .map_err(|e| io_err(e.into_error()))?
-            .sync_all()
-            .map_err(io_err)
+        out.flush().map_err(io_err)
     }
 
     /// Writes the file to any sink.
@@ -266,13 +263,13 @@ impl<'a> GgufWriter<'a> {
         (self.tensors.len() as u64).put_le(&mut out);
         (self.metadata.len() as u64).put_le(&mut out);
         for (key, value) in &self.metadata {
-            MetadataValue::from(key.as_str()).encode_payload(&mut out);
+            encode_str(key, &mut out);
             value.value_type().id().put_le(&mut out);
             value.encode_payload(&mut out);
         }
         let mut offset = 0u64;
         for (info, _) in &self.tensors {
-            MetadataValue::from(info.name.as_str()).encode_payload(&mut out);
+            encode_str(&info.name, &mut out);
             (info.dims.len() as u32).put_le(&mut out);
             info.dims.iter().for_each(|d| d.put_le(&mut out));
             info.ggml_type.id().put_le(&mut out);
@@ -361,6 +358,24 @@ mod tests {
         let bytes = w.to_bytes();
         assert_eq!(bytes.len() % 64, 0);
         assert_eq!(w.alignment(), 64);
+    }
+
+    #[test]
+    fn write_to_names_the_path_on_failure() {
+        let err = GgufWriter::new()
+            .write_to("/nonexistent-dir/out.gguf")
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            GgufError::Io {
+                action: "writing",
+                ..
+            }
+        ));
+        assert!(
+            err.to_string().contains("/nonexistent-dir/out.gguf"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -161,7 +161,7 @@ fn truncated_inside_the_header_names_the_field() {
 fn wrong_magic() {
     let mut bytes = valid_file();
     bytes[..4].copy_from_slice(b"GGML");
-    let err = parse_err(bytes, "magic");
+    let err = parse_err(bytes, "magic bytes are \"GGML\"");
     assert!(matches!(err, GgufError::BadMagic { found } if &found == b"GGML"));
 }
 
