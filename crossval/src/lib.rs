@@ -1,4 +1,12 @@
 //! bitnet-crossval: per-token parity of bitnet-rs against the C++ references.
 //!
-//! The comparison math (`logits_compare`) and the parity suite land with the parity-suite
-//! issue; this crate is the home of the `crossval` and `integration-tests` features.
+//! [`logits_compare`] holds the comparison math; the parity suite itself lives in
+//! `crossval/tests/` behind the `crossval` (C++ references) and `integration-tests`
+//! (whole-model cases) features.
+
+pub mod logits_compare;
+
+pub use logits_compare::{
+    compare_per_position_logits, compare_per_position_logits_with, CompareError, LogitsDivergence,
+    Tolerance,
+};
