@@ -124,10 +124,10 @@ fn quantize_block(x: &[f32]) -> BlockQ8K {
 
 /// `MIN(127, nearest_int(v))` stored as int8. Every finite input gives `|v| <= 127·(1+ε)`
 /// because `|x| <= |max|`. A non-finite `v` (from an infinite `iscale` when
-/// `|max| < 127/f32::MAX`, or from an inf/NaN input) maps to 0: that is what ggml's
-/// magic-number rounding produces for ±inf and the default NaN (their mantissa bits are 0
-/// after the `- 0x400000`, truncated to int8), and it keeps `nearest_int`'s range
-/// assertion intact.
+/// `|max| < 127/f32::MAX`, or from an inf/NaN input) maps to 0: ggml's magic-number
+/// rounding turns ±inf into -0x400000 and the default NaN into 0, both 0 once truncated to
+/// int8 (only a NaN input with a payload would differ). Skipping `nearest_int` for them
+/// also keeps its range assertion intact.
 fn q8_code(v: f32) -> i8 {
     if v.abs() <= 4_194_303.0 {
         // In range, so the value is in [-128, 127] and the cast is exact.
@@ -149,8 +149,8 @@ pub enum SumOrder {
     /// build (ggml is built `-std=gnu11`, whose default `-ffp-contract=fast` fuses the
     /// `_mm256_add_ps(_mm256_mul_ps(..))` into an FMA). Each block yields eight i32 lane
     /// sums; lane `k` accumulates `acc[k] = fma(lane[k], y.d · x.d, acc[k])`, and the result
-    /// is `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`. Upstream llama.cpp built with
-    /// `GGML_AVX2=ON` (as llama-cpp-sys-2 builds it here) runs exactly this.
+    /// is `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`. Upstream llama.cpp built by GCC with
+    /// `GGML_AVX2=ON GGML_FMA=ON` (llama-cpp-sys-2's configuration here) runs exactly this.
     GgmlAvx2,
 }
 
@@ -320,7 +320,7 @@ fn dot_row_scalar<B: TernaryBlock>(order: SumOrder, x: &[B], y: &[BlockQ8K]) -> 
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2 {
+mod avx2 {
     //! AVX2 ternary × Q8_K: weight codes are unsigned bytes and activations signed bytes,
     //! so `maddubs` multiplies them directly; the +1 offset of the codes comes back out
     //! through `bsums` once per block instead of per element.
@@ -431,7 +431,11 @@ pub(crate) mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::tq1_0::BlockTQ1_0;
+    use crate::tq2_0::BlockTQ2_0;
 
     fn quantize(x: &[f32]) -> Vec<BlockQ8K> {
         let mut y = vec![BlockQ8K::zeroed(); x.len() / QK_K];
@@ -518,6 +522,74 @@ mod tests {
         ));
         let mut out = [0.0f32; 255];
         assert!(dequantize_row_q8_k(&y, &mut out).is_err());
+    }
+
+    /// A Q8_K block with arbitrary int8 values (the full [-128, 127] range, beyond what the
+    /// quantizer emits) and consistent bsums.
+    fn any_q8k() -> impl Strategy<Value = BlockQ8K> {
+        (prop::array::uniform32(any::<[i8; 8]>()), -2.0f32..2.0).prop_map(|(parts, d)| {
+            let mut b = BlockQ8K::zeroed();
+            b.d = d;
+            for (chunk, part) in b.qs.chunks_exact_mut(8).zip(parts) {
+                chunk.copy_from_slice(&part);
+            }
+            for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                *s = g.iter().map(|&q| i16::from(q)).sum();
+            }
+            b
+        })
+    }
+
+    /// Arbitrary bytes (any TQ1_0 byte, TQ2_0 code 3 included) as both ternary formats.
+    fn any_blocks() -> impl Strategy<Value = (BlockTQ1_0, BlockTQ2_0)> {
+        (prop::array::uniform32(any::<[u8; 4]>()), any::<[u8; 2]>()).prop_map(|(parts, d)| {
+            let bytes: Vec<u8> = parts.iter().flatten().copied().collect();
+            let mut t1 = BlockTQ1_0::zeroed();
+            t1.qs.copy_from_slice(&bytes[..48]);
+            t1.qh.copy_from_slice(&bytes[48..52]);
+            t1.d = f16::from_bits(u16::from_le_bytes(d) & 0x7BFF);
+            let mut t2 = BlockTQ2_0::zeroed();
+            t2.qs.copy_from_slice(&bytes[..64]);
+            t2.d = t1.d;
+            (t1, t2)
+        })
+    }
+
+    fn check_lanes<B: TernaryBlock>(x: &B, y: &BlockQ8K) -> Result<(), TestCaseError> {
+        let codes = x.codes();
+        let lanes = block_lanes_scalar(&codes, y);
+        prop_assert_eq!(
+            lanes.iter().sum::<i32>(),
+            block_sumi_generic(&codes, y),
+            "{:?}: the AVX2 lane decomposition must sum to the generic block sum",
+            B::FORMAT
+        );
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2.is_supported() {
+            // SAFETY: Isa::Avx2.is_supported() checked above.
+            let v = unsafe { avx2::block_lanes(x.codes_avx2(), y) };
+            let mut simd = [0i32; 8];
+            // SAFETY: Isa::Avx2.is_supported() checked above; `simd` is 32 writable bytes and
+            // storeu has no alignment requirement.
+            unsafe { std::arch::x86_64::_mm256_storeu_si256(simd.as_mut_ptr().cast(), v) };
+            prop_assert_eq!(
+                simd,
+                lanes,
+                "{:?}: AVX2 lanes differ from the scalar lanes",
+                B::FORMAT
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn lanes_are_exact_for_any_bytes((t1, t2) in any_blocks(), y in any_q8k()) {
+            check_lanes(&t1, &y)?;
+            check_lanes(&t2, &y)?;
+        }
     }
 
     #[test]

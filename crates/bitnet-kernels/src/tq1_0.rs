@@ -66,8 +66,8 @@ pub fn quantize_row_tq1_0_ref(x: &[f32], y: &mut [BlockTQ1_0]) -> Result<(), Ker
                 let xi = trit_element(p, n).map_or(0, |e| ternary_code(xb[e] * id));
                 q.wrapping_mul(3).wrapping_add(xi as u8)
             });
-            // ceil(q · 256 / 243); 255 · 256 + 242 < 2^16, and C stores the result mod 256.
-            *byte = ((u16::from(q) * 256 + 242) / 243) as u8;
+            // ceil(q · 256 / 243); 255 · 256 < 2^16, and C stores the result mod 256.
+            *byte = (u16::from(q) * 256).div_ceil(243) as u8;
         }
     }
     Ok(())
@@ -242,7 +242,7 @@ mod tests {
     #[test]
     fn ceiling_byte_decodes_every_five_digit_number() {
         for q in 0u16..243 {
-            let byte = ((q * 256 + 242) / 243) as u8;
+            let byte = (q * 256).div_ceil(243) as u8;
             let digits: Vec<u16> = (0..5).map(|n| (q / 3u16.pow(4 - n)) % 3).collect();
             let decoded: Vec<u16> = (0..5).map(|n| u16::from(trit(byte, n as usize))).collect();
             assert_eq!(decoded, digits, "q = {q}, byte = {byte}");
