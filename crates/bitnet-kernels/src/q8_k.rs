@@ -1,1 +1,601 @@
-//! Q8_K: int8 blocks of 256 with f32 scale and 16 partial sums (activations for TQ1_0/TQ2_0).
+//! Q8_K: int8 blocks of 256 with an f32 scale and 16 partial sums, the activation type
+//! (`vec_dot_type`) of ggml's ternary formats TQ1_0 and TQ2_0.
+//!
+//! Upstream llama.cpp's x86 CPU backend quantizes activations with the reference quantizer
+//! itself (`quantize_row_q8_K` only calls `quantize_row_q8_K_ref`, in both upstream and
+//! bitnet.cpp's fork), so [`quantize_row_q8_k`] and [`quantize_row_q8_k_ref`] are one
+//! function.
+//!
+//! This module also holds the ternary × Q8_K dot-product driver both TQ formats share
+//! ([`TernaryBlock`] is what each format supplies: its scale and its weight codes). The
+//! integer part of those dot products is exact in every ISA; the float part follows one of
+//! two C summation orders, chosen with [`SumOrder`].
+
+use bytemuck::Zeroable;
+use half::f16;
+
+use crate::round::nearest_int;
+use crate::{GgmlType, Isa, KernelError};
+
+/// Values per Q8_K, TQ1_0 and TQ2_0 block (ggml's `QK_K`).
+pub const QK_K: usize = 256;
+
+/// One Q8_K block: 9.125 bits per value (4 + 256 + 32 bytes per 256 values).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8K {
+    /// Scale: value ≈ `d · qs[i]`. Negative for blocks whose largest-magnitude value is
+    /// positive (ggml's `iscale = -127/max`).
+    pub d: f32,
+    /// Quantized values in `[-128, 127]`.
+    pub qs: [i8; QK_K],
+    /// `bsums[j] = Σ qs[16j..16j+16]`. The SIMD dot kernels read these instead of
+    /// re-summing `qs`, so a block built by hand must keep them consistent.
+    pub bsums: [i16; QK_K / 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
+
+/// Checks that `values` is a whole number of blocks and that `blocks` holds exactly that
+/// many; shared by every quantizer and dequantizer of the K-block formats.
+pub(crate) fn check_blocks(
+    format: GgmlType,
+    values: usize,
+    blocks: usize,
+    what: &'static str,
+) -> Result<(), KernelError> {
+    if values % QK_K != 0 {
+        return Err(KernelError::NotBlockMultiple {
+            format,
+            len: values,
+            block: QK_K,
+        });
+    }
+    if blocks != values / QK_K {
+        return Err(KernelError::LengthMismatch {
+            format,
+            what,
+            got: blocks,
+            expected: values / QK_K,
+        });
+    }
+    Ok(())
+}
+
+/// ggml's `quantize_row_q8_K_ref`, bit for bit: per block, `max` is the signed value of
+/// largest magnitude (the first one on ties), `iscale = -127/max`,
+/// `qs = min(127, nearest_int(iscale·x))`, `d = 1/iscale`. An all-zero block gets `d = 0`,
+/// `qs = 0` and `bsums = 0` (ggml leaves that block's `bsums` unwritten; zero is what its
+/// dot products need).
+///
+/// `x.len()` must be a multiple of 256 and `y.len() == x.len() / 256`.
+pub fn quantize_row_q8_k_ref(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
+    check_blocks(GgmlType::Q8_K, x.len(), y.len(), "output blocks")?;
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
+        *yb = quantize_block(xb);
+    }
+    Ok(())
+}
+
+/// The activation quantizer ggml's x86 CPU backend runs (`from_float` of Q8_K). It is the
+/// reference quantizer: no SIMD variant with different rounding exists upstream.
+pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
+    quantize_row_q8_k_ref(x, y)
+}
+
+/// `y[i] = d · qs[i]` (ggml's `dequantize_row_q8_K`). `y.len()` must be `256 · x.len()`.
+pub fn dequantize_row_q8_k(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), KernelError> {
+    check_blocks(GgmlType::Q8_K, y.len(), x.len(), "input blocks")?;
+    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        for (v, &q) in yb.iter_mut().zip(&xb.qs) {
+            *v = xb.d * f32::from(q);
+        }
+    }
+    Ok(())
+}
+
+/// One block of [`quantize_row_q8_k_ref`]; `x` has 256 values.
+fn quantize_block(x: &[f32]) -> BlockQ8K {
+    // `>` keeps the first of equal magnitudes; NaNs never win the comparison.
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        return BlockQ8K::zeroed();
+    }
+    let iscale = -127.0 / max;
+    let mut block = BlockQ8K {
+        d: 1.0 / iscale,
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+    };
+    for (q, &v) in block.qs.iter_mut().zip(x) {
+        *q = q8_code(iscale * v);
+    }
+    for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+        // 16 · 128 = 2048 fits in i16.
+        *s = group.iter().map(|&q| i16::from(q)).sum();
+    }
+    block
+}
+
+/// `MIN(127, nearest_int(v))` stored as int8. Every finite input gives `|v| <= 127·(1+ε)`
+/// because `|x| <= |max|`. A non-finite `v` (from an infinite `iscale` when
+/// `|max| < 127/f32::MAX`, or from an inf/NaN input) maps to 0: ggml's magic-number
+/// rounding turns ±inf into -0x400000 and the default NaN into 0, both 0 once truncated to
+/// int8 (only a NaN input with a payload would differ). Skipping `nearest_int` for them
+/// also keeps its range assertion intact.
+fn q8_code(v: f32) -> i8 {
+    if v.abs() <= 4_194_303.0 {
+        // In range, so the value is in [-128, 127] and the cast is exact.
+        nearest_int(v).min(127) as i8
+    } else {
+        0
+    }
+}
+
+/// How a ternary × Q8_K dot product adds up its per-block float terms. The block integer
+/// sums are exact and identical in both orders; only the f32 rounding differs, and it
+/// matters: the next activation quantization amplifies a last-bit difference (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SumOrder {
+    /// ggml's portable `ggml_vec_dot_tq*_q8_K_generic` without FMA contraction: one f32
+    /// accumulator, `sumf += (float)sumi · (y.d · x.d)` per block, in block order.
+    GgmlGeneric,
+    /// ggml's x86 AVX2 kernel `ggml_vec_dot_tq*_q8_K` as GCC compiles it for an AVX2+FMA
+    /// build (ggml is built `-std=gnu11`, whose default `-ffp-contract=fast` fuses the
+    /// `_mm256_add_ps(_mm256_mul_ps(..))` into an FMA). Each block yields eight i32 lane
+    /// sums; lane `k` accumulates `acc[k] = fma(lane[k], y.d · x.d, acc[k])`, and the result
+    /// is `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`. Upstream llama.cpp built by GCC with
+    /// `GGML_AVX2=ON GGML_FMA=ON` (llama-cpp-sys-2's configuration here) runs exactly this.
+    GgmlAvx2,
+}
+
+/// A ternary weight block that can be dotted against Q8_K: TQ1_0 and TQ2_0 supply their
+/// scale and decoded weight codes, and the driver here does the rest.
+pub(crate) trait TernaryBlock: Copy {
+    /// The format, for error messages.
+    const FORMAT: GgmlType;
+
+    /// The block scale `d`: weight = `(code - 1) · d`.
+    fn scale(&self) -> f16;
+
+    /// The 256 weight codes (`trit + 1`) in element order: 0..=2, or 3 for TQ2_0's
+    /// unused bit pattern, which every ggml kernel treats as weight `+2`.
+    fn codes(&self) -> [u8; QK_K];
+
+    /// [`Self::codes`] as eight 32-byte chunks (chunk `c` = elements `32c..32c+32`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn codes_avx2(&self) -> [std::arch::x86_64::__m256i; 8];
+}
+
+/// `(code - 1) · d` for every weight (ggml's `dequantize_row_tq*`); `y.len()` must be
+/// `256 · x.len()`.
+pub(crate) fn dequantize_ternary<B: TernaryBlock>(
+    x: &[B],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    check_blocks(B::FORMAT, y.len(), x.len(), "input blocks")?;
+    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = xb.scale().to_f32();
+        for (v, c) in yb.iter_mut().zip(xb.codes()) {
+            *v = f32::from(i16::from(c) - 1) * d;
+        }
+    }
+    Ok(())
+}
+
+/// One row of ternary weights against one Q8_K activation row: `x.len() == y.len()`.
+pub(crate) fn vec_dot_ternary<B: TernaryBlock>(
+    isa: Isa,
+    order: SumOrder,
+    x: &[B],
+    y: &[BlockQ8K],
+) -> Result<f32, KernelError> {
+    if x.len() != y.len() {
+        return Err(KernelError::LengthMismatch {
+            format: B::FORMAT,
+            what: "Q8_K activation blocks",
+            got: y.len(),
+            expected: x.len(),
+        });
+    }
+    let mut out = [0.0f32];
+    vec_dot_ternary_rows(isa, order, x, y, &mut out)?;
+    Ok(out[0])
+}
+
+/// `out[r] = dot(x row r, y)` for `out.len()` consecutive weight rows of `y.len()` blocks
+/// each: `x.len() == out.len() · y.len()`. Runs `isa`'s kernel when the CPU supports it,
+/// the scalar reference otherwise; both give bit-identical results for consistent `bsums`.
+pub(crate) fn vec_dot_ternary_rows<B: TernaryBlock>(
+    isa: Isa,
+    order: SumOrder,
+    x: &[B],
+    y: &[BlockQ8K],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let nb = y.len();
+    let whole_rows = if nb == 0 {
+        x.is_empty()
+    } else {
+        x.len() % nb == 0 && x.len() / nb == out.len()
+    };
+    if !whole_rows {
+        return Err(KernelError::LengthMismatch {
+            format: B::FORMAT,
+            what: "weight blocks (rows × activation blocks)",
+            got: x.len(),
+            expected: out.len().saturating_mul(nb),
+        });
+    }
+    if nb == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            // SAFETY: Isa::Avx2.is_supported() checked in the match guard (AVX2, FMA, F16C).
+            unsafe { avx2::dot_rows(order, x, y, out) }
+        }
+        _ => {
+            for (row, o) in x.chunks_exact(nb).zip(out) {
+                *o = dot_row_scalar(order, row, y);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `ggml_vec_dot_tq*_q8_K_generic` block sum: `Σ (code - 1) · q`.
+fn block_sumi_generic(codes: &[u8; QK_K], y: &BlockQ8K) -> i32 {
+    codes
+        .iter()
+        .zip(&y.qs)
+        .map(|(&c, &q)| (i32::from(c) - 1) * i32::from(q))
+        .sum()
+}
+
+/// The eight i32 lanes ggml's AVX2 kernel holds for one block, computed the way it does:
+/// `maddubs(code, q)` puts elements `32c + 2t` and `32c + 2t + 1` of every 32-byte chunk
+/// `c` into i16 lane `t`; `bsums[t]` is subtracted there (the −1 of the codes), with i16
+/// wrap-around like `_mm256_sub_epi16`; `madd(.., 1)` then adds i16 lanes `2k` and `2k+1`
+/// into i32 lane `k`. The lanes sum to [`block_sumi_generic`] whenever `bsums` matches `qs`.
+fn block_lanes_scalar(codes: &[u8; QK_K], y: &BlockQ8K) -> [i32; 8] {
+    // (16 i16 lanes) before the bsums subtraction.
+    let mut lanes16 = [0i32; 16];
+    for (e, (&c, &q)) in codes.iter().zip(&y.qs).enumerate() {
+        lanes16[(e % 32) / 2] += i32::from(c) * i32::from(q);
+    }
+    let mut lanes = [0i32; 8];
+    for (t, (&s, &bsum)) in lanes16.iter().zip(&y.bsums).enumerate() {
+        // |s| <= 16 elements · 3 · 128 = 6144: exact in i16, and no maddubs pair
+        // (<= 2 · 3 · 128 = 768) saturates either.
+        lanes[t / 2] += i32::from((s as i16).wrapping_sub(bsum));
+    }
+    lanes
+}
+
+/// The f32 block scale both ggml kernels use: `y.d · x.d`.
+fn block_scale(x_d: f16, y_d: f32) -> f32 {
+    y_d * x_d.to_f32()
+}
+
+/// ggml's `hsum_float_8`: `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+fn hsum8_ggml(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// The scalar reference for one row (`x.len() == y.len()`) in either summation order.
+fn dot_row_scalar<B: TernaryBlock>(order: SumOrder, x: &[B], y: &[BlockQ8K]) -> f32 {
+    match order {
+        SumOrder::GgmlGeneric => {
+            let mut sumf = 0.0f32;
+            for (xb, yb) in x.iter().zip(y) {
+                let sumi = block_sumi_generic(&xb.codes(), yb);
+                // |sumi| <= 256 · 2 · 128 < 2^24: the conversion is exact.
+                sumf += sumi as f32 * block_scale(xb.scale(), yb.d);
+            }
+            sumf
+        }
+        SumOrder::GgmlAvx2 => {
+            let mut acc = [0.0f32; 8];
+            for (xb, yb) in x.iter().zip(y) {
+                let lanes = block_lanes_scalar(&xb.codes(), yb);
+                let d = block_scale(xb.scale(), yb.d);
+                for (a, &l) in acc.iter_mut().zip(&lanes) {
+                    *a = (l as f32).mul_add(d, *a);
+                }
+            }
+            hsum8_ggml(acc)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! AVX2 ternary × Q8_K: weight codes are unsigned bytes and activations signed bytes,
+    //! so `maddubs` multiplies them directly; the +1 offset of the codes comes back out
+    //! through `bsums` once per block instead of per element.
+
+    use std::arch::x86_64::*;
+
+    use super::{block_scale, hsum8_ggml, BlockQ8K, SumOrder, TernaryBlock};
+
+    /// Every row of `x` (`out.len()` rows of `y.len()` blocks, `y` non-empty) against `y`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_rows<B: TernaryBlock>(
+        order: SumOrder,
+        x: &[B],
+        y: &[BlockQ8K],
+        out: &mut [f32],
+    ) {
+        for (row, o) in x.chunks_exact(y.len()).zip(out) {
+            *o = match order {
+                // SAFETY: this function's own precondition (AVX2, FMA, F16C).
+                SumOrder::GgmlGeneric => unsafe { row_generic(row, y) },
+                // SAFETY: as above.
+                SumOrder::GgmlAvx2 => unsafe { row_lanes(row, y) },
+            };
+        }
+    }
+
+    /// [`SumOrder::GgmlGeneric`]: the lanes are summed as integers per block (exact), so
+    /// the float part is the scalar reference's, operation for operation.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn row_generic<B: TernaryBlock>(x: &[B], y: &[BlockQ8K]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            // SAFETY: this function's own precondition (AVX2, FMA, F16C).
+            let lanes = unsafe { block_lanes(xb.codes_avx2(), yb) };
+            sumf += hsum_epi32(lanes) as f32 * block_scale(xb.scale(), yb.d);
+        }
+        sumf
+    }
+
+    /// [`SumOrder::GgmlAvx2`]: ggml's lane-wise FMA accumulation and final horizontal sum.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn row_lanes<B: TernaryBlock>(x: &[B], y: &[BlockQ8K]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (xb, yb) in x.iter().zip(y) {
+            // SAFETY: this function's own precondition (AVX2, FMA, F16C).
+            let lanes = unsafe { block_lanes(xb.codes_avx2(), yb) };
+            let d = _mm256_set1_ps(block_scale(xb.scale(), yb.d));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+        }
+        let mut a = [0.0f32; 8];
+        // SAFETY: `a` is 8 f32 = 32 writable bytes; storeu has no alignment requirement.
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc) };
+        hsum8_ggml(a)
+    }
+
+    /// One block's eight i32 lane sums (see `block_lanes_scalar` for the lane layout).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(super) unsafe fn block_lanes(codes: [__m256i; 8], y: &BlockQ8K) -> __m256i {
+        // (8 chunks, 32 bytes) of int8 activations.
+        let q = y.qs.as_ptr().cast::<__m256i>();
+        // Two i16 accumulators for instruction-level parallelism. Bounds: a maddubs lane is
+        // c0·q0 + c1·q1 with codes <= 3 and |q| <= 128, so |.| <= 768 (never saturates), and
+        // 8 chunks sum to <= 6144 per lane: 16-bit sums are exact.
+        let mut even = _mm256_setzero_si256();
+        let mut odd = _mm256_setzero_si256();
+        for c in (0..8).step_by(2) {
+            // SAFETY: qs is 256 bytes = 8 chunks of 32 and c + 1 < 8; loadu has no alignment
+            // requirement.
+            let (q0, q1) = unsafe {
+                (
+                    _mm256_loadu_si256(q.add(c)),
+                    _mm256_loadu_si256(q.add(c + 1)),
+                )
+            };
+            even = _mm256_add_epi16(even, _mm256_maddubs_epi16(codes[c], q0));
+            odd = _mm256_add_epi16(odd, _mm256_maddubs_epi16(codes[c + 1], q1));
+        }
+        // SAFETY: bsums is 16 i16 = 32 readable bytes; loadu has no alignment requirement.
+        let bsums = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
+        // Consistent bsums are within ±2048, so the i16 subtraction stays exact too.
+        let sums16 = _mm256_sub_epi16(_mm256_add_epi16(even, odd), bsums);
+        _mm256_madd_epi16(sums16, _mm256_set1_epi16(1))
+    }
+
+    /// Sum of the eight i32 lanes (wrapping, like the scalar lane sum it replaces).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn hsum_epi32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::tq1_0::BlockTQ1_0;
+    use crate::tq2_0::BlockTQ2_0;
+
+    fn quantize(x: &[f32]) -> Vec<BlockQ8K> {
+        let mut y = vec![BlockQ8K::zeroed(); x.len() / QK_K];
+        quantize_row_q8_k_ref(x, &mut y).expect("whole blocks");
+        y
+    }
+
+    #[test]
+    fn known_answer_block() {
+        // max|x| is x[1] = -4, so iscale = -127 / -4 = 31.75 (exact) and d = 1/31.75.
+        //   x[0]  =  2   → 63.5   (tie)  → 64 (half to even)
+        //   x[1]  = -4   → -127
+        //   x[2]  =  1   → 31.75         → 32
+        //   x[3]  =  0.5 → 15.875        → 16
+        //   x[16] = -2   → -63.5  (tie)  → -64
+        //   x[17] = 0.25 → 7.9375        → 8
+        // bsums[0] = 64 - 127 + 32 + 16 = -15, bsums[1] = -64 + 8 = -56.
+        let mut x = [0.0f32; QK_K];
+        x[..4].copy_from_slice(&[2.0, -4.0, 1.0, 0.5]);
+        x[16] = -2.0;
+        x[17] = 0.25;
+        let b = quantize(&x)[0];
+        // 1/31.75 = 0.0314960629… → f32 0x3D010204.
+        assert_eq!(b.d.to_bits(), 0x3D01_0204);
+        let mut qs = [0i8; QK_K];
+        qs[..4].copy_from_slice(&[64, -127, 32, 16]);
+        qs[16] = -64;
+        qs[17] = 8;
+        assert_eq!(b.qs, qs);
+        let mut bsums = [0i16; 16];
+        bsums[0] = -15;
+        bsums[1] = -56;
+        assert_eq!(b.bsums, bsums);
+    }
+
+    #[test]
+    fn first_of_equal_magnitudes_sets_the_sign() {
+        // |3| == |-3|: `>` keeps x[0] = 3, so iscale = -127/3 < 0 and d = -3/127.
+        let mut x = [0.0f32; QK_K];
+        x[0] = 3.0;
+        x[5] = -3.0;
+        let b = quantize(&x)[0];
+        assert_eq!((b.qs[0], b.qs[5]), (-127, 127));
+        assert_eq!(b.d, 1.0 / (-127.0f32 / 3.0));
+        // The first one found always quantizes to -127; the order decides d's sign.
+        x[0] = -3.0;
+        x[5] = 3.0;
+        let b = quantize(&x)[0];
+        assert_eq!((b.qs[0], b.qs[5]), (-127, 127));
+        assert_eq!(b.d, 1.0 / (127.0f32 / 3.0));
+    }
+
+    #[test]
+    fn zero_block_and_infinite_iscale_quantize_to_zero() {
+        assert_eq!(quantize(&[0.0; QK_K])[0], BlockQ8K::zeroed());
+        // |max| = 1e-38 < 127/f32::MAX: iscale = -inf, every q is 0, d = 1/-inf = -0.
+        let mut x = [0.0f32; QK_K];
+        x[7] = 1e-38;
+        x[8] = -1e-45;
+        let b = quantize(&x)[0];
+        assert_eq!(b.qs, [0; QK_K]);
+        assert_eq!(b.bsums, [0; 16]);
+        assert_eq!(b.d.to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn length_errors() {
+        let mut y = [BlockQ8K::zeroed(); 1];
+        assert_eq!(
+            quantize_row_q8_k(&[0.0; 100], &mut y),
+            Err(KernelError::NotBlockMultiple {
+                format: GgmlType::Q8_K,
+                len: 100,
+                block: QK_K
+            })
+        );
+        assert!(matches!(
+            quantize_row_q8_k(&[0.0; 512], &mut y),
+            Err(KernelError::LengthMismatch {
+                got: 1,
+                expected: 2,
+                ..
+            })
+        ));
+        let mut out = [0.0f32; 255];
+        assert!(dequantize_row_q8_k(&y, &mut out).is_err());
+    }
+
+    /// A Q8_K block with arbitrary int8 values (the full [-128, 127] range, beyond what the
+    /// quantizer emits) and consistent bsums.
+    fn any_q8k() -> impl Strategy<Value = BlockQ8K> {
+        (prop::array::uniform32(any::<[i8; 8]>()), -2.0f32..2.0).prop_map(|(parts, d)| {
+            let mut b = BlockQ8K::zeroed();
+            b.d = d;
+            for (chunk, part) in b.qs.chunks_exact_mut(8).zip(parts) {
+                chunk.copy_from_slice(&part);
+            }
+            for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                *s = g.iter().map(|&q| i16::from(q)).sum();
+            }
+            b
+        })
+    }
+
+    /// Arbitrary bytes (any TQ1_0 byte, TQ2_0 code 3 included) as both ternary formats.
+    fn any_blocks() -> impl Strategy<Value = (BlockTQ1_0, BlockTQ2_0)> {
+        (prop::array::uniform32(any::<[u8; 4]>()), any::<[u8; 2]>()).prop_map(|(parts, d)| {
+            let bytes: Vec<u8> = parts.iter().flatten().copied().collect();
+            let mut t1 = BlockTQ1_0::zeroed();
+            t1.qs.copy_from_slice(&bytes[..48]);
+            t1.qh.copy_from_slice(&bytes[48..52]);
+            t1.d = f16::from_bits(u16::from_le_bytes(d) & 0x7BFF);
+            let mut t2 = BlockTQ2_0::zeroed();
+            t2.qs.copy_from_slice(&bytes[..64]);
+            t2.d = t1.d;
+            (t1, t2)
+        })
+    }
+
+    fn check_lanes<B: TernaryBlock>(x: &B, y: &BlockQ8K) -> Result<(), TestCaseError> {
+        let codes = x.codes();
+        let lanes = block_lanes_scalar(&codes, y);
+        prop_assert_eq!(
+            lanes.iter().sum::<i32>(),
+            block_sumi_generic(&codes, y),
+            "{:?}: the AVX2 lane decomposition must sum to the generic block sum",
+            B::FORMAT
+        );
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2.is_supported() {
+            // SAFETY: Isa::Avx2.is_supported() checked above.
+            let v = unsafe { avx2::block_lanes(x.codes_avx2(), y) };
+            let mut simd = [0i32; 8];
+            // SAFETY: Isa::Avx2.is_supported() checked above; `simd` is 32 writable bytes and
+            // storeu has no alignment requirement.
+            unsafe { std::arch::x86_64::_mm256_storeu_si256(simd.as_mut_ptr().cast(), v) };
+            prop_assert_eq!(
+                simd,
+                lanes,
+                "{:?}: AVX2 lanes differ from the scalar lanes",
+                B::FORMAT
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn lanes_are_exact_for_any_bytes((t1, t2) in any_blocks(), y in any_q8k()) {
+            check_lanes(&t1, &y)?;
+            check_lanes(&t2, &y)?;
+        }
+    }
+
+    #[test]
+    fn hsum8_follows_ggml_pairing() {
+        // 1e8 absorbs 1.0 unless it is cancelled first: ((1e8 + -1e8) + (1 + 0)) + …
+        let a = [1e8, 1.0, 1.0, 0.0, -1e8, 0.0, 0.0, 0.0];
+        assert_eq!(hsum8_ggml(a), 2.0);
+    }
+}
