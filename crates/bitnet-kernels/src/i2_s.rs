@@ -330,7 +330,10 @@ pub(crate) mod avx2 {
         let mut acc32 = _mm256_setzero_si256();
         // Runs of up to 32 blocks (the C's 16-bit accumulation window).
         for (wg, qg) in w.chunks(I16_GROUP_BLOCKS).zip(q.chunks(I16_GROUP_BLOCKS)) {
-            let mut acc16 = _mm256_setzero_si256();
+            // Two i16 accumulators (planes 0-1 and planes 2-3) so the loop-carried chain is
+            // one add per block; their sum mod 2^16 equals the C's single accumulator.
+            let mut acc_a = _mm256_setzero_si256();
+            let mut acc_b = _mm256_setzero_si256();
             for (b, y) in wg.iter().zip(qg) {
                 let bits = load_u8x32(&b.qs);
                 let c0 = _mm256_and_si256(_mm256_srli_epi16::<6>(bits), mask);
@@ -345,9 +348,11 @@ pub(crate) mod avx2 {
                     _mm256_maddubs_epi16(c2, load_i8x32(&y[2])),
                     _mm256_maddubs_epi16(c3, load_i8x32(&y[3])),
                 );
-                acc16 = _mm256_add_epi16(acc16, _mm256_add_epi16(p01, p23));
+                acc_a = _mm256_add_epi16(acc_a, p01);
+                acc_b = _mm256_add_epi16(acc_b, p23);
             }
             // Sign-extend pairs of i16 lanes into i32 (exact).
+            let acc16 = _mm256_add_epi16(acc_a, acc_b);
             acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, ones));
         }
         let s = _mm_add_epi32(

@@ -185,9 +185,7 @@ pub fn quantize_row_q8_k64(x: &[f32], qs: &mut [i8]) -> Result<Q8K64Header, Kern
             sums[g] = sums[g].wrapping_add(i32::from(*q));
         }
     }
-    for g in 0..Q8_K64_GROUPS {
-        header.dsum[g] = header.d[g] * sums[g] as f32;
-    }
+    header.dsum = std::array::from_fn(|g| header.d[g] * sums[g] as f32);
     Ok(header)
 }
 
