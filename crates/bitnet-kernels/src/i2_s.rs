@@ -30,8 +30,8 @@ pub const I2S_ZERO_THRESHOLD: f64 = 1e-6;
 
 /// Blocks whose products bitnet.cpp's AVX2 kernel sums in 16-bit lanes before widening.
 /// Each i16 lane collects 2 bytes × 4 sub-vectors × 32 blocks = 256 products of code·q, up
-/// to 256·2·128 in magnitude: that does not fit in i16, and the C kernel wraps. Both our
-/// kernels reproduce the wrap (see [`vec_dot_i2_s_i8_s_generic`]).
+/// to 256 · 2 · 127 = 65024 in magnitude for valid codes: that does not fit in i16, and the
+/// C kernel wraps. Both our kernels reproduce the wrap (see [`vec_dot_i2_s_i8_s_generic`]).
 const I16_GROUP_BLOCKS: usize = 32;
 
 /// One I2_S block: 128 weights, 2 bits per weight (plus the tensor's single f32 scale).
@@ -73,9 +73,11 @@ fn tensor_bytes(n: usize) -> usize {
 }
 
 /// Quantizes a whole tensor (`x` is rows × `n_per_row`, row-major) to I2_S exactly as
-/// bitnet.cpp's single-threaded `quantize_i2_s` does. `out.len()` must be `x.len()/4 + 32`;
-/// the 28 padding bytes after the scale are written as zeros (the C leaves them as it
-/// found them).
+/// bitnet.cpp's `quantize_i2_s` does over the whole tensor (its `llama-quantize ... I2_S 1`,
+/// one thread: with more threads each row chunk computes its own max and is written at a
+/// byte offset of `start_row · n_per_row`, four times too far). `out.len()` must be
+/// `x.len()/4 + 32`; the 28 padding bytes after the scale are written as zeros (the C
+/// leaves them as it found them).
 pub fn quantize_i2_s_ref(x: &[f32], n_per_row: usize, out: &mut [u8]) -> Result<(), KernelError> {
     check_row_len(n_per_row)?;
     if x.len() % n_per_row != 0 {
@@ -234,9 +236,9 @@ fn check_lengths(blocks: &[BlockI2s], len: usize, what: &'static str) -> Result<
 /// Scalar reference of bitnet.cpp's x86 `ggml_vec_dot_i2_i8_s`: Σcode·q over a row, with the
 /// C kernel's 16-bit accumulation reproduced. Within each run of 32 blocks, i16 lane k
 /// (k < 16) sums the products of bytes 2k and 2k+1 of every 32-element sub-vector; each lane
-/// wraps to i16 before the lanes are added as i32. Equal to the exact Σcode·q whenever every
-/// lane's partial sum stays within ±32767, which holds unless a lane's 256 activations are
-/// mostly near ±127 with matching codes (e.g. a constant row).
+/// wraps to i16 before the lanes are added as i32. Equal to the exact Σcode·q whenever each
+/// lane's total over a run fits i16, which holds unless a lane's 256 activations are mostly
+/// large with a common sign (e.g. a constant row); otherwise it is what bitnet.cpp computes.
 pub fn vec_dot_i2_s_i8_s_generic(w: &[BlockI2s], q: &[i8]) -> Result<i32, KernelError> {
     check_lengths(w, q.len(), "activations")?;
     let mut total = 0i32;
@@ -351,8 +353,8 @@ pub(crate) mod avx2 {
                 acc_a = _mm256_add_epi16(acc_a, p01);
                 acc_b = _mm256_add_epi16(acc_b, p23);
             }
-            // Sign-extend pairs of i16 lanes into i32 (exact).
             let acc16 = _mm256_add_epi16(acc_a, acc_b);
+            // Sign-extend pairs of i16 lanes into i32 (exact).
             acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, ones));
         }
         let s = _mm_add_epi32(

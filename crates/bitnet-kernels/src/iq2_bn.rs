@@ -21,10 +21,11 @@
 //!   scale nor multiply by it, and combines the groups as
 //!   `Σ_j d_j·(sum_j0 + 0.25·sum_j1 + 0.0625·sum_j2 + 0.015625·sum_j3 - Σq_j)` accumulated
 //!   left to right (partly in double), not the fmsub + pairwise sum above.
-//! - The AVX2 gemm's odd-block tail (K/64 odd, e.g. K = 576) multiplies the block's second
-//!   half (elements 32..64) by the activations of its first half (`load_quants(iy, i/2, 0)`
-//!   twice); the AVX512-VNNI path uses the right ones. We compute the correct sum, so for
-//!   K/64 odd ik's AVX2 build disagrees with both its own VNNI build and us.
+//! - The AVX2 gemm's odd-block tail (K/64 odd, e.g. K = 576) multiplies the last block's
+//!   second half (elements 32..64) by the activations of its first half
+//!   (`load_quants(iy, i/2, 0)` twice); the AVX512-VNNI path uses the right ones. We compute
+//!   the correct sum, so for K/64 odd ik's default (AVX2, non-native) build disagrees with
+//!   its own VNNI build and with us; for K/64 even all three agree bit for bit.
 //! - `dequantize_row_iq2_bn` in ik returns `code - 1` without the row scale (its callers
 //!   pass the blocks only); ours applies the scale.
 
