@@ -1,1 +1,495 @@
 //! I2_S: bitnet.cpp's 2-bit ternary tensor format (x86 layout); multiplied against I8_S.
+//!
+//! Facts from bitnet.cpp (`src/ggml-bitnet-mad.cpp`, `3rdparty/llama.cpp/ggml/src/ggml.c`):
+//! - A tensor of n = rows × n_per_row weights is stored as n/4 bytes of codes followed by one
+//!   f32 scale at byte n/4, padded to 32 bytes (`ggml_nbytes` = n/4 + 32). The blocks run over
+//!   the flat tensor; with n_per_row % 128 == 0 row r's codes are bytes
+//!   `[r·n_per_row/4, (r+1)·n_per_row/4)`.
+//! - Block of 128 weights in 32 bytes: byte b holds elements b, b+32, b+64, b+96 in bits
+//!   7:6, 5:4, 3:2, 1:0. Codes: -1 → 0, 0 → 1, +1 → 2. ARM builds use 64-weight blocks:
+//!   those files are not interchangeable with these.
+//! - `quantize_i2_s`: scale = max|w| over the whole tensor (in double, stored as f32); a weight
+//!   with |w| < 1e-6 becomes 0, any other weight becomes sign(w). There is no 0.5·max
+//!   threshold: the format assumes weights are already ternary.
+//! - `ggml_vec_dot_i2_i8_s` returns Σcode·q (unsigned codes), and the matmul turns it into
+//!   `((float)sumi - (float)Σq) / act_scale * w_scale` ([`i2_s_dot_to_f32`]).
+
+use crate::cpu::Isa;
+use crate::i8_s::I8sRowMeta;
+use crate::KernelError;
+use bitnet_gguf::GgmlType;
+
+/// Weights per block (x86 `QK_I2_S`).
+pub const QK_I2_S: usize = 128;
+
+/// Bytes after a tensor's codes: the f32 scale, padded for alignment.
+pub const I2S_SCALE_TAIL_BYTES: usize = 32;
+
+/// Weights below this magnitude (compared in double) quantize to 0.
+pub const I2S_ZERO_THRESHOLD: f64 = 1e-6;
+
+/// Blocks whose products bitnet.cpp's AVX2 kernel sums in 16-bit lanes before widening.
+/// Each i16 lane collects 2 bytes × 4 sub-vectors × 32 blocks = 256 products of code·q, up
+/// to 256 · 2 · 127 = 65024 in magnitude for valid codes: that does not fit in i16, and the
+/// C kernel wraps. Both our kernels reproduce the wrap (see [`vec_dot_i2_s_i8_s_generic`]).
+const I16_GROUP_BLOCKS: usize = 32;
+
+/// One I2_S block: 128 weights, 2 bits per weight (plus the tensor's single f32 scale).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockI2s {
+    /// Byte b: elements b, b+32, b+64, b+96 in bits 7:6, 5:4, 3:2, 1:0.
+    pub qs: [u8; 32],
+}
+const _: () = assert!(std::mem::size_of::<BlockI2s>() == 32);
+
+/// The 2-bit code of element `e` (0..128) of a block.
+#[inline]
+fn code(b: &BlockI2s, e: usize) -> u8 {
+    (b.qs[e % 32] >> (6 - 2 * (e / 32))) & 3
+}
+
+/// Checks that rows of `n_per_row` weights are whole, non-empty blocks.
+fn check_row_len(n_per_row: usize) -> Result<(), KernelError> {
+    if n_per_row % QK_I2_S != 0 {
+        return Err(KernelError::NotBlockMultiple {
+            format: GgmlType::I2_S,
+            len: n_per_row,
+            block: QK_I2_S,
+        });
+    }
+    if n_per_row == 0 {
+        return Err(KernelError::Unsupported {
+            format: GgmlType::I2_S,
+            reason: "rows must not be empty",
+        });
+    }
+    Ok(())
+}
+
+/// Bytes of an I2_S tensor of `n` weights: n/4 of codes + the 32-byte scale tail.
+fn tensor_bytes(n: usize) -> usize {
+    n / 4 + I2S_SCALE_TAIL_BYTES
+}
+
+/// Quantizes a whole tensor (`x` is rows × `n_per_row`, row-major) to I2_S exactly as
+/// bitnet.cpp's `quantize_i2_s` does over the whole tensor (its `llama-quantize ... I2_S 1`,
+/// one thread: with more threads each row chunk computes its own max and is written at a
+/// byte offset of `start_row · n_per_row`, four times too far). `out.len()` must be
+/// `x.len()/4 + 32`; the 28 padding bytes after the scale are written as zeros (the C
+/// leaves them as it found them).
+pub fn quantize_i2_s_ref(x: &[f32], n_per_row: usize, out: &mut [u8]) -> Result<(), KernelError> {
+    check_row_len(n_per_row)?;
+    if x.len() % n_per_row != 0 {
+        return Err(KernelError::NotBlockMultiple {
+            format: GgmlType::I2_S,
+            len: x.len(),
+            block: n_per_row,
+        });
+    }
+    if out.len() != tensor_bytes(x.len()) {
+        return Err(KernelError::LengthMismatch {
+            format: GgmlType::I2_S,
+            what: "output bytes",
+            got: out.len(),
+            expected: tensor_bytes(x.len()),
+        });
+    }
+    // C's `fmax` ignores NaN, as f64::max does.
+    let scale = x.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+    let (codes, tail) = out.split_at_mut(x.len() / 4);
+    // (n/128) blocks × 128 weights → 32 bytes each.
+    for (xb, qb) in x.chunks_exact(QK_I2_S).zip(codes.chunks_exact_mut(32)) {
+        qb.fill(0);
+        for (e, &v) in xb.iter().enumerate() {
+            let v = f64::from(v);
+            let c: u8 = if v.abs() < I2S_ZERO_THRESHOLD {
+                1
+            } else if v * scale > 0.0 {
+                2
+            } else {
+                0
+            };
+            qb[e % 32] |= c << (6 - 2 * (e / 32));
+        }
+    }
+    tail.fill(0);
+    tail[..4].copy_from_slice(&(scale as f32).to_le_bytes());
+    Ok(())
+}
+
+/// A parsed I2_S tensor: rows of blocks and the per-tensor scale. Zero-copy over the
+/// tensor's bytes (e.g. an mmap slice).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct I2sTensor<'a> {
+    blocks: &'a [BlockI2s],
+    scale: f32,
+    n_per_row: usize,
+    n_rows: usize,
+}
+
+impl<'a> I2sTensor<'a> {
+    /// Parses `bytes` as an I2_S tensor of `n_rows` rows of `n_per_row` weights; its length
+    /// must be exactly `n_rows·n_per_row/4 + 32`.
+    pub fn from_bytes(
+        bytes: &'a [u8],
+        n_per_row: usize,
+        n_rows: usize,
+    ) -> Result<Self, KernelError> {
+        check_row_len(n_per_row)?;
+        let expected = n_per_row
+            .checked_mul(n_rows)
+            .map(|n| n / 4)
+            .and_then(|c| c.checked_add(I2S_SCALE_TAIL_BYTES))
+            .ok_or(KernelError::Unsupported {
+                format: GgmlType::I2_S,
+                reason: "tensor size overflows usize",
+            })?;
+        if bytes.len() != expected {
+            return Err(KernelError::LengthMismatch {
+                format: GgmlType::I2_S,
+                what: "tensor bytes",
+                got: bytes.len(),
+                expected,
+            });
+        }
+        let (codes, tail) = bytes.split_at(expected - I2S_SCALE_TAIL_BYTES);
+        let scale = f32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        // Blocks are byte arrays (alignment 1), and `codes.len()` is a multiple of 32.
+        let blocks =
+            bytemuck::try_cast_slice(codes).map_err(|_| KernelError::NotBlockMultiple {
+                format: GgmlType::I2_S,
+                len: codes.len(),
+                block: std::mem::size_of::<BlockI2s>(),
+            })?;
+        Ok(I2sTensor {
+            blocks,
+            scale,
+            n_per_row,
+            n_rows,
+        })
+    }
+
+    /// The per-tensor weight scale.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// Weights per row.
+    pub fn n_per_row(&self) -> usize {
+        self.n_per_row
+    }
+
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// The blocks of row `r`, or `None` if `r` is out of range.
+    pub fn row(&self, r: usize) -> Option<&'a [BlockI2s]> {
+        let per_row = self.n_per_row / QK_I2_S;
+        let start = r.checked_mul(per_row)?;
+        self.blocks.get(start..start.checked_add(per_row)?)
+    }
+
+    /// Expands the whole tensor to f32 (`out.len()` = rows × n_per_row).
+    pub fn dequantize(&self, out: &mut [f32]) -> Result<(), KernelError> {
+        dequantize_row_i2_s(self.blocks, self.scale, out)
+    }
+}
+
+/// Expands blocks to f32 as `(code - 1) · scale`; `out.len()` must be `128 · blocks.len()`.
+pub fn dequantize_row_i2_s(
+    blocks: &[BlockI2s],
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_lengths(blocks, out.len(), "output")?;
+    for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_I2_S)) {
+        for (e, o) in ob.iter_mut().enumerate() {
+            *o = (f32::from(code(b, e)) - 1.0) * scale;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a buffer of `len` elements matches `blocks` (128 per block).
+fn check_lengths(blocks: &[BlockI2s], len: usize, what: &'static str) -> Result<(), KernelError> {
+    if len % QK_I2_S != 0 {
+        return Err(KernelError::NotBlockMultiple {
+            format: GgmlType::I2_S,
+            len,
+            block: QK_I2_S,
+        });
+    }
+    if len / QK_I2_S != blocks.len() {
+        return Err(KernelError::LengthMismatch {
+            format: GgmlType::I2_S,
+            what,
+            got: len,
+            expected: blocks.len() * QK_I2_S,
+        });
+    }
+    Ok(())
+}
+
+/// Scalar reference of bitnet.cpp's x86 `ggml_vec_dot_i2_i8_s`: Σcode·q over a row, with the
+/// C kernel's 16-bit accumulation reproduced. Within each run of 32 blocks, i16 lane k
+/// (k < 16) sums the products of bytes 2k and 2k+1 of every 32-element sub-vector; each lane
+/// wraps to i16 before the lanes are added as i32. Equal to the exact Σcode·q whenever each
+/// lane's total over a run fits i16, which holds unless a lane's 256 activations are mostly
+/// large with a common sign (e.g. a constant row); otherwise it is what bitnet.cpp computes.
+pub fn vec_dot_i2_s_i8_s_generic(w: &[BlockI2s], q: &[i8]) -> Result<i32, KernelError> {
+    check_lengths(w, q.len(), "activations")?;
+    let mut total = 0i32;
+    // Runs of up to 32 blocks × 128 activations.
+    for (wg, qg) in w
+        .chunks(I16_GROUP_BLOCKS)
+        .zip(q.chunks(I16_GROUP_BLOCKS * QK_I2_S))
+    {
+        // Exact per-lane sums: at most 256 · 3 · 128 in magnitude, far inside i32.
+        let mut lanes = [0i32; 16];
+        for (b, qb) in wg.iter().zip(qg.chunks_exact(QK_I2_S)) {
+            for (e, &qv) in qb.iter().enumerate() {
+                lanes[(e % 32) / 2] += i32::from(code(b, e)) * i32::from(qv);
+            }
+        }
+        for l in lanes {
+            // The i16 wrap of the C's `_mm256_add_epi16` accumulator.
+            total = total.wrapping_add(i32::from(l as i16));
+        }
+    }
+    Ok(total)
+}
+
+/// [`vec_dot_i2_s_i8_s_generic`] on the given ISA (scalar if `isa` is not supported here).
+pub fn vec_dot_i2_s_i8_s_with(isa: Isa, w: &[BlockI2s], q: &[i8]) -> Result<i32, KernelError> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            check_lengths(w, q.len(), "activations")?;
+            // 128 activations per block, viewed as 4 × 32 for the vector loads.
+            let qv: &[[[i8; 32]; 4]] =
+                bytemuck::try_cast_slice(q).map_err(|_| KernelError::NotBlockMultiple {
+                    format: GgmlType::I2_S,
+                    len: q.len(),
+                    block: QK_I2_S,
+                })?;
+            // SAFETY: `Isa::Avx2.is_supported()` (AVX2, FMA, F16C detected) was checked by
+            // the match guard; `qv` has one entry per block of `w` (check_lengths).
+            Ok(unsafe { avx2::vec_dot_i2_s_i8_s(w, qv) })
+        }
+        _ => vec_dot_i2_s_i8_s_generic(w, q),
+    }
+}
+
+/// Σcode·q of an I2_S row against an I8_S row, on the fastest ISA available.
+pub fn vec_dot_i2_s_i8_s(w: &[BlockI2s], q: &[i8]) -> Result<i32, KernelError> {
+    vec_dot_i2_s_i8_s_with(Isa::best(), w, q)
+}
+
+/// bitnet.cpp's matmul epilogue: `((float)sumi - (float)Σq) / act_scale * w_scale`, in f32 and
+/// in that order. Subtracting Σq turns Σ(w+1)·q into Σw·q.
+#[inline]
+pub fn i2_s_dot_to_f32(sumi: i32, act: &I8sRowMeta, w_scale: f32) -> f32 {
+    (sumi as f32 - act.sum as f32) / act.scale * w_scale
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::{BlockI2s, I16_GROUP_BLOCKS};
+    use std::arch::x86_64::*;
+
+    /// Loads 32 code bytes (no alignment needed).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn load_u8x32(v: &[u8; 32]) -> __m256i {
+        // SAFETY: `v` is 32 readable bytes and `loadu` accepts any alignment.
+        unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+    }
+
+    /// Loads 32 int8 activations (no alignment needed).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn load_i8x32(v: &[i8; 32]) -> __m256i {
+        // SAFETY: `v` is 32 readable bytes and `loadu` accepts any alignment.
+        unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+    }
+
+    /// Σcode·q with bitnet.cpp's lane layout: per block, the code byte vector is split into
+    /// four 2-bit planes (shifts 6, 4, 2, 0 = elements 0..32, 32..64, 64..96, 96..128) and
+    /// each plane is `maddubs`ed with its 32 activations. maddubs pairs: 2 · 3 · 128 = 768
+    /// fits i16 (codes are masked to 2 bits, so never saturates). The i16 accumulator then
+    /// takes 32 blocks × 4 planes before widening and wraps exactly as the C's does; the
+    /// order of the i16 adds within a run does not matter (addition mod 2^16).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C (`Isa::Avx2.is_supported()`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn vec_dot_i2_s_i8_s(w: &[BlockI2s], q: &[[[i8; 32]; 4]]) -> i32 {
+        let mask = _mm256_set1_epi8(3);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc32 = _mm256_setzero_si256();
+        // Runs of up to 32 blocks (the C's 16-bit accumulation window).
+        for (wg, qg) in w.chunks(I16_GROUP_BLOCKS).zip(q.chunks(I16_GROUP_BLOCKS)) {
+            // Two i16 accumulators (planes 0-1 and planes 2-3) so the loop-carried chain is
+            // one add per block; their sum mod 2^16 equals the C's single accumulator.
+            let mut acc_a = _mm256_setzero_si256();
+            let mut acc_b = _mm256_setzero_si256();
+            for (b, y) in wg.iter().zip(qg) {
+                let bits = load_u8x32(&b.qs);
+                let c0 = _mm256_and_si256(_mm256_srli_epi16::<6>(bits), mask);
+                let c1 = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), mask);
+                let c2 = _mm256_and_si256(_mm256_srli_epi16::<2>(bits), mask);
+                let c3 = _mm256_and_si256(bits, mask);
+                let p01 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c0, load_i8x32(&y[0])),
+                    _mm256_maddubs_epi16(c1, load_i8x32(&y[1])),
+                );
+                let p23 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(c2, load_i8x32(&y[2])),
+                    _mm256_maddubs_epi16(c3, load_i8x32(&y[3])),
+                );
+                acc_a = _mm256_add_epi16(acc_a, p01);
+                acc_b = _mm256_add_epi16(acc_b, p23);
+            }
+            let acc16 = _mm256_add_epi16(acc_a, acc_b);
+            // Sign-extend pairs of i16 lanes into i32 (exact).
+            acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, ones));
+        }
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(acc32),
+            _mm256_extracti128_si256::<1>(acc32),
+        );
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One 128-weight block; amax = 1.5 (from x[1]):
+    ///   x[0]  = 0.25   → +1 → code 2     x[1]  = -1.5   → -1 → 0
+    ///   x[32] = -0.25  → -1 → 0          x[33] = 1.5e-6 → +1 → 2 (not below 1e-6)
+    ///   x[64] = 0      →  0 → 1          x[65] = -2e-6  → -1 → 0
+    ///   x[96] = 1e-7   →  0 → 1 (< 1e-6) x[97] = 0.75   → +1 → 2
+    ///   every other weight 0 → code 1.
+    /// Byte 0 = 2<<6 | 0<<4 | 1<<2 | 1 = 0x85; byte 1 = 0<<6 | 2<<4 | 0<<2 | 2 = 0x22;
+    /// bytes 2..32 = 1<<6|1<<4|1<<2|1 = 0x55. Scale 1.5 = 0x3FC00000 → LE 00 00 C0 3F.
+    fn known_block() -> Vec<f32> {
+        let mut x = vec![0f32; 128];
+        x[0] = 0.25;
+        x[32] = -0.25;
+        x[64] = 0.0;
+        x[96] = 1e-7;
+        x[1] = -1.5;
+        x[33] = 1.5e-6;
+        x[65] = -2e-6;
+        x[97] = 0.75;
+        x
+    }
+
+    fn known_bytes() -> Vec<u8> {
+        let mut b = vec![0x85, 0x22];
+        b.extend([0x55; 30]);
+        b.extend([0x00, 0x00, 0xC0, 0x3F]);
+        b.extend([0; 28]);
+        b
+    }
+
+    #[test]
+    fn known_answer_quantize() {
+        let mut out = vec![0xEEu8; 64];
+        quantize_i2_s_ref(&known_block(), 128, &mut out).unwrap();
+        assert_eq!(out, known_bytes());
+    }
+
+    #[test]
+    fn known_answer_dequantize() {
+        let bytes = known_bytes();
+        let t = I2sTensor::from_bytes(&bytes, 128, 1).unwrap();
+        assert_eq!(t.scale(), 1.5);
+        let mut out = vec![0f32; 128];
+        t.dequantize(&mut out).unwrap();
+        let mut want = vec![0f32; 128];
+        want[0] = 1.5;
+        want[32] = -1.5;
+        want[1] = -1.5;
+        want[33] = 1.5;
+        want[65] = -1.5;
+        want[97] = 1.5;
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn known_answer_dot_and_epilogue() {
+        let bytes = known_bytes();
+        let t = I2sTensor::from_bytes(&bytes, 128, 1).unwrap();
+        // q = 1 everywhere except q[0]=10, q[32]=20, q[64]=30, q[96]=40, q[1]=-5.
+        // Σcode·q = 2·10 + 0·20 + 1·30 + 1·40 + 0·(-5)          (byte 0 and x[1])
+        //         + 2·1 (x[33]) + 0·1 (x[65]) + 2·1 (x[97])
+        //         + 120 other weights × code 1 × q 1 = 20+30+40+2+2+120 = 214.
+        let mut q = vec![1i8; 128];
+        q[0] = 10;
+        q[32] = 20;
+        q[64] = 30;
+        q[96] = 40;
+        q[1] = -5;
+        let row = t.row(0).unwrap();
+        for &isa in Isa::available() {
+            assert_eq!(
+                vec_dot_i2_s_i8_s_with(isa, row, &q).unwrap(),
+                214,
+                "{isa:?}"
+            );
+        }
+        // Σq = 10+20+30+40-5 + 123 = 218; Σw·q = 214 - 218 = -4
+        // (= +10 - 20 + 5 + 1 - 1 + 1 from the ±1 weights).
+        let act = I8sRowMeta {
+            scale: 2.0,
+            sum: 218,
+        };
+        assert_eq!(i2_s_dot_to_f32(214, &act, 1.5), -4.0 / 2.0 * 1.5);
+    }
+
+    #[test]
+    fn sixteen_bit_wrap_matches_bitnet_cpp() {
+        // 32 blocks of code 2 (bytes 0xAA) against q = 127: each i16 lane sums
+        // 256 · 2 · 127 = 65024, which wraps to 65024 - 65536 = -512; 16 lanes → -8192.
+        // A 33rd block starts a new run: its lanes hold 8 · 254 = 2032, 16 lanes → 32512.
+        let w = vec![BlockI2s { qs: [0xAA; 32] }; 33];
+        let q = vec![127i8; 33 * 128];
+        for &isa in Isa::available() {
+            assert_eq!(
+                vec_dot_i2_s_i8_s_with(isa, &w[..32], &q[..32 * 128]).unwrap(),
+                -8192,
+                "{isa:?}"
+            );
+            assert_eq!(
+                vec_dot_i2_s_i8_s_with(isa, &w, &q).unwrap(),
+                -8192 + 32512,
+                "{isa:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let x = vec![0f32; 256];
+        let mut out = vec![0u8; 256 / 4 + 32];
+        assert!(quantize_i2_s_ref(&x, 64, &mut out).is_err());
+        assert!(quantize_i2_s_ref(&x, 0, &mut out).is_err());
+        assert!(quantize_i2_s_ref(&x[..128], 256, &mut out).is_err());
+        assert!(quantize_i2_s_ref(&x, 128, &mut out[..95]).is_err());
+        assert!(I2sTensor::from_bytes(&out, 128, 3).is_err());
+        assert!(I2sTensor::from_bytes(&out, 128, usize::MAX).is_err());
+        let t = I2sTensor::from_bytes(&out, 128, 2).unwrap();
+        assert!(t.row(1).is_some() && t.row(2).is_none());
+        let w = t.row(0).unwrap();
+        assert!(vec_dot_i2_s_i8_s(w, &[0i8; 127]).is_err());
+        assert!(vec_dot_i2_s_i8_s(w, &[0i8; 256]).is_err());
+    }
+}

@@ -1,1 +1,446 @@
 //! IQ2_BN: ik_llama.cpp's 2-bit ternary rows with an f32 row scale; multiplied against Q8_K64.
+//!
+//! Facts from ik_llama.cpp (`ggml-common.h`, `iqk/iqk_quantize.cpp`, `iqk/iqk_gemm_1bit.cpp`):
+//! - A row of K weights (K % 64 == 0) is an f32 scale `d` = max|w| of the row, then K/64
+//!   blocks of 16 bytes: row size 4 + K/4 bytes.
+//! - Block byte j (j < 16) holds elements j, j+16, j+32, j+48 in bits 1:0, 3:2, 5:4, 7:6.
+//!   Codes {0, 1, 2} = {-1, 0, +1}; the weight is `d · (code - 1)`.
+//! - Quantization: `code = |x| < 0.5·max ? 1 : x < 0 ? 0 : 2`, with max and the threshold in
+//!   f32. An all-zero row has max 0, so no |x| is below the threshold and every code is 2
+//!   (harmless: d = 0).
+//! - The matmul (`mul_mat_iq2bn_q8_K64`, the AVX2 build this machine runs) needs K >= 512
+//!   because Q8_K64 does. Per Q8_K64 lane group g it forms the integer `sumi_g = Σ code·q`,
+//!   then `a_g = fmsub(d8_g, (float)sumi_g, d8_g·Σq_g)` (one rounding), and returns
+//!   `d · ((a_0 + a_2) + (a_1 + a_3))` (`hsum_float_4`). [`vec_dot_iq2_bn_q8_k64_generic`]
+//!   computes that same float expression in that order; the AVX2 kernel only replaces the
+//!   integer part, so the two agree bit for bit.
+//!
+//! Where ik's other code paths differ (not reproduced here):
+//! - ik's portable `vec_dot_iq2_bn_q8_K64` (only reached if `iqk_mul_mat` declines) is stale:
+//!   it reads the quants at header offset 16 bytes instead of 32, does not skip the f32 row
+//!   scale nor multiply by it, and combines the groups as
+//!   `Σ_j d_j·(sum_j0 + 0.25·sum_j1 + 0.0625·sum_j2 + 0.015625·sum_j3 - Σq_j)` accumulated
+//!   left to right (partly in double), not the fmsub + pairwise sum above.
+//! - The AVX2 gemm's odd-block tail (K/64 odd, e.g. K = 576) multiplies the last block's
+//!   second half (elements 32..64) by the activations of its first half
+//!   (`load_quants(iy, i/2, 0)` twice); the AVX512-VNNI path uses the right ones. We compute
+//!   the correct sum, so for K/64 odd ik's default (AVX2, non-native) build disagrees with
+//!   its own VNNI build and with us; for K/64 even all three agree bit for bit.
+//! - `dequantize_row_iq2_bn` in ik returns `code - 1` without the row scale (its callers
+//!   pass the blocks only); ours applies the scale.
+
+use crate::cpu::Isa;
+use crate::q8_k64::{Q8K64Header, Q8K64Row, Q8_K64_GROUPS, Q8_K64_MIN_K};
+use crate::KernelError;
+use bitnet_gguf::GgmlType;
+
+/// Weights per block (`QK_IQ2BN`).
+pub const QK_IQ2_BN: usize = 64;
+
+/// Bytes of the f32 scale at the start of every row.
+pub const IQ2_BN_ROW_PREFIX_BYTES: usize = 4;
+
+/// One IQ2_BN block: 64 weights, 2 bits per weight (plus the row's f32 scale).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockIq2Bn {
+    /// Byte j: elements j, j+16, j+32, j+48 in bits 1:0, 3:2, 5:4, 7:6.
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockIq2Bn>() == 16);
+
+/// Checks that `k` is a whole number of blocks.
+fn check_block_multiple(k: usize) -> Result<(), KernelError> {
+    if k % QK_IQ2_BN != 0 {
+        return Err(KernelError::NotBlockMultiple {
+            format: GgmlType::IQ2_BN,
+            len: k,
+            block: QK_IQ2_BN,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes of one row of `k` weights: 4 + k/4.
+pub fn iq2_bn_row_size(k: usize) -> Result<usize, KernelError> {
+    check_block_multiple(k)?;
+    Ok(IQ2_BN_ROW_PREFIX_BYTES + k / 4)
+}
+
+/// Quantizes one row to IQ2_BN exactly as ik's `quantize_row_iq2_bn_ref` does; `out` must be
+/// `4 + x.len()/4` bytes.
+pub fn quantize_row_iq2_bn_ref(x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
+    let size = iq2_bn_row_size(x.len())?;
+    if out.len() != size {
+        return Err(KernelError::LengthMismatch {
+            format: GgmlType::IQ2_BN,
+            what: "row bytes",
+            got: out.len(),
+            expected: size,
+        });
+    }
+    // `std::max(max, fabsf(x))` keeps `max` when the comparison fails, so NaN is skipped.
+    let max = x
+        .iter()
+        .fold(0f32, |m, &v| if m < v.abs() { v.abs() } else { m });
+    let thresh = 0.5 * max;
+    let (head, blocks) = out.split_at_mut(IQ2_BN_ROW_PREFIX_BYTES);
+    head.copy_from_slice(&max.to_le_bytes());
+    // (K/64) blocks × 64 weights → 16 bytes each.
+    for (xb, qb) in x.chunks_exact(QK_IQ2_BN).zip(blocks.chunks_exact_mut(16)) {
+        qb.fill(0);
+        for (e, &v) in xb.iter().enumerate() {
+            let c: u8 = if v.abs() < thresh {
+                1
+            } else if v < 0.0 {
+                0
+            } else {
+                2
+            };
+            qb[e % 16] |= c << (2 * (e / 16));
+        }
+    }
+    Ok(())
+}
+
+/// One IQ2_BN row: its scale and blocks. Zero-copy over the row's bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Iq2BnRow<'a> {
+    d: f32,
+    blocks: &'a [BlockIq2Bn],
+}
+
+impl<'a> Iq2BnRow<'a> {
+    /// Parses a row of `k` weights; `bytes.len()` must be exactly `4 + k/4`.
+    pub fn from_bytes(bytes: &'a [u8], k: usize) -> Result<Self, KernelError> {
+        let size = iq2_bn_row_size(k)?;
+        if bytes.len() != size {
+            return Err(KernelError::LengthMismatch {
+                format: GgmlType::IQ2_BN,
+                what: "row bytes",
+                got: bytes.len(),
+                expected: size,
+            });
+        }
+        let (head, codes) = bytes.split_at(IQ2_BN_ROW_PREFIX_BYTES);
+        let d = f32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        // Blocks are byte arrays (alignment 1) and `codes.len()` = 16 · k/64.
+        let blocks =
+            bytemuck::try_cast_slice(codes).map_err(|_| KernelError::NotBlockMultiple {
+                format: GgmlType::IQ2_BN,
+                len: codes.len(),
+                block: std::mem::size_of::<BlockIq2Bn>(),
+            })?;
+        Ok(Iq2BnRow { d, blocks })
+    }
+
+    /// A row from its parts (e.g. blocks obtained elsewhere).
+    pub fn new(d: f32, blocks: &'a [BlockIq2Bn]) -> Self {
+        Iq2BnRow { d, blocks }
+    }
+
+    /// The row scale.
+    pub fn d(&self) -> f32 {
+        self.d
+    }
+
+    /// The row's blocks.
+    pub fn blocks(&self) -> &'a [BlockIq2Bn] {
+        self.blocks
+    }
+
+    /// Number of weights K.
+    pub fn k(&self) -> usize {
+        self.blocks.len() * QK_IQ2_BN
+    }
+}
+
+/// Expands a row to f32 as `d · (code - 1)`; `out.len()` must equal the row's K.
+pub fn dequantize_row_iq2_bn(row: &Iq2BnRow<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    if out.len() != row.k() {
+        return Err(KernelError::LengthMismatch {
+            format: GgmlType::IQ2_BN,
+            what: "output",
+            got: out.len(),
+            expected: row.k(),
+        });
+    }
+    for (b, ob) in row.blocks.iter().zip(out.chunks_exact_mut(QK_IQ2_BN)) {
+        for (e, o) in ob.iter_mut().enumerate() {
+            let c = (b.qs[e % 16] >> (2 * (e / 16))) & 3;
+            *o = row.d * (f32::from(c) - 1.0);
+        }
+    }
+    Ok(())
+}
+
+/// Validates a weight row against an activation row before a dot product.
+fn check_dot(w: &Iq2BnRow<'_>, a: &Q8K64Row<'_>) -> Result<(), KernelError> {
+    if w.k() < Q8_K64_MIN_K {
+        return Err(KernelError::Unsupported {
+            format: GgmlType::IQ2_BN,
+            reason: "matmul rows need K >= 512 (ik_llama.cpp's Q8_K64 asserts it)",
+        });
+    }
+    if w.k() != a.k() {
+        return Err(KernelError::LengthMismatch {
+            format: GgmlType::IQ2_BN,
+            what: "activations",
+            got: a.k(),
+            expected: w.k(),
+        });
+    }
+    Ok(())
+}
+
+/// ik's float epilogue from the per-group integer sums Σcode·q:
+/// `d · hsum4(fmsub(d8, sumi, d8·Σq))` with hsum4 = (a0 + a2) + (a1 + a3).
+#[inline]
+fn finish(d: f32, h: &Q8K64Header, sumi: [i32; Q8_K64_GROUPS]) -> f32 {
+    // `_mm_fmsub_ps(a, b, c)` is a·b - c rounded once, i.e. fma(a, b, -c).
+    let a: [f32; Q8_K64_GROUPS] =
+        std::array::from_fn(|g| h.d[g].mul_add(sumi[g] as f32, -h.dsum[g]));
+    d * ((a[0] + a[2]) + (a[1] + a[3]))
+}
+
+/// Scalar per-group Σcode·q (codes unsigned, 0..3).
+fn group_sums_generic(w: &[BlockIq2Bn], q: &[i8]) -> [i32; Q8_K64_GROUPS] {
+    let mut sums = [0i32; Q8_K64_GROUPS];
+    // (K/64) blocks × 64 activations; byte j covers elements j + 16k, all in group j / 4.
+    for (b, qb) in w.iter().zip(q.chunks_exact(QK_IQ2_BN)) {
+        for (j, &byte) in b.qs.iter().enumerate() {
+            let t: i32 = (0..4)
+                .map(|k| i32::from((byte >> (2 * k)) & 3) * i32::from(qb[16 * k + j]))
+                .sum();
+            // Wrapping, as the SIMD i32 lanes do (unreachable below K ≈ 5.6M).
+            sums[j / 4] = sums[j / 4].wrapping_add(t);
+        }
+    }
+    sums
+}
+
+/// Scalar reference of ik's AVX2 `mul_mat_iq2bn_q8_K64` for one row pair: the final f32.
+pub fn vec_dot_iq2_bn_q8_k64_generic(
+    w: &Iq2BnRow<'_>,
+    a: &Q8K64Row<'_>,
+) -> Result<f32, KernelError> {
+    check_dot(w, a)?;
+    Ok(finish(
+        w.d,
+        a.header(),
+        group_sums_generic(w.blocks, a.qs()),
+    ))
+}
+
+/// [`vec_dot_iq2_bn_q8_k64_generic`] on the given ISA (scalar if `isa` is not supported here).
+/// Every ISA returns the same bits.
+pub fn vec_dot_iq2_bn_q8_k64_with(
+    isa: Isa,
+    w: &Iq2BnRow<'_>,
+    a: &Q8K64Row<'_>,
+) -> Result<f32, KernelError> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            check_dot(w, a)?;
+            // 64 activations per block, viewed as 2 × 32 for the vector loads.
+            let qv: &[[[i8; 32]; 2]] =
+                bytemuck::try_cast_slice(a.qs()).map_err(|_| KernelError::NotBlockMultiple {
+                    format: GgmlType::Q8_K64,
+                    len: a.k(),
+                    block: QK_IQ2_BN,
+                })?;
+            // SAFETY: `Isa::Avx2.is_supported()` (AVX2, FMA, F16C detected) was checked by
+            // the match guard; `qv` has one entry per block of `w` (check_dot).
+            Ok(unsafe { avx2::vec_dot(w.d, a.header(), w.blocks, qv) })
+        }
+        _ => vec_dot_iq2_bn_q8_k64_generic(w, a),
+    }
+}
+
+/// Dot product of an IQ2_BN row with a Q8_K64 row, on the fastest ISA available.
+pub fn vec_dot_iq2_bn_q8_k64(w: &Iq2BnRow<'_>, a: &Q8K64Row<'_>) -> Result<f32, KernelError> {
+    vec_dot_iq2_bn_q8_k64_with(Isa::best(), w, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{finish, BlockIq2Bn};
+    use crate::i2_s::avx2::load_i8x32;
+    use crate::q8_k64::{Q8K64Header, Q8_K64_GROUPS};
+    use std::arch::x86_64::*;
+
+    /// Blocks summed in 16-bit lanes before widening: each block adds two maddubs results
+    /// per i16 lane, each at most 2 · 3 · 128 = 768 in magnitude (codes masked to 2 bits,
+    /// |q| <= 128), so 16 blocks reach at most 32 · 768 = 24576 < 32767: exact.
+    const I16_RUN_BLOCKS: usize = 16;
+
+    /// Loads a block's 16 bytes into both 128-bit halves.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn broadcast_block(b: &BlockIq2Bn) -> __m256i {
+        // SAFETY: `b.qs` is 16 readable bytes and `loadu` accepts any alignment.
+        _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) })
+    }
+
+    /// The dot product: AVX2 group sums, then the shared epilogue inlined here so that its
+    /// `mul_add` compiles to `vfmadd` (outside an FMA context it is a libm call).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C (`Isa::Avx2.is_supported()`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn vec_dot(
+        d: f32,
+        h: &Q8K64Header,
+        w: &[BlockIq2Bn],
+        q: &[[[i8; 32]; 2]],
+    ) -> f32 {
+        finish(d, h, group_sums(w, q))
+    }
+
+    /// Per-group Σcode·q. The block's bytes are broadcast to both halves and shifted per
+    /// 64-bit lane (0 | 2, then 4 | 6), so after masking to 2 bits the two vectors hold
+    /// elements 0..16 | 16..32 and 32..48 | 48..64 in order — matching the activations'
+    /// natural order without a cross-lane shuffle. Byte p of a 32-element vector is element
+    /// p (mod 32), so the i32 lane m produced by `madd` covers group m % 4, and adding the
+    /// two 128-bit halves leaves lane g = group g.
+    ///
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn group_sums(w: &[BlockIq2Bn], q: &[[[i8; 32]; 2]]) -> [i32; Q8_K64_GROUPS] {
+        let mask = _mm256_set1_epi8(3);
+        let ones = _mm256_set1_epi16(1);
+        let shift_lo = _mm256_set_epi64x(2, 2, 0, 0);
+        let shift_hi = _mm256_set_epi64x(6, 6, 4, 4);
+        let mut acc32 = _mm256_setzero_si256();
+        for (wg, qg) in w.chunks(I16_RUN_BLOCKS).zip(q.chunks(I16_RUN_BLOCKS)) {
+            // One i16 accumulator per half-block keeps the loop-carried chain at one add.
+            let mut acc_lo = _mm256_setzero_si256();
+            let mut acc_hi = _mm256_setzero_si256();
+            for (b, y) in wg.iter().zip(qg) {
+                let bits = broadcast_block(b);
+                let c0 = _mm256_and_si256(_mm256_srlv_epi64(bits, shift_lo), mask);
+                let c1 = _mm256_and_si256(_mm256_srlv_epi64(bits, shift_hi), mask);
+                acc_lo = _mm256_add_epi16(acc_lo, _mm256_maddubs_epi16(c0, load_i8x32(&y[0])));
+                acc_hi = _mm256_add_epi16(acc_hi, _mm256_maddubs_epi16(c1, load_i8x32(&y[1])));
+            }
+            let acc16 = _mm256_add_epi16(acc_lo, acc_hi);
+            acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, ones));
+        }
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(acc32),
+            _mm256_extracti128_si256::<1>(acc32),
+        );
+        [
+            _mm_extract_epi32::<0>(s),
+            _mm_extract_epi32::<1>(s),
+            _mm_extract_epi32::<2>(s),
+            _mm_extract_epi32::<3>(s),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::q8_k64::quantize_row_q8_k64;
+
+    /// 64 weights, max = 2 → thresh = 1:
+    ///   x[0] = 2 → 2;  x[16] = -1 → 0 (|x| < 1 is false);  x[32] = 0.999 → 1;  x[48] = -2 → 0.
+    ///   All other weights 0 → 1.
+    /// Byte 0 = 2 | 0<<2 | 1<<4 | 0<<6 = 0x12; bytes 1..16 = 1|1<<2|1<<4|1<<6 = 0x55.
+    /// Scale 2.0 = 0x40000000 → LE 00 00 00 40.
+    #[test]
+    fn known_answer_block() {
+        let mut x = vec![0f32; 64];
+        x[0] = 2.0;
+        x[16] = -1.0;
+        x[32] = 0.999;
+        x[48] = -2.0;
+        let mut out = vec![0xEEu8; 20];
+        quantize_row_iq2_bn_ref(&x, &mut out).unwrap();
+        let mut want = vec![0x00, 0x00, 0x00, 0x40, 0x12];
+        want.extend([0x55; 15]);
+        assert_eq!(out, want);
+
+        let row = Iq2BnRow::from_bytes(&out, 64).unwrap();
+        let mut deq = vec![1f32; 64];
+        dequantize_row_iq2_bn(&row, &mut deq).unwrap();
+        let mut want = vec![0f32; 64];
+        want[0] = 2.0;
+        want[16] = -2.0;
+        want[48] = -2.0;
+        assert_eq!(deq, want);
+    }
+
+    #[test]
+    fn zero_row_codes_are_all_two() {
+        // max = 0 → thresh = 0: |0| < 0 fails and 0 < 0 fails → code 2 (0b10101010 = 0xAA).
+        let mut out = vec![0u8; 20];
+        quantize_row_iq2_bn_ref(&[0.0; 64], &mut out).unwrap();
+        let mut want = vec![0u8; 4];
+        want.extend([0xAA; 16]);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn known_answer_dot() {
+        // Activations: the Q8_K64 known row (K = 512) — d = [1/64, 2, 0, 1],
+        // dsum = [2.453125, -246, 0, 129], q[0]=127, q[16]=32, q[32]=32, q[48]=-34,
+        // q[4]=-127, q[5]=2, q[6]=2, q[12]=127, q[14]=2, all others 0.
+        let x = crate::q8_k64::tests::known_row();
+        let mut qs = vec![0i8; 512];
+        let h = quantize_row_q8_k64(&x, &mut qs).unwrap();
+        let act = Q8K64Row::new(h, &qs).unwrap();
+        // Weights 0.5 · t with t = 0 except t[0] = +1, t[4] = -1, t[12] = +1, t[16] = -1:
+        // d = 0.5, codes 1 except code(0) = 2, code(4) = 0, code(12) = 2, code(16) = 0.
+        let mut wx = vec![0f32; 512];
+        wx[0] = 0.5;
+        wx[4] = -0.5;
+        wx[12] = 0.5;
+        wx[16] = -0.5;
+        let mut wb = vec![0u8; iq2_bn_row_size(512).unwrap()];
+        quantize_row_iq2_bn_ref(&wx, &mut wb).unwrap();
+        let w = Iq2BnRow::from_bytes(&wb, 512).unwrap();
+        // sumi_g = Σq_g + Σ t·q over group g:
+        //   g0: 157 + 127 - 32 = 252 → a0 = 252/64 - 2.453125 = 3.9375 - 2.453125 = 1.484375
+        //   g1: -123 + 127   = 4     → a1 = 2·4 + 246 = 254
+        //   g2: 0                    → a2 = 0·0 - 0 = 0
+        //   g3: 129 + 127    = 256   → a3 = 256 - 129 = 127
+        // (a0 + a2) + (a1 + a3) = 1.484375 + 381 = 382.484375; × d 0.5 = 191.2421875.
+        assert_eq!(group_sums_generic(w.blocks(), &qs), [252, 4, 0, 256]);
+        for &isa in Isa::available() {
+            let got = vec_dot_iq2_bn_q8_k64_with(isa, &w, &act).unwrap();
+            assert_eq!(got, 0.5 * (1.484375 + 381.0), "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert!(iq2_bn_row_size(100).is_err());
+        let mut out = vec![0u8; 19];
+        assert!(quantize_row_iq2_bn_ref(&[0.0; 64], &mut out).is_err());
+        let bytes = vec![0u8; 4 + 448 / 4];
+        assert!(Iq2BnRow::from_bytes(&bytes, 512).is_err());
+        let w = Iq2BnRow::from_bytes(&bytes, 448).unwrap();
+        let qs = vec![0i8; 512];
+        let a = Q8K64Row::new(
+            Q8K64Header {
+                d: [0.0; 4],
+                dsum: [0.0; 4],
+            },
+            &qs,
+        )
+        .unwrap();
+        assert!(matches!(
+            vec_dot_iq2_bn_q8_k64(&w, &a),
+            Err(KernelError::Unsupported { .. })
+        ));
+        let bytes = vec![0u8; 4 + 576 / 4];
+        let w = Iq2BnRow::from_bytes(&bytes, 576).unwrap();
+        assert!(matches!(
+            vec_dot_iq2_bn_q8_k64(&w, &a),
+            Err(KernelError::LengthMismatch { .. })
+        ));
+    }
+}
