@@ -65,7 +65,11 @@ pub(crate) fn expect_len(
 }
 
 /// How many `block`-element blocks `len` elements make, or [`KernelError::NotBlockMultiple`].
-pub(crate) fn block_count(format: GgmlType, len: usize, block: usize) -> Result<usize, KernelError> {
+pub(crate) fn block_count(
+    format: GgmlType,
+    len: usize,
+    block: usize,
+) -> Result<usize, KernelError> {
     if len % block == 0 {
         Ok(len / block)
     } else {
@@ -403,10 +407,7 @@ pub(crate) mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn merge4(acc: [__m256; 4]) -> __m256 {
-        _mm256_add_ps(
-            _mm256_add_ps(acc[0], acc[2]),
-            _mm256_add_ps(acc[1], acc[3]),
-        )
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]))
     }
 
     /// `GGML_F32x8_REDUCE`'s lane sum: `((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7))`.
@@ -443,9 +444,9 @@ pub(crate) mod avx2 {
 
     /// The F16/BF16 tail: `sum` widened to f64, then each remaining f32 product added in f64.
     fn f64_tail<X: Widen, Y: Widen>(x: &[X], y: &[Y], sum: f32) -> f32 {
-        x.iter()
-            .zip(y)
-            .fold(f64::from(sum), |s, (&a, &b)| s + f64::from(a.widen() * b.widen())) as f32
+        x.iter().zip(y).fold(f64::from(sum), |s, (&a, &b)| {
+            s + f64::from(a.widen() * b.widen())
+        }) as f32
     }
 
     /// ggml's AVX2 `ggml_vec_dot_f32`: FMA loop, `GGML_F32x8_REDUCE`, f32 tail with FMA.

@@ -301,15 +301,17 @@ pub(crate) mod avx2 {
             _mm256_extracti128_si256::<1>(sum8),
         );
         let sum2 = _mm_add_epi32(sum4, _mm_unpackhi_epi64(sum4, sum4));
-        let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum2, _mm_shuffle_epi32::<0b10_11_00_01>(sum2)));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(
+            sum2,
+            _mm_shuffle_epi32::<0b10_11_00_01>(sum2),
+        ));
 
         // packs work per 128-bit half: bytes come out as 0-3, 8-11, 16-19, 24-27 | 4-7,
         // 12-15, 20-23, 28-31; the dword permute restores element order.
         let i16s_lo = _mm256_packs_epi32(i[0], i[1]);
         let i16s_hi = _mm256_packs_epi32(i[2], i[3]);
         let i8s = _mm256_packs_epi16(i16s_lo, i16s_hi);
-        let ordered =
-            _mm256_permutevar8x32_epi32(i8s, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let ordered = _mm256_permutevar8x32_epi32(i8s, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         let mut qs = [0i8; QK8_0];
         // SAFETY: qs is 32 bytes.
         unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), ordered) };
@@ -327,8 +329,8 @@ mod tests {
     /// quant is just the rounding of the value itself.
     const KAT_X: [f32; 32] = [
         127.0, -127.0, 0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 3.49, -3.51, 126.5, -126.5, 0.25, 64.0,
-        -64.0, 100.4999, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, -1.0, -2.0, -3.0, -4.0,
-        -5.0, -6.0, -7.0, -0.0,
+        -64.0, 100.4999, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, -1.0, -2.0, -3.0, -4.0, -5.0,
+        -6.0, -7.0, -0.0,
     ];
 
     #[test]
