@@ -98,7 +98,8 @@ pub fn f32_to_bf16(x: f32) -> bf16 {
     if bits & 0x7fff_ffff > 0x7f80_0000 {
         return bf16::from_bits(((bits >> 16) | 0x40) as u16);
     }
-    bf16::from_bits((bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16)
+    // No overflow: the largest non-NaN pattern, 0xFF80_0000 (-inf), plus 0x8000 fits in u32.
+    bf16::from_bits(((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16)
 }
 
 /// ggml's `GGML_BF16_TO_FP32`: the 16 bits become the top half of an f32 (exact).

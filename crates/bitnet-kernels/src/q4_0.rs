@@ -9,6 +9,10 @@
 //! nibble = `MIN(15, (int8_t)(x·id + 8.5f))` — the f32 add rounds first, then truncation, so
 //! exact halves round up; the element equal to `max` maps to nibble 0 (value `−8·d = max`) and
 //! `−max` would need 16, clamped to 15.
+//!
+//! Bit-exact with ggml-base as llama.cpp builds it for plain x86-64 (no FMA). A ggml-base
+//! compiled by GCC with FMA enabled (e.g. `-march=native` in the C flags) contracts
+//! `x·id + 8.5f` into one FMA, which moves a rare value across a rounding boundary.
 
 use half::f16;
 
@@ -99,6 +103,8 @@ pub fn vec_dot_q4_0_q8_0_with(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
         Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::vec_dot_q4_0_q8_0(x, y) }),
+        // Shape: x, y: (nb,) block pairs; nibble j pairs with y.qs[j], nibble j + 16 with
+        // y.qs[j + 16].
         _ => Ok(x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
             let (y_lo, y_hi) = by.qs.split_at(QK4_0 / 2);
             let (mut sumi0, mut sumi1) = (0i32, 0i32);
@@ -128,11 +134,9 @@ pub(crate) mod avx2 {
     /// ggml's `bytes_from_nibbles_32`: 16 bytes of nibbles → 32 bytes in element order (low
     /// nibbles = elements 0..16 in the low half, high nibbles = 16..32 in the high half).
     ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
+    pub(crate) fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
         // SAFETY: qs is 16 bytes.
         let raw = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
         let both = _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw);
@@ -154,15 +158,12 @@ pub(crate) mod avx2 {
         let eights = _mm256_set1_epi8(8);
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
+        // Shape: x, y: (nb,) block pairs; per pair qx, qy: (32,) int8 lanes → 8 int32 lanes.
         for (bx, by) in x.iter().zip(y) {
             let d = _mm256_set1_ps(bx.d.to_f32() * by.d.to_f32());
-            // SAFETY: CPU features are this fn's contract; qs of a Q8_0 block is 32 bytes.
-            let (qx, qy) = unsafe {
-                (
-                    bytes_from_nibbles_32(&bx.qs),
-                    _mm256_loadu_si256(by.qs.as_ptr().cast()),
-                )
-            };
+            let qx = bytes_from_nibbles_32(&bx.qs);
+            // SAFETY: qs of a Q8_0 block is 32 bytes.
+            let qy = unsafe { _mm256_loadu_si256(by.qs.as_ptr().cast()) };
             let pairs = _mm256_sub_epi16(
                 _mm256_maddubs_epi16(qx, qy),
                 _mm256_maddubs_epi16(eights, qy),

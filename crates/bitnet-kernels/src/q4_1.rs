@@ -2,13 +2,16 @@
 //! Q8_1 activations, whose `s = d·Σq` carries the min term.
 //!
 //! Layout (ggml `ggml-common.h`, `ggml-quants.c`): nibbles packed as in Q4_0 (element `j` low,
-//! `j + 16` high); value = `nibble · d + m` (multiply, then add: ggml-base is built without
-//! FMA contraction).
+//! `j + 16` high); value = `nibble · d + m`, multiplied then added.
 //!
 //! Reference quantizer (`quantize_row_q4_1_ref`, also ggml-cpu's `quantize_row_q4_1`):
 //! `min`/`max` by strict `<`/`>` scans from `FLT_MAX`/`-FLT_MAX`, `d = (max − min) / 15`,
 //! `id = d ? 1/d : 0` from the f32 `d`, `m = f16(min)`, nibble =
 //! `MIN(15, (int8_t)((x − min)·id + 0.5f))` — halves round up.
+//!
+//! Bit-exact with ggml-base as llama.cpp builds it for plain x86-64 (no FMA). A ggml-base
+//! compiled by GCC with FMA enabled contracts `(x − min)·id + 0.5f` and `nibble·d + m` into
+//! FMAs, which can move rare values by a step (quantizer) or an ulp (dequantizer).
 
 use half::f16;
 
@@ -92,6 +95,8 @@ pub fn vec_dot_q4_1_q8_1_with(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
         Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::vec_dot_q4_1_q8_1(x, y) }),
+        // Shape: x, y: (nb,) block pairs; nibble j pairs with y.qs[j], nibble j + 16 with
+        // y.qs[j + 16].
         _ => Ok(x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
             let (y_lo, y_hi) = by.qs.split_at(QK4_1 / 2);
             let (mut sumi0, mut sumi1) = (0i32, 0i32);
@@ -133,16 +138,13 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
         let mut summs = 0.0f32;
+        // Shape: x, y: (nb,) block pairs; per pair qx, qy: (32,) bytes → 8 int32 lanes.
         for (bx, by) in x.iter().zip(y) {
             summs += bx.m.to_f32() * by.s.to_f32();
             let d = _mm256_mul_ps(_mm256_set1_ps(bx.d.to_f32()), _mm256_set1_ps(by.d.to_f32()));
-            // SAFETY: CPU features are this fn's contract; qs of a Q8_1 block is 32 bytes.
-            let (qx, qy) = unsafe {
-                (
-                    bytes_from_nibbles_32(&bx.qs),
-                    _mm256_loadu_si256(by.qs.as_ptr().cast()),
-                )
-            };
+            let qx = bytes_from_nibbles_32(&bx.qs);
+            // SAFETY: qs of a Q8_1 block is 32 bytes.
+            let qy = unsafe { _mm256_loadu_si256(by.qs.as_ptr().cast()) };
             let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
             acc = _mm256_fmadd_ps(d, q, acc);
         }

@@ -199,6 +199,7 @@ pub fn vec_dot_q8_0_q8_0_with(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
         Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::vec_dot_q8_0_q8_0(x, y) }),
+        // Shape: x, y: (nb,) block pairs, 32 int8 each.
         _ => Ok(x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
             let sumi: i32 = bx
                 .qs
@@ -442,6 +443,28 @@ mod tests {
                 "{isa:?}"
             );
         }
+    }
+
+    #[test]
+    fn blocks_cast_from_file_bytes() {
+        // Two blocks as they sit in a GGUF tensor: d = 0.5 (f16 0x3800, bytes 00 38), quants
+        // 0..32, then d = 2.0 (0x4000), quants all -1. Backed by u16 so the slice is 2-aligned.
+        let mut raw = vec![0u16; 34];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut raw);
+        bytes[..2].copy_from_slice(&[0x00, 0x38]);
+        for (i, b) in bytes[2..34].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        bytes[34..36].copy_from_slice(&[0x00, 0x40]);
+        bytes[36..].fill(0xFF);
+        let blocks: &[BlockQ8_0] = bytemuck::try_cast_slice(bytes).unwrap();
+        let mut y = [0.0f32; 64];
+        dequantize_row_q8_0(blocks, &mut y).unwrap();
+        assert_eq!((y[0], y[1], y[31]), (0.0, 0.5, 15.5));
+        assert_eq!((y[32], y[63]), (-2.0, -2.0));
+        // A misaligned or ragged byte slice is an error, not a panic.
+        assert!(bytemuck::try_cast_slice::<u8, BlockQ8_0>(&bytes[1..35]).is_err());
+        assert!(bytemuck::try_cast_slice::<u8, BlockQ8_0>(&bytes[..35]).is_err());
     }
 
     #[test]
