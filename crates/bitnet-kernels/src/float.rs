@@ -1,1 +1,662 @@
-//! F32, F16 and BF16 element formats and their dot products.
+//! F32, F16 and BF16 element formats: row conversions and the dot products ggml pairs them
+//! with.
+//!
+//! Pairing (ggml-cpu `type_traits_cpu[..].vec_dot_type`): F32 weights dot F32 activations;
+//! F16 weights dot activations first rounded to F16 ([`f32_to_f16_row`], ggml's
+//! `ggml_cpu_fp32_to_fp16`); BF16 weights dot activations rounded to BF16
+//! ([`f32_to_bf16_row`]). [`vec_dot_f16_f32`] (F16 weights, F32 activations) is ours, not a
+//! ggml pairing: it skips the activation rounding, for our own output head.
+//!
+//! Summation order decides the last bits, and ggml's depends on how it was built
+//! (ggml-cpu `vec.cpp`, `simd-mappings.h`):
+//! * no SIMD (`*_generic` here): every product rounded to f32, summed in `ggml_float` (f64),
+//!   rounded to f32 once at the end.
+//! * AVX2 + FMA + F16C without AVX-512 ([`Isa::Avx2`] here): four accumulators of 8 lanes over
+//!   steps of 32 elements, `acc[j] = fma(x, y, acc[j])` for elements `32s + 8j ..+ 8`, merged as
+//!   `(acc0 + acc2) + (acc1 + acc3)`. F32 and F16 then add lanes as
+//!   `((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7))` (`GGML_F32x8_REDUCE`: halves, then two
+//!   `hadd`s); BF16 as `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))` (halves, `movehl`,
+//!   `movehdup`). The `n % 32` tail is added one product at a time: F32 into the f32 sum with
+//!   an FMA, F16 and BF16 into an f64 sum. BF16's source writes `add(mul(x, y), acc)`; GCC
+//!   contracts it (and F32's tail `sumf += x*y`) to FMA, which is what we follow. AVX-512
+//!   builds use 16-lane accumulators: another order.
+//!
+//! f16·f16 and bf16·bf16 products are exact in f32 (11- and 8-bit significands), so for F16
+//! and BF16 only the order of additions differs between the two paths.
+
+use half::{bf16, f16};
+
+use crate::{GgmlType, Isa, KernelError};
+
+/// Unit roundoff of f32 (2⁻²⁴): the largest relative error of one rounding to nearest.
+pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
+
+/// Roundings a result takes besides its accumulation chain: the product (F32·F32), the
+/// scale products of block formats (two at most), the 4→1 accumulator merge (2 levels),
+/// the 8→1 lane sum (3 levels) and the final rounding to f32.
+pub const F32_REDUCTION_ROUNDINGS: usize = 9;
+
+/// Largest |a − b| between two summations of the same terms, as a fraction of Σ|termᵢ|,
+/// when `chain` is the combined length of their f32 accumulation chains (for an f64 oracle
+/// count only the f32 side's chain; its own error is 2⁻²⁹ times smaller). This is the
+/// first-order recursive-summation bound `k·u` (Higham, *Accuracy and Stability*, §4.2): each
+/// rounding along a chain perturbs by at most `u` times the partial sum's magnitude.
+pub fn f32_sum_tolerance(chain: usize) -> f64 {
+    (chain + F32_REDUCTION_ROUNDINGS) as f64 * F32_UNIT_ROUNDOFF
+}
+
+/// `Ok` when `got == expected`, else [`KernelError::LengthMismatch`] naming `what`.
+pub(crate) fn expect_len(
+    format: GgmlType,
+    what: &'static str,
+    got: usize,
+    expected: usize,
+) -> Result<(), KernelError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KernelError::LengthMismatch {
+            format,
+            what,
+            got,
+            expected,
+        })
+    }
+}
+
+/// How many `block`-element blocks `len` elements make, or [`KernelError::NotBlockMultiple`].
+pub(crate) fn block_count(
+    format: GgmlType,
+    len: usize,
+    block: usize,
+) -> Result<usize, KernelError> {
+    if len % block == 0 {
+        Ok(len / block)
+    } else {
+        Err(KernelError::NotBlockMultiple { format, len, block })
+    }
+}
+
+/// ggml-base's `GGML_FP32_TO_FP16` (software, Maratyszcza's FP16 algorithm): round to
+/// nearest even with gradual underflow and overflow to infinity, exactly like
+/// [`f16::from_f32`], except that every NaN becomes the canonical quiet NaN `0x7E00` (sign
+/// kept) where F16C keeps the payload. The `*_ref` quantizers store their scales with it.
+pub fn f32_to_f16_ref(x: f32) -> f16 {
+    if x.is_nan() {
+        let sign = ((x.to_bits() >> 16) & 0x8000) as u16;
+        f16::from_bits(sign | 0x7E00)
+    } else {
+        f16::from_f32(x)
+    }
+}
+
+/// ggml's `GGML_FP32_TO_BF16`: round to nearest even by adding `0x7fff + lsb` to the bits
+/// (finite values past the largest bf16 round to infinity); a NaN keeps its top 16 bits and
+/// is forced quiet (`| 0x40`).
+pub fn f32_to_bf16(x: f32) -> bf16 {
+    let bits = x.to_bits();
+    if bits & 0x7fff_ffff > 0x7f80_0000 {
+        return bf16::from_bits(((bits >> 16) | 0x40) as u16);
+    }
+    // No overflow: the largest non-NaN pattern, 0xFF80_0000 (-inf), plus 0x8000 fits in u32.
+    bf16::from_bits(((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16)
+}
+
+/// ggml's `GGML_BF16_TO_FP32`: the 16 bits become the top half of an f32 (exact).
+pub fn bf16_to_f32(x: bf16) -> f32 {
+    f32::from_bits(u32::from(x.to_bits()) << 16)
+}
+
+/// f32 → f16 row, round to nearest even: the scalar oracle of [`f32_to_f16_row`].
+pub fn f32_to_f16_row_generic(x: &[f32], y: &mut [f16]) -> Result<(), KernelError> {
+    expect_len(GgmlType::F16, "f16 row", y.len(), x.len())?;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = f16::from_f32(v);
+    }
+    Ok(())
+}
+
+/// [`f32_to_f16_row`] on the given ISA (scalar when `isa` is not supported here).
+pub fn f32_to_f16_row_with(isa: Isa, x: &[f32], y: &mut [f16]) -> Result<(), KernelError> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            expect_len(GgmlType::F16, "f16 row", y.len(), x.len())?;
+            // SAFETY: Isa::Avx2.is_supported() checked above; lengths equal.
+            unsafe { avx2::f32_to_f16(x, y) };
+            Ok(())
+        }
+        _ => f32_to_f16_row_generic(x, y),
+    }
+}
+
+/// ggml-cpu's `ggml_cpu_fp32_to_fp16`, how ggml rounds activations for F16 weights: round to
+/// nearest even (F16C `vcvtps2ph` with `_MM_FROUND_TO_NEAREST_INT`; `half` rounds the same);
+/// NaN stays NaN, quieted, payload truncated.
+pub fn f32_to_f16_row(x: &[f32], y: &mut [f16]) -> Result<(), KernelError> {
+    f32_to_f16_row_with(Isa::best(), x, y)
+}
+
+/// f16 → f32 row (exact): the scalar oracle of [`f16_to_f32_row`].
+pub fn f16_to_f32_row_generic(x: &[f16], y: &mut [f32]) -> Result<(), KernelError> {
+    expect_len(GgmlType::F16, "f32 row", y.len(), x.len())?;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v.to_f32();
+    }
+    Ok(())
+}
+
+/// [`f16_to_f32_row`] on the given ISA (scalar when `isa` is not supported here).
+pub fn f16_to_f32_row_with(isa: Isa, x: &[f16], y: &mut [f32]) -> Result<(), KernelError> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            expect_len(GgmlType::F16, "f32 row", y.len(), x.len())?;
+            // SAFETY: Isa::Avx2.is_supported() checked above; lengths equal.
+            unsafe { avx2::f16_to_f32(x, y) };
+            Ok(())
+        }
+        _ => f16_to_f32_row_generic(x, y),
+    }
+}
+
+/// f16 → f32 row (exact; ggml's `dequantize`/`to_float` for F16).
+pub fn f16_to_f32_row(x: &[f16], y: &mut [f32]) -> Result<(), KernelError> {
+    f16_to_f32_row_with(Isa::best(), x, y)
+}
+
+/// f32 → bf16 row with [`f32_to_bf16`] (ggml's `ggml_cpu_fp32_to_bf16`, scalar in every build
+/// without AVX512-BF16).
+pub fn f32_to_bf16_row(x: &[f32], y: &mut [bf16]) -> Result<(), KernelError> {
+    expect_len(GgmlType::BF16, "bf16 row", y.len(), x.len())?;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = f32_to_bf16(v);
+    }
+    Ok(())
+}
+
+/// bf16 → f32 row (exact).
+pub fn bf16_to_f32_row(x: &[bf16], y: &mut [f32]) -> Result<(), KernelError> {
+    expect_len(GgmlType::BF16, "f32 row", y.len(), x.len())?;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = bf16_to_f32(v);
+    }
+    Ok(())
+}
+
+/// A stored float element that ggml widens to f32 before multiplying.
+trait Widen: Copy {
+    fn widen(self) -> f32;
+}
+
+impl Widen for f32 {
+    #[inline]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Widen for f16 {
+    #[inline]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Widen for bf16 {
+    #[inline]
+    fn widen(self) -> f32 {
+        bf16_to_f32(self)
+    }
+}
+
+/// ggml's scalar dot: each product rounded to f32, summed in f64 from +0.0 (so all-(−0)
+/// products give +0 as in C), one rounding to f32 at the end. Shape: x, y: (n,).
+fn dot_f64_sum<X: Widen, Y: Widen>(x: &[X], y: &[Y]) -> f32 {
+    x.iter()
+        .zip(y)
+        .fold(0.0f64, |s, (&a, &b)| s + f64::from(a.widen() * b.widen())) as f32
+}
+
+/// F32·F32 dot as ggml's scalar build computes it (f32 products, f64 sum).
+pub fn vec_dot_f32_generic(x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f32_with(Isa::Scalar, x, y)
+}
+
+/// [`vec_dot_f32`] on the given ISA (scalar when `isa` is not supported here).
+pub fn vec_dot_f32_with(isa: Isa, x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
+    expect_len(GgmlType::F32, "y", y.len(), x.len())?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
+        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_f32(x, y) }),
+        _ => Ok(dot_f64_sum(x, y)),
+    }
+}
+
+/// ggml's `ggml_vec_dot_f32` (F32 weights · F32 activations). Errors when lengths differ.
+pub fn vec_dot_f32(x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f32_with(Isa::best(), x, y)
+}
+
+/// F16·F16 dot as ggml's scalar build computes it (exact f32 products, f64 sum).
+pub fn vec_dot_f16_generic(x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
+    vec_dot_f16_with(Isa::Scalar, x, y)
+}
+
+/// [`vec_dot_f16`] on the given ISA (scalar when `isa` is not supported here).
+pub fn vec_dot_f16_with(isa: Isa, x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
+    expect_len(GgmlType::F16, "y", y.len(), x.len())?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
+        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_f16(x, y) }),
+        _ => Ok(dot_f64_sum(x, y)),
+    }
+}
+
+/// ggml's `ggml_vec_dot_f16` (F16 weights · activations rounded by [`f32_to_f16_row`]).
+/// Errors when lengths differ.
+pub fn vec_dot_f16(x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
+    vec_dot_f16_with(Isa::best(), x, y)
+}
+
+/// BF16·BF16 dot as ggml's scalar build computes it (exact f32 products, f64 sum).
+pub fn vec_dot_bf16_generic(x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
+    vec_dot_bf16_with(Isa::Scalar, x, y)
+}
+
+/// [`vec_dot_bf16`] on the given ISA (scalar when `isa` is not supported here).
+pub fn vec_dot_bf16_with(isa: Isa, x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
+    expect_len(GgmlType::BF16, "y", y.len(), x.len())?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
+        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_bf16(x, y) }),
+        _ => Ok(dot_f64_sum(x, y)),
+    }
+}
+
+/// ggml's `ggml_vec_dot_bf16` (BF16 weights · activations rounded by [`f32_to_bf16_row`]).
+/// Errors when lengths differ.
+pub fn vec_dot_bf16(x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
+    vec_dot_bf16_with(Isa::best(), x, y)
+}
+
+/// F16 weights · F32 activations, scalar oracle: f32 products (rounded), f64 sum.
+pub fn vec_dot_f16_f32_generic(x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f16_f32_with(Isa::Scalar, x, y)
+}
+
+/// [`vec_dot_f16_f32`] on the given ISA (scalar when `isa` is not supported here).
+pub fn vec_dot_f16_f32_with(isa: Isa, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
+    expect_len(GgmlType::F16, "y", y.len(), x.len())?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
+        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_f16_f32(x, y) }),
+        _ => Ok(dot_f64_sum(x, y)),
+    }
+}
+
+/// F16 weights · F32 activations without rounding the activations to F16. Not a ggml
+/// pairing (ggml rounds them first, see [`vec_dot_f16`]); the AVX2 path sums in ggml's F16
+/// order, so when every activation is exactly representable in f16 the result equals
+/// [`vec_dot_f16`]'s. Errors when lengths differ.
+pub fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f16_f32_with(Isa::best(), x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use half::{bf16, f16};
+
+    use super::Widen;
+
+    /// Elements per step of ggml's AVX float loops: 4 accumulators × 8 lanes.
+    const STEP: usize = 32;
+
+    /// An element type AVX2 widens to 8 f32 lanes in one load.
+    pub(super) trait Load8: Widen {
+        /// Eight consecutive elements from `p`, widened to f32.
+        ///
+        /// # Safety
+        /// `p..p+8` must be readable and the CPU must support AVX2, FMA and F16C.
+        unsafe fn load8(p: *const Self) -> __m256;
+    }
+
+    impl Load8 for f32 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable f32 at p.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+    }
+
+    impl Load8 for f16 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load8(p: *const f16) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable f16 (16 bytes) at p.
+            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+        }
+    }
+
+    impl Load8 for bf16 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load8(p: *const bf16) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable bf16 (16 bytes) at p.
+            let raw = unsafe { _mm_loadu_si128(p.cast()) };
+            // bf16 is the top half of an f32: zero-extend to 32 bits and shift up.
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+        }
+    }
+
+    /// One 32-element step of ggml's loop: `acc[j] = fma(x[i+8j..], y[i+8j..], acc[j])`.
+    ///
+    /// # Safety
+    /// `x[i..i+32]` and `y[i..i+32]` must be in bounds; the CPU must support AVX2, FMA, F16C.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fma_step<X: Load8, Y: Load8>(acc: &mut [__m256; 4], x: &[X], y: &[Y], i: usize) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= i + 32, in bounds of both slices by this fn's contract.
+            let (vx, vy) = unsafe {
+                (
+                    X::load8(x.as_ptr().add(i + 8 * j)),
+                    Y::load8(y.as_ptr().add(i + 8 * j)),
+                )
+            };
+            *a = _mm256_fmadd_ps(vx, vy, *a);
+        }
+    }
+
+    /// ggml's 4×8-lane FMA loop over the first `n - n % 32` elements; returns the four
+    /// accumulators and where the tail starts. Shape: x, y: (n,); acc[j] lane l holds the sum
+    /// over s of x·y at element 32s + 8j + l.
+    ///
+    /// # Safety
+    /// `y.len() >= x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fma_4x8<X: Load8, Y: Load8>(x: &[X], y: &[Y]) -> ([__m256; 4], usize) {
+        let np = x.len() - x.len() % STEP;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // Two steps per iteration: the same per-accumulator sequence as one step at a time,
+        // with half the loop overhead.
+        while i + 2 * STEP <= np {
+            // SAFETY: i + 64 <= np <= x.len() <= y.len().
+            unsafe {
+                fma_step(&mut acc, x, y, i);
+                fma_step(&mut acc, x, y, i + STEP);
+            }
+            i += 2 * STEP;
+        }
+        if i < np {
+            // SAFETY: i + 32 == np <= x.len() <= y.len().
+            unsafe { fma_step(&mut acc, x, y, i) };
+        }
+        (acc, np)
+    }
+
+    /// `(acc0 + acc2) + (acc1 + acc3)`: ggml's merge of its four accumulators.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn merge4(acc: [__m256; 4]) -> __m256 {
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]))
+    }
+
+    /// `GGML_F32x8_REDUCE`'s lane sum: `((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7))`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum_hadd(v: __m256) -> f32 {
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let t1 = _mm_hadd_ps(t0, t0);
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+    }
+
+    /// ggml's `hsum_float_8` (x86 `quants.c`; also the BF16 dot's lane sum):
+    /// `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) fn hsum_float_8(v: __m256) -> f32 {
+        let r = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    /// ggml's 4×8 FMA loop merged to one vector, and where the `n % 32` tail starts.
+    ///
+    /// # Safety
+    /// `y.len() >= x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fma_merged<X: Load8, Y: Load8>(x: &[X], y: &[Y]) -> (__m256, usize) {
+        // SAFETY: forwarded contract.
+        let (acc, np) = unsafe { fma_4x8(x, y) };
+        (merge4(acc), np)
+    }
+
+    /// The F16/BF16 tail: `sum` widened to f64, then each remaining f32 product added in f64.
+    fn f64_tail<X: Widen, Y: Widen>(x: &[X], y: &[Y], sum: f32) -> f32 {
+        x.iter().zip(y).fold(f64::from(sum), |s, (&a, &b)| {
+            s + f64::from(a.widen() * b.widen())
+        }) as f32
+    }
+
+    /// ggml's AVX2 `ggml_vec_dot_f32`: FMA loop, `GGML_F32x8_REDUCE`, f32 tail with FMA.
+    ///
+    /// # Safety
+    /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
+        // SAFETY: forwarded contract.
+        let (v, np) = unsafe { fma_merged(x, y) };
+        x[np..]
+            .iter()
+            .zip(&y[np..])
+            .fold(hsum_hadd(v), |s, (a, &b)| a.mul_add(b, s))
+    }
+
+    /// ggml's AVX2 `ggml_vec_dot_f16`: FMA loop, `GGML_F32x8_REDUCE`, f64 tail.
+    ///
+    /// # Safety
+    /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16(x: &[f16], y: &[f16]) -> f32 {
+        // SAFETY: forwarded contract.
+        let (v, np) = unsafe { fma_merged(x, y) };
+        f64_tail(&x[np..], &y[np..], hsum_hadd(v))
+    }
+
+    /// F16 · F32 in ggml's F16 order (our pairing, see `vec_dot_f16_f32`).
+    ///
+    /// # Safety
+    /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
+        // SAFETY: forwarded contract.
+        let (v, np) = unsafe { fma_merged(x, y) };
+        f64_tail(&x[np..], &y[np..], hsum_hadd(v))
+    }
+
+    /// ggml's AVX2 `ggml_vec_dot_bf16` as GCC compiles it (multiply-add contracted to FMA):
+    /// `hsum_float_8` lane order, f64 tail.
+    ///
+    /// # Safety
+    /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_bf16(x: &[bf16], y: &[bf16]) -> f32 {
+        // SAFETY: forwarded contract.
+        let (v, np) = unsafe { fma_merged(x, y) };
+        f64_tail(&x[np..], &y[np..], hsum_float_8(v))
+    }
+
+    /// f32 → f16, 8 at a time with `vcvtps2ph` (round to nearest even), scalar tail.
+    ///
+    /// # Safety
+    /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn f32_to_f16(x: &[f32], y: &mut [f16]) {
+        let mut xs = x.chunks_exact(8);
+        let mut ys = y.chunks_exact_mut(8);
+        for (xc, yc) in (&mut xs).zip(&mut ys) {
+            // SAFETY: both chunks hold exactly 8 elements (32 and 16 bytes).
+            unsafe {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(xc.as_ptr()));
+                _mm_storeu_si128(yc.as_mut_ptr().cast(), h);
+            }
+        }
+        for (o, &v) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
+            *o = f16::from_f32(v);
+        }
+    }
+
+    /// f16 → f32, 8 at a time with `vcvtph2ps` (exact), scalar tail.
+    ///
+    /// # Safety
+    /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn f16_to_f32(x: &[f16], y: &mut [f32]) {
+        let mut xs = x.chunks_exact(8);
+        let mut ys = y.chunks_exact_mut(8);
+        for (xc, yc) in (&mut xs).zip(&mut ys) {
+            // SAFETY: both chunks hold exactly 8 elements (16 and 32 bytes).
+            unsafe { _mm256_storeu_ps(yc.as_mut_ptr(), f16::load8(xc.as_ptr())) };
+        }
+        for (o, &v) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
+            *o = v.to_f32();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_rounding_known_answers() {
+        // 65504 is the largest f16 (0x7BFF); 65520 is halfway to 65536 (= inf's slot) and
+        // ties to the even significand, i.e. overflows to inf (0x7C00).
+        assert_eq!(f16::from_f32(65504.0).to_bits(), 0x7BFF);
+        assert_eq!(f16::from_f32(65520.0).to_bits(), 0x7C00);
+        // 2^-24 is the smallest subnormal (0x0001); 2^-25 is halfway to 0 and ties to 0;
+        // 3·2^-25 is halfway between 1 and 2 ulps and ties to 2 (0x0002).
+        assert_eq!(f16::from_f32(2f32.powi(-24)).to_bits(), 0x0001);
+        assert_eq!(f16::from_f32(2f32.powi(-25)).to_bits(), 0x0000);
+        assert_eq!(f16::from_f32(3.0 * 2f32.powi(-25)).to_bits(), 0x0002);
+        // 1 + 2^-11 is halfway between 1.0 (0x3C00) and 1 + 2^-10 (0x3C01): ties to 0x3C00.
+        assert_eq!(f16::from_f32(1.0 + 2f32.powi(-11)).to_bits(), 0x3C00);
+        // ggml-base's software conversion canonicalises NaN, F16C keeps the payload.
+        let nan = f32::from_bits(0xFFC0_2000);
+        assert_eq!(f32_to_f16_ref(nan).to_bits(), 0xFE00);
+        assert_eq!(f16::from_f32(nan).to_bits(), 0xFE01);
+        assert_eq!(f32_to_f16_ref(-2.5).to_bits(), 0xC100);
+    }
+
+    #[test]
+    fn bf16_rounding_known_answers() {
+        // 1.0 = 0x3F80_0000 → 0x3F80. 0x3F80_8000 is halfway between 0x3F80 and 0x3F81:
+        // even → 0x3F80. 0x3F81_8000 is halfway between 0x3F81 and 0x3F82: even → 0x3F82.
+        // 0x3F80_8001 is just past halfway → 0x3F81.
+        for (bits, want) in [
+            (0x3F80_0000u32, 0x3F80u16),
+            (0x3F80_8000, 0x3F80),
+            (0x3F81_8000, 0x3F82),
+            (0x3F80_8001, 0x3F81),
+            (0xBF80_7FFF, 0xBF80),
+            // Largest finite f32 rounds up into the exponent: infinity.
+            (0x7F7F_FFFF, 0x7F80),
+            (0x7F80_0000, 0x7F80),
+            // Signalling NaN: top half kept, quiet bit 0x40 forced.
+            (0x7F80_0001, 0x7FC0),
+            (0xFF81_2345, 0xFFC1),
+            (0x7FFF_FFFF, 0x7FFF),
+            // Smallest subnormal rounds to +0; 0x0000_8000 ties to even 0.
+            (0x0000_0001, 0x0000),
+            (0x0000_8001, 0x0001),
+        ] {
+            assert_eq!(
+                f32_to_bf16(f32::from_bits(bits)).to_bits(),
+                want,
+                "{bits:#010x}"
+            );
+        }
+        assert_eq!(bf16_to_f32(bf16::from_bits(0x3FC0)), 1.5);
+    }
+
+    #[test]
+    fn dot_known_answers() {
+        // x = 1..=40, y = 0.5 everywhere: Σ = 0.5 · 40·41/2 = 410, exact in every order
+        // (all partial sums are small multiples of 0.5). 40 = one 32-step plus an 8-tail.
+        let x: Vec<f32> = (1..=40).map(|i| i as f32).collect();
+        let y = vec![0.5f32; 40];
+        let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let yh: Vec<f16> = y.iter().map(|&v| f16::from_f32(v)).collect();
+        let xb: Vec<bf16> = x.iter().map(|&v| f32_to_bf16(v)).collect();
+        let yb: Vec<bf16> = y.iter().map(|&v| f32_to_bf16(v)).collect();
+        for &isa in Isa::available() {
+            assert_eq!(vec_dot_f32_with(isa, &x, &y), Ok(410.0), "{isa:?}");
+            assert_eq!(vec_dot_f16_with(isa, &xh, &yh), Ok(410.0), "{isa:?}");
+            assert_eq!(vec_dot_bf16_with(isa, &xb, &yb), Ok(410.0), "{isa:?}");
+            assert_eq!(vec_dot_f16_f32_with(isa, &xh, &y), Ok(410.0), "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn avx2_dot_follows_ggml_lane_order() {
+        // Elements 0, 1, 2 land in lanes 0, 1, 2 of accumulator 0; all other lanes are 0.
+        // x = [v, -v, 1, 0...] with v = 1e8 (f32 spacing 8 there), y = 1.
+        // F32/F16 (hadd order): (l0+l4) + (l1+l5) = v - v = 0 first, then + (l2+l6) = 1 → 1.
+        // BF16 (movehl order): (l0+l4) + (l2+l6) = v + 1 rounds to v, then + (-v) → 0.
+        // The f64 oracle gives 1 for both.
+        let mut x = vec![0.0f32; 32];
+        x[0] = 1e8;
+        x[1] = -1e8;
+        x[2] = 1.0;
+        let y = vec![1.0f32; 32];
+        for &isa in Isa::available() {
+            assert_eq!(vec_dot_f32_with(isa, &x, &y), Ok(1.0), "{isa:?}");
+        }
+        let xb: Vec<bf16> = x.iter().map(|&v| f32_to_bf16(v)).collect();
+        let yb: Vec<bf16> = y.iter().map(|&v| f32_to_bf16(v)).collect();
+        assert_eq!(vec_dot_bf16_generic(&xb, &yb), Ok(1.0));
+        if Isa::Avx2.is_supported() {
+            assert_eq!(vec_dot_bf16_with(Isa::Avx2, &xb, &yb), Ok(0.0));
+        }
+    }
+
+    #[test]
+    fn negative_zero_products_sum_to_positive_zero() {
+        let x = [-0.0f32; 3];
+        let y = [1.0f32; 3];
+        for &isa in Isa::available() {
+            let s = vec_dot_f32_with(isa, &x, &y).unwrap();
+            assert_eq!(s.to_bits(), 0, "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn length_mismatch_is_an_error() {
+        let err = vec_dot_f32(&[1.0, 2.0], &[1.0]).unwrap_err();
+        assert_eq!(
+            err,
+            KernelError::LengthMismatch {
+                format: GgmlType::F32,
+                what: "y",
+                got: 1,
+                expected: 2
+            }
+        );
+        let mut out = [f16::ZERO; 3];
+        assert!(f32_to_f16_row(&[1.0; 4], &mut out).is_err());
+        let mut out = [0.0f32; 3];
+        assert!(bf16_to_f32_row(&[bf16::ZERO; 2], &mut out).is_err());
+    }
+}

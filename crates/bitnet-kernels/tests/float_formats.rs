@@ -1,0 +1,187 @@
+//! Properties of the F32/F16/BF16 conversions and dot products: every ISA against the scalar
+//! oracle, and round trips within each format's precision.
+
+use bitnet_kernels::float::*;
+use bitnet_kernels::Isa;
+use half::{bf16, f16};
+use proptest::prelude::*;
+
+/// Values that exercise the kernels: ordinary magnitudes, signed zeros, halves, subnormals
+/// and the full normal range.
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        6 => -4.0f32..4.0,
+        1 => Just(0.0f32),
+        1 => Just(-0.0f32),
+        1 => (-64i32..=64).prop_map(|k| k as f32 * 0.5),
+        1 => any::<u32>().prop_map(|b| f32::from_bits(b & 0x807F_FFFF)),
+        1 => -1000.0f32..1000.0,
+    ]
+}
+
+/// A pair of equal-length vectors; lengths cover whole 32-steps, the 64-step unroll and tails.
+fn pair(max_len: usize) -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+    (0..=max_len).prop_flat_map(|n| {
+        (
+            prop::collection::vec(value(), n),
+            prop::collection::vec(value(), n),
+        )
+    })
+}
+
+/// Σ|xᵢ·yᵢ| in f64: the magnitude the summation error bound scales with.
+fn magnitude(x: &[f32], y: &[f32]) -> f64 {
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs())
+        .sum()
+}
+
+/// Allowed |fast − oracle| for an n-term float dot. The AVX2 path's longest f32 chain is one
+/// lane's n/32 FMAs plus the F32 tail's n%32; the oracle sums in f64. Each underflowing
+/// product may also lose up to one subnormal ulp (2⁻¹⁴⁹) in the oracle's f32 product.
+fn dot_tolerance(n: usize, magnitude: f64) -> f64 {
+    f32_sum_tolerance(n / 32 + n % 32) * magnitude + n as f64 * f64::from(f32::from_bits(1))
+}
+
+fn check_dot(name: &str, n: usize, mag: f64, fast: f32, oracle: f32) -> Result<(), TestCaseError> {
+    let err = (f64::from(fast) - f64::from(oracle)).abs();
+    let tol = dot_tolerance(n, mag);
+    prop_assert!(
+        err <= tol,
+        "{name}: n={n} fast={fast} oracle={oracle} |Δ|={err:e} > tolerance {tol:e}"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn f32_to_f16_row_is_identical_on_every_isa(bits in prop::collection::vec(any::<u32>(), 0..100)) {
+        let x: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+        let mut want = vec![f16::ZERO; x.len()];
+        f32_to_f16_row_generic(&x, &mut want).unwrap();
+        for &isa in Isa::available() {
+            let mut got = vec![f16::ZERO; x.len()];
+            f32_to_f16_row_with(isa, &x, &mut got).unwrap();
+            let (g, w): (Vec<u16>, Vec<u16>) =
+                (got.iter().map(|h| h.to_bits()).collect(), want.iter().map(|h| h.to_bits()).collect());
+            prop_assert_eq!(g, w, "{:?}", isa);
+        }
+    }
+
+    #[test]
+    fn f16_to_f32_row_is_identical_on_every_isa(bits in prop::collection::vec(any::<u16>(), 0..100)) {
+        let x: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
+        let mut want = vec![0.0f32; x.len()];
+        f16_to_f32_row_generic(&x, &mut want).unwrap();
+        for &isa in Isa::available() {
+            let mut got = vec![0.0f32; x.len()];
+            f16_to_f32_row_with(isa, &x, &mut got).unwrap();
+            let (g, w): (Vec<u32>, Vec<u32>) =
+                (got.iter().map(|v| v.to_bits()).collect(), want.iter().map(|v| v.to_bits()).collect());
+            prop_assert_eq!(g, w, "{:?}", isa);
+        }
+    }
+
+    #[test]
+    fn f16_round_trip_within_half_an_ulp(x in prop::collection::vec(-65504.0f32..65504.0, 1..64)) {
+        let mut h = vec![f16::ZERO; x.len()];
+        let mut back = vec![0.0f32; x.len()];
+        f32_to_f16_row(&x, &mut h).unwrap();
+        f16_to_f32_row(&h, &mut back).unwrap();
+        for (&v, &b) in x.iter().zip(&back) {
+            // Half an ulp: 2^-11 relative for normal f16, 2^-25 absolute below 2^-14.
+            let bound = (f64::from(v).abs() * 2f64.powi(-11)).max(2f64.powi(-25));
+            prop_assert!((f64::from(v) - f64::from(b)).abs() <= bound, "{} → {}", v, b);
+        }
+    }
+
+    #[test]
+    fn bf16_round_trip_within_half_an_ulp(x in prop::collection::vec(value(), 1..64)) {
+        let mut h = vec![bf16::ZERO; x.len()];
+        let mut back = vec![0.0f32; x.len()];
+        f32_to_bf16_row(&x, &mut h).unwrap();
+        bf16_to_f32_row(&h, &mut back).unwrap();
+        for (&v, &b) in x.iter().zip(&back) {
+            // Half an ulp: 2^-8 relative (8-bit significand), 2^-134 absolute for subnormals.
+            let bound = (f64::from(v).abs() * 2f64.powi(-8)).max(2f64.powi(-134));
+            prop_assert!((f64::from(v) - f64::from(b)).abs() <= bound, "{} → {}", v, b);
+        }
+    }
+
+    #[test]
+    fn f32_dot_every_isa_matches_scalar((x, y) in pair(300)) {
+        let oracle = vec_dot_f32_generic(&x, &y).unwrap();
+        for &isa in Isa::available() {
+            let fast = vec_dot_f32_with(isa, &x, &y).unwrap();
+            check_dot(&format!("f32 {isa:?}"), x.len(), magnitude(&x, &y), fast, oracle)?;
+        }
+    }
+
+    #[test]
+    fn f16_dot_every_isa_matches_scalar((x, y) in pair(300)) {
+        let (mut xh, mut yh) = (vec![f16::ZERO; x.len()], vec![f16::ZERO; y.len()]);
+        f32_to_f16_row(&x, &mut xh).unwrap();
+        f32_to_f16_row(&y, &mut yh).unwrap();
+        let (xw, yw): (Vec<f32>, Vec<f32>) = (xh.iter().map(|h| h.to_f32()).collect(), yh.iter().map(|h| h.to_f32()).collect());
+        let oracle = vec_dot_f16_generic(&xh, &yh).unwrap();
+        for &isa in Isa::available() {
+            let fast = vec_dot_f16_with(isa, &xh, &yh).unwrap();
+            check_dot(&format!("f16 {isa:?}"), x.len(), magnitude(&xw, &yw), fast, oracle)?;
+            // With f16-exact activations, F16·F32 is the same computation in the same order.
+            let mixed = vec_dot_f16_f32_with(isa, &xh, &yw).unwrap();
+            prop_assert_eq!(mixed.to_bits(), fast.to_bits(), "f16·f32 {:?}", isa);
+        }
+    }
+
+    #[test]
+    fn f16_f32_dot_every_isa_matches_scalar((x, y) in pair(300)) {
+        let mut xh = vec![f16::ZERO; x.len()];
+        f32_to_f16_row(&x, &mut xh).unwrap();
+        let xw: Vec<f32> = xh.iter().map(|h| h.to_f32()).collect();
+        let oracle = vec_dot_f16_f32_generic(&xh, &y).unwrap();
+        for &isa in Isa::available() {
+            let fast = vec_dot_f16_f32_with(isa, &xh, &y).unwrap();
+            check_dot(&format!("f16·f32 {isa:?}"), x.len(), magnitude(&xw, &y), fast, oracle)?;
+        }
+    }
+
+    #[test]
+    fn bf16_dot_every_isa_matches_scalar((x, y) in pair(300)) {
+        let (mut xb, mut yb) = (vec![bf16::ZERO; x.len()], vec![bf16::ZERO; y.len()]);
+        f32_to_bf16_row(&x, &mut xb).unwrap();
+        f32_to_bf16_row(&y, &mut yb).unwrap();
+        let (xw, yw): (Vec<f32>, Vec<f32>) = (xb.iter().map(|&h| bf16_to_f32(h)).collect(), yb.iter().map(|&h| bf16_to_f32(h)).collect());
+        let oracle = vec_dot_bf16_generic(&xb, &yb).unwrap();
+        for &isa in Isa::available() {
+            let fast = vec_dot_bf16_with(isa, &xb, &yb).unwrap();
+            check_dot(&format!("bf16 {isa:?}"), x.len(), magnitude(&xw, &yw), fast, oracle)?;
+        }
+    }
+
+    #[test]
+    fn integer_valued_dots_are_exact_on_every_isa(
+        (x, y) in (0usize..200).prop_flat_map(|n| (
+            prop::collection::vec(-64i32..=64, n),
+            prop::collection::vec(-64i32..=64, n),
+        ))
+    ) {
+        // |Σ| ≤ 200·64·64 < 2^24: every partial sum is an exactly representable integer, so
+        // every summation order gives the same bits.
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+        let want: i32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let xh: Vec<f16> = xf.iter().map(|&v| f16::from_f32(v)).collect();
+        let yh: Vec<f16> = yf.iter().map(|&v| f16::from_f32(v)).collect();
+        let xb: Vec<bf16> = xf.iter().map(|&v| f32_to_bf16(v)).collect();
+        let yb: Vec<bf16> = yf.iter().map(|&v| f32_to_bf16(v)).collect();
+        for &isa in Isa::available() {
+            prop_assert_eq!(vec_dot_f32_with(isa, &xf, &yf).unwrap(), want as f32, "f32 {:?}", isa);
+            prop_assert_eq!(vec_dot_f16_with(isa, &xh, &yh).unwrap(), want as f32, "f16 {:?}", isa);
+            prop_assert_eq!(vec_dot_bf16_with(isa, &xb, &yb).unwrap(), want as f32, "bf16 {:?}", isa);
+            prop_assert_eq!(vec_dot_f16_f32_with(isa, &xh, &yf).unwrap(), want as f32, "f16·f32 {:?}", isa);
+        }
+    }
+}
