@@ -15,8 +15,10 @@ use crate::ModelError;
 
 /// A capture hook: called with a tensor's name as llama.cpp's `cb_eval` sees it
 /// (`attn_norm-0`, `Qcur-0`, `kq_soft_max-0`, `l_out-29`, `result_output`, ...), its shape
-/// in ggml order (`shape[0]` is the contiguous dimension) and its values.
-pub type CaptureFn<'a> = dyn FnMut(&str, &[usize], &[f32]) + 'a;
+/// in ggml order (`shape[0]` is the contiguous dimension) and its values. `Send` so that a
+/// forward pass may run inside a thread pool; it is only ever called from the thread that
+/// runs the pass.
+pub type CaptureFn<'a> = dyn FnMut(&str, &[usize], &[f32]) + Send + 'a;
 
 /// The C++ reference whose arithmetic a session reproduces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -235,12 +237,18 @@ impl Model {
             tap.emit("attn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
 
             acts.invalidate();
+            // Each projection is named twice before RoPE, as in llama.cpp's graph: the
+            // matmul output and its per-head reshape.
+            let (hd, nh, nhkv) = (c.head_dim, c.n_head, c.n_head_kv);
             mm(&lw.wq, acts, xb, q, tmp)?;
             tap.emit("Qcur", il, &[nq, n_tok], &q[..n_tok * nq]);
+            tap.emit("Qcur", il, &[hd, nh, n_tok], &q[..n_tok * nq]);
             mm(&lw.wk, acts, xb, k, tmp)?;
             tap.emit("Kcur", il, &[nkv, n_tok], &k[..n_tok * nkv]);
+            tap.emit("Kcur", il, &[hd, nhkv, n_tok], &k[..n_tok * nkv]);
             mm(&lw.wv, acts, xb, v, tmp)?;
             tap.emit("Vcur", il, &[nkv, n_tok], &v[..n_tok * nkv]);
+            tap.emit("Vcur", il, &[hd, nhkv, n_tok], &v[..n_tok * nkv]);
 
             // Shape: q: (n_tok, n_head, head_dim), k: (n_tok, n_head_kv, head_dim).
             for t in 0..n_tok {
@@ -252,8 +260,8 @@ impl Model {
                     rope_head(head, rope, style);
                 }
             }
-            tap.emit("Qcur", il, &[c.head_dim, c.n_head, n_tok], &q[..n_tok * nq]);
-            tap.emit("Kcur", il, &[c.head_dim, c.n_head_kv, n_tok], &k[..n_tok * nkv]);
+            tap.emit("Qcur", il, &[hd, nh, n_tok], &q[..n_tok * nq]);
+            tap.emit("Kcur", il, &[hd, nhkv, n_tok], &k[..n_tok * nkv]);
             for t in 0..n_tok {
                 let (kr, vr) = (&k[t * nkv..(t + 1) * nkv], &v[t * nkv..(t + 1) * nkv]);
                 kv.store(layer, n_past + t, kr, vr);

