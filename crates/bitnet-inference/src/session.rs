@@ -138,6 +138,24 @@ impl<'m> Session<'m> {
         Ok(self.state.truncate(n_past)?)
     }
 
+    /// Refuses an empty batch or one that would not fit in the context, before any of it
+    /// is evaluated.
+    fn check_fits(&self, n: usize) -> Result<(), InferenceError> {
+        if n == 0 {
+            return Err(InferenceError::InvalidArgument("eval of no tokens".into()));
+        }
+        let (start, n_ctx) = (self.n_past(), self.n_ctx());
+        if start + n > n_ctx {
+            return Err(bitnet_models::ModelError::ContextOverflow {
+                start,
+                end: start + n,
+                n_ctx,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the session's pool (or the global one).
     fn run<T>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> T + Send) -> T
     where
@@ -162,9 +180,7 @@ impl<'m> Session<'m> {
         tokens: &[u32],
         mut hook: Option<&mut CaptureFn<'_>>,
     ) -> Result<Vec<f32>, InferenceError> {
-        if tokens.is_empty() {
-            return Err(InferenceError::InvalidArgument("eval of no tokens".into()));
-        }
+        self.check_fits(tokens.len())?;
         let nv = self.n_vocab();
         let mut out = Vec::with_capacity(tokens.len() * nv);
         let (model, pool) = (self.model, self.pool.as_ref());
@@ -184,18 +200,15 @@ impl<'m> Session<'m> {
     /// Evaluates `tokens` and returns only the last position's logits (prefill for
     /// generation; skips the output head for the other positions). Allocation-free.
     pub fn eval_last(&mut self, tokens: &[u32]) -> Result<&[f32], InferenceError> {
-        let Some((last, head)) = tokens.split_last() else {
-            return Err(InferenceError::InvalidArgument("eval of no tokens".into()));
-        };
+        self.check_fits(tokens.len())?;
         let (model, pool) = (self.model, self.pool.as_ref());
         let n_batch = self.state.n_batch();
         // Every chunk but the one holding the last token; the KV cache is all they leave.
-        let split = head.len() / n_batch * n_batch;
+        let split = (tokens.len() - 1) / n_batch * n_batch;
         for chunk in tokens[..split].chunks(n_batch) {
             let state = &mut self.state;
             Self::run(pool, || model.forward(state, chunk, Logits::Last, None).map(drop))?;
         }
-        debug_assert_eq!(tokens[split..].last(), Some(last));
         let state = &mut self.state;
         let tail = &tokens[split..];
         Ok(Self::run(pool, || model.forward(state, tail, Logits::Last, None))?)
