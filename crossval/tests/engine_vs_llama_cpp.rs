@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use bitnet_inference::{GenerateOptions, Session, SessionConfig};
-use bitnet_models::{Model, Numerics, Reference as EngineRef};
+use bitnet_models::{KvType, Model, Numerics, Reference as EngineRef};
 use bitnet_sys::{CapturedTensor, RefError, RefSession, Reference, SessionConfig as RefConfig};
 
 /// Context of every session here (llama.cpp pads its KV cache to 256 cells; we mirror it).
@@ -28,9 +28,23 @@ fn smollm2() -> PathBuf {
 /// Starts the reference, or returns `None` (printed as a skip) when it is unavailable and
 /// `CROSSVAL_ALLOW_CPP_FAIL=1` says that is acceptable.
 fn reference(path: &std::path::Path, capture: &[&str]) -> Option<RefSession> {
-    let mut cfg = RefConfig::deterministic(Reference::LlamaCpp, N_CTX);
+    reference_with(Reference::LlamaCpp, KvType::F32, path, capture)
+}
+
+fn reference_with(
+    which: Reference,
+    kv: KvType,
+    path: &std::path::Path,
+    capture: &[&str],
+) -> Option<RefSession> {
+    let mut cfg = RefConfig::deterministic(which, N_CTX);
     cfg.capture = capture.iter().map(|s| s.to_string()).collect();
-    match RefSession::load(Reference::LlamaCpp, path, &cfg) {
+    let t = match kv {
+        KvType::F32 => bitnet_sys::KvType::F32,
+        KvType::F16 => bitnet_sys::KvType::F16,
+    };
+    (cfg.type_k, cfg.type_v) = (t, t);
+    match RefSession::load(which, path, &cfg) {
         Ok(s) => Some(s),
         Err(e @ (RefError::RunnerMissing { .. } | RefError::Spawn { .. }))
             if std::env::var("CROSSVAL_ALLOW_CPP_FAIL").is_ok_and(|v| v == "1") =>
@@ -38,14 +52,18 @@ fn reference(path: &std::path::Path, capture: &[&str]) -> Option<RefSession> {
             eprintln!("SKIPPED (CROSSVAL_ALLOW_CPP_FAIL=1): {e}");
             None
         }
-        Err(e) => panic!("llama.cpp reference unavailable: {e}"),
+        Err(e) => panic!("{which} reference unavailable: {e}"),
     }
 }
 
 fn engine_session(model: &Model) -> Session<'_> {
+    engine_session_with(model, Numerics::for_reference(EngineRef::LlamaCpp))
+}
+
+fn engine_session_with(model: &Model, numerics: Numerics) -> Session<'_> {
     let mut cfg = SessionConfig::new(N_CTX as usize);
     cfg.n_batch = N_CTX as usize;
-    cfg.numerics = Numerics::for_reference(EngineRef::LlamaCpp);
+    cfg.numerics = numerics;
     Session::new(model, &cfg).expect("session")
 }
 
@@ -240,4 +258,34 @@ fn smollm2_greedy_continuation_is_paris() {
     eprintln!("llama.cpp continuation {:?}", theirs.tokens);
     assert!(text.starts_with(" Paris"), "{text:?}");
     assert_eq!(gen.tokens, theirs.tokens, "greedy continuations differ");
+}
+
+/// Prompt plus the reference's own greedy continuation, evaluated teacher-forced on both
+/// sides: 45 positions cover softmax rows past one 8-lane chunk and V dot products past
+/// one 32-element step. Both KV cache types llama.cpp offers.
+#[test]
+fn smollm2_long_sequence_matches_llama_cpp_with_f32_and_f16_kv() {
+    let path = smollm2();
+    let model = Model::load(&path).expect("load");
+    let nv = model.config().n_vocab;
+    for kv in [KvType::F32, KvType::F16] {
+        let Some(mut r) = reference_with(Reference::LlamaCpp, kv, &path, &[]) else {
+            return;
+        };
+        let mut toks = r.tokenize(PROMPT, true, false).expect("tokenize");
+        let gen = r.generate_greedy(&toks, 40).expect("reference generate");
+        toks.extend(&gen.tokens);
+        r.reset().expect("reset");
+        let theirs = r.eval_and_get_logits(&toks, 0).expect("reference eval");
+        let mut s = engine_session_with(&model, Numerics { kv_type: kv });
+        let ours = rows(s.eval(&toks).expect("engine eval"), nv);
+        let m = report(&format!("{kv:?} KV"), &ours, &theirs);
+        for (i, p) in m.iter().enumerate() {
+            assert!(
+                p.max_abs <= SMOLLM2_MAX_ABS_DIFF,
+                "{kv:?} KV pos {i}: max|Δ| {}",
+                p.max_abs
+            );
+        }
+    }
 }
