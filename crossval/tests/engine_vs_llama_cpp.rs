@@ -81,9 +81,21 @@ fn compare_rows(ours: &[f32], theirs: &[f32]) -> Pos {
         .zip(theirs)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    let dot: f64 = ours.iter().zip(theirs).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
-    let na: f64 = ours.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = theirs.iter().map(|&b| f64::from(b).powi(2)).sum::<f64>().sqrt();
+    let dot: f64 = ours
+        .iter()
+        .zip(theirs)
+        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+        .sum();
+    let na: f64 = ours
+        .iter()
+        .map(|&a| f64::from(a).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let nb: f64 = theirs
+        .iter()
+        .map(|&b| f64::from(b).powi(2))
+        .sum::<f64>()
+        .sqrt();
     Pos {
         max_abs,
         cosine: dot / (na * nb),
@@ -145,7 +157,10 @@ fn first_divergence(ours: &[Ours], theirs: &[CapturedTensor]) -> Option<String> 
                     .zip(&t.data)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max);
-                eprintln!("  {:<18} ne {:?} (ours {:?}): max|Δ| = {d:e}", t.name, t.ne, o.shape);
+                eprintln!(
+                    "  {:<18} ne {:?} (ours {:?}): max|Δ| = {d:e}",
+                    t.name, t.ne, o.shape
+                );
                 if d > 0.0 && first.is_none() {
                     first = Some(t.name.clone());
                 }
@@ -197,7 +212,8 @@ fn smollm2_layer0_intermediates_match_llama_cpp() {
             data: data.to_vec(),
         })
     };
-    s.eval_with_capture(&toks, Some(&mut hook)).expect("engine eval");
+    s.eval_with_capture(&toks, Some(&mut hook))
+        .expect("engine eval");
     let first = first_divergence(&ours, &out.captured);
     assert_eq!(first, None, "first op that differs from llama.cpp");
 }
@@ -223,7 +239,10 @@ fn smollm2_logits_match_llama_cpp_batched_and_stepped() {
     let mut ref_stepped = Vec::new();
     let mut ours_stepped = Vec::new();
     for (i, &t) in toks.iter().enumerate() {
-        ref_stepped.extend(r.eval_and_get_logits(&[t], i as u32).expect("reference step"));
+        ref_stepped.extend(
+            r.eval_and_get_logits(&[t], i as u32)
+                .expect("reference step"),
+        );
         ours_stepped.push(s.eval(&[t]).expect("engine step"));
     }
     let st = report("stepped", &ours_stepped, &ref_stepped);
@@ -251,7 +270,9 @@ fn smollm2_greedy_continuation_is_paris() {
     let toks = r.tokenize(PROMPT, true, false).expect("tokenize");
     let model = Model::load(&path).expect("load");
     let mut s = engine_session(&model);
-    let gen = s.generate(&toks, &GenerateOptions::greedy(4)).expect("generate");
+    let gen = s
+        .generate(&toks, &GenerateOptions::greedy(4))
+        .expect("generate");
     let text = r.detokenize(&gen.tokens).expect("detokenize");
     eprintln!("engine continuation {:?} = {text:?}", gen.tokens);
     let theirs = r.generate_greedy(&toks, 4).expect("reference generate");
@@ -277,13 +298,57 @@ fn smollm2_long_sequence_matches_llama_cpp_with_f32_and_f16_kv() {
         toks.extend(&gen.tokens);
         r.reset().expect("reset");
         let theirs = r.eval_and_get_logits(&toks, 0).expect("reference eval");
-        let mut s = engine_session_with(&model, Numerics { kv_type: kv });
+        let mut s = engine_session_with(
+            &model,
+            Numerics {
+                kv_type: kv,
+                ..Numerics::default()
+            },
+        );
         let ours = rows(s.eval(&toks).expect("engine eval"), nv);
         let m = report(&format!("{kv:?} KV"), &ours, &theirs);
         for (i, p) in m.iter().enumerate() {
             assert!(
                 p.max_abs <= SMOLLM2_MAX_ABS_DIFF,
                 "{kv:?} KV pos {i}: max|Δ| {}",
+                p.max_abs
+            );
+        }
+    }
+}
+
+/// bitnet.cpp (its Oct-2024 llama.cpp fork) on SmolLM2 with its F16 KV cache, batched and
+/// token by token.
+#[test]
+fn smollm2_logits_match_bitnet_cpp() {
+    let path = smollm2();
+    let Some(mut r) = reference_with(Reference::BitnetCpp, KvType::F16, &path, &[]) else {
+        return;
+    };
+    let model = Model::load(&path).expect("load");
+    let nv = model.config().n_vocab;
+    let mut toks = r.tokenize(PROMPT, true, false).expect("tokenize");
+    let gen = r.generate_greedy(&toks, 12).expect("reference generate");
+    toks.extend(&gen.tokens);
+    r.reset().expect("reset");
+    let theirs_b = r.eval_and_get_logits(&toks, 0).expect("reference batched");
+    r.reset().expect("reset");
+    let mut theirs_s = Vec::new();
+    for (i, &t) in toks.iter().enumerate() {
+        theirs_s.extend(
+            r.eval_and_get_logits(&[t], i as u32)
+                .expect("reference step"),
+        );
+    }
+    let mut s = engine_session_with(&model, Numerics::for_reference(EngineRef::BitnetCpp));
+    let ours = rows(s.eval(&toks).expect("engine eval"), nv);
+    let b = report("bitnet.cpp batched", &ours, &theirs_b);
+    let st = report("bitnet.cpp stepped", &ours, &theirs_s);
+    for (label, v) in [("batched", &b), ("stepped", &st)] {
+        for (i, p) in v.iter().enumerate() {
+            assert!(
+                p.max_abs <= SMOLLM2_MAX_ABS_DIFF,
+                "{label} pos {i}: {}",
                 p.max_abs
             );
         }

@@ -238,7 +238,9 @@ mod tests {
         };
         let run = || {
             let mut s = Sampler::new(params).unwrap();
-            (0..50).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         let a = run();
         assert_eq!(a, run());

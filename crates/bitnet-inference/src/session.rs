@@ -207,11 +207,15 @@ impl<'m> Session<'m> {
         let split = (tokens.len() - 1) / n_batch * n_batch;
         for chunk in tokens[..split].chunks(n_batch) {
             let state = &mut self.state;
-            Self::run(pool, || model.forward(state, chunk, Logits::Last, None).map(drop))?;
+            Self::run(pool, || {
+                model.forward(state, chunk, Logits::Last, None).map(drop)
+            })?;
         }
         let state = &mut self.state;
         let tail = &tokens[split..];
-        Ok(Self::run(pool, || model.forward(state, tail, Logits::Last, None))?)
+        Ok(Self::run(pool, || {
+            model.forward(state, tail, Logits::Last, None)
+        })?)
     }
 
     /// Decodes one token (incremental, reusing the KV cache) and returns its logits.
@@ -264,7 +268,10 @@ impl<'m> Session<'m> {
 /// Loads `model_path` and returns the logits of every position of `tokens` evaluated as
 /// one batch from an empty cache (context = `tokens.len()`), row-major
 /// `(tokens.len(), n_vocab)`.
-pub fn eval_logits_once(model_path: impl AsRef<Path>, tokens: &[u32]) -> Result<Vec<f32>, InferenceError> {
+pub fn eval_logits_once(
+    model_path: impl AsRef<Path>,
+    tokens: &[u32],
+) -> Result<Vec<f32>, InferenceError> {
     let model = Model::load(model_path)?;
     let n = tokens.len().max(1);
     let mut config = SessionConfig::new(n);
@@ -274,11 +281,9 @@ pub fn eval_logits_once(model_path: impl AsRef<Path>, tokens: &[u32]) -> Result<
 
 fn threads_from_env() -> Result<Option<usize>, InferenceError> {
     match std::env::var(THREADS_ENV) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse::<usize>()
-            .map(Some)
-            .map_err(|_| InferenceError::InvalidArgument(format!("{THREADS_ENV}={v:?} is not a count"))),
+        Ok(v) if !v.trim().is_empty() => v.trim().parse::<usize>().map(Some).map_err(|_| {
+            InferenceError::InvalidArgument(format!("{THREADS_ENV}={v:?} is not a count"))
+        }),
         _ => Ok(None),
     }
 }

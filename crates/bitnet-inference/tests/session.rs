@@ -5,9 +5,7 @@
 mod common;
 
 use bitnet_gguf::GgmlType;
-use bitnet_inference::{
-    GenerateOptions, SamplingParams, Session, SessionConfig, StopReason,
-};
+use bitnet_inference::{GenerateOptions, SamplingParams, Session, SessionConfig, StopReason};
 use bitnet_models::{KvType, Model, Numerics};
 use common::{write_tiny, Tiny};
 
@@ -31,14 +29,20 @@ const PROMPT: [u32; 7] = [5, 17, 3, 42, 8, 91, 60];
 fn session(model: &Model, kv: KvType, threads: Option<usize>) -> Session<'_> {
     let mut cfg = SessionConfig::new(64);
     cfg.n_batch = 16;
-    cfg.numerics = Numerics { kv_type: kv };
+    cfg.numerics = Numerics {
+        kv_type: kv,
+        ..Numerics::default()
+    };
     cfg.threads = threads;
     Session::new(model, &cfg).unwrap()
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn model(dir: &std::path::Path, arch: &'static str, ty: GgmlType) -> Model {
@@ -116,12 +120,19 @@ fn ternary_formats_give_identical_logits_and_f32_stays_close() {
     let c = session(&f32m, KvType::F32, None).eval(&PROMPT).unwrap();
     let d = max_abs(&a, &c);
     let amax = c.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let dot: f64 = a.iter().zip(&c).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(&c)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nc: f64 = c.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let cos = dot / (na * nc);
     eprintln!("F32 vs TQ2_0: max|Δ| = {d}, max|logit| = {amax}, cosine {cos}");
-    assert!(d <= F32_VS_TERNARY_MAX_REL * amax, "{d} vs max |logit| {amax}");
+    assert!(
+        d <= F32_VS_TERNARY_MAX_REL * amax,
+        "{d} vs max |logit| {amax}"
+    );
     assert!(cos >= F32_VS_TERNARY_MIN_COSINE, "{cos}");
 }
 

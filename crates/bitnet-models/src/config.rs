@@ -155,7 +155,10 @@ impl Config {
         let rms_key = key("attention.layer_norm_rms_epsilon");
         let rms_eps = file.get_f32(&rms_key).map_err(key_err)?;
         if !(rms_eps.is_finite() && rms_eps >= 0.0) {
-            return Err(invalid(&rms_key, format!("{rms_eps} is not a finite eps >= 0")));
+            return Err(invalid(
+                &rms_key,
+                format!("{rms_eps} is not a finite eps >= 0"),
+            ));
         }
 
         if n_head % n_head_kv != 0 {
@@ -190,9 +193,15 @@ impl Config {
             ));
         }
         let freq_key = key("rope.freq_base");
-        let rope_freq_base = file.get_f32_opt(&freq_key).map_err(key_err)?.unwrap_or(10000.0);
+        let rope_freq_base = file
+            .get_f32_opt(&freq_key)
+            .map_err(key_err)?
+            .unwrap_or(10000.0);
         if !(rope_freq_base.is_finite() && rope_freq_base > 0.0) {
-            return Err(invalid(&freq_key, format!("{rope_freq_base} is not positive")));
+            return Err(invalid(
+                &freq_key,
+                format!("{rope_freq_base} is not positive"),
+            ));
         }
         let rope_freq_scale = rope_scale(file, arch)?;
 

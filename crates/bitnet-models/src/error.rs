@@ -52,7 +52,11 @@ pub enum ModelError {
     },
 
     #[error("positions {start}..{end} exceed the context of {n_ctx}")]
-    ContextOverflow { start: usize, end: usize, n_ctx: usize },
+    ContextOverflow {
+        start: usize,
+        end: usize,
+        n_ctx: usize,
+    },
 
     /// A kernel refused its arguments; the model validated shapes at load, so this means a
     /// bug or a tensor the kernel cannot handle (named in the message).

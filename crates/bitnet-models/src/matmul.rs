@@ -266,7 +266,13 @@ enum Operands<'a> {
 impl Operands<'_> {
     /// Weight row `r` · activation row `t`; rows have `k` elements.
     fn dot(&self, r: usize, t: usize, k: usize) -> Result<f32, KernelError> {
-        fn rows<'s, W, A>(w: &'s [W], a: &'s [A], r: usize, t: usize, per: usize) -> (&'s [W], &'s [A]) {
+        fn rows<'s, W, A>(
+            w: &'s [W],
+            a: &'s [A],
+            r: usize,
+            t: usize,
+            per: usize,
+        ) -> (&'s [W], &'s [A]) {
             (&w[r * per..(r + 1) * per], &a[t * per..(t + 1) * per])
         }
         match self {
@@ -354,7 +360,12 @@ pub(crate) fn matmul(
             &acts.i8s[..nk],
             &acts.i8s_meta[..n_tok],
         ),
-        GgmlType::IQ2_BN => Operands::Iq2Bn(bytes, 4 + k / 4, &acts.q8k64[..nk], &acts.q8k64_head[..n_tok]),
+        GgmlType::IQ2_BN => Operands::Iq2Bn(
+            bytes,
+            4 + k / 4,
+            &acts.q8k64[..nk],
+            &acts.q8k64_head[..n_tok],
+        ),
         other => {
             return Err(ModelError::UnsupportedType {
                 name: w.name.clone(),

@@ -9,7 +9,9 @@ use half::f16;
 use crate::config::{Config, FfnActivation};
 use crate::kv_cache::{KvCache, KvStore, KvType, KV_STEP};
 use crate::matmul::{matmul, Activations, Linear};
-use crate::ops::{relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu};
+use crate::ops::{
+    relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, NormOrder,
+};
 use crate::weights::{bind, vocab_size, Weights};
 use crate::ModelError;
 
@@ -41,6 +43,9 @@ pub struct Numerics {
     /// KV cache element type: F32 for upstream parity, F16 for ik_llama.cpp and bitnet.cpp
     /// (which refuse an F32 V cache without flash attention).
     pub kv_type: KvType,
+    /// RMSNorm's product order: ik_llama.cpp's fused norm multiplies the scale into the
+    /// weight first.
+    pub norm: NormOrder,
 }
 
 impl Numerics {
@@ -48,8 +53,15 @@ impl Numerics {
     /// (`bitnet_sys::SessionConfig::deterministic`).
     pub fn for_reference(reference: Reference) -> Numerics {
         match reference {
-            Reference::LlamaCpp => Numerics { kv_type: KvType::F32 },
-            Reference::IkLlamaCpp | Reference::BitnetCpp => Numerics { kv_type: KvType::F16 },
+            Reference::LlamaCpp => Numerics::default(),
+            Reference::BitnetCpp => Numerics {
+                kv_type: KvType::F16,
+                ..Numerics::default()
+            },
+            Reference::IkLlamaCpp => Numerics {
+                kv_type: KvType::F16,
+                norm: NormOrder::WeightScaleFirst,
+            },
         }
     }
 }
@@ -116,7 +128,12 @@ impl Model {
     /// Allocates the KV cache and every scratch buffer for `n_ctx` positions and batches of
     /// up to `n_batch` tokens: after this, [`Model::forward`] allocates nothing unless a
     /// capture hook is set.
-    pub fn new_state(&self, n_ctx: usize, n_batch: usize, numerics: Numerics) -> Result<State, ModelError> {
+    pub fn new_state(
+        &self,
+        n_ctx: usize,
+        n_batch: usize,
+        numerics: Numerics,
+    ) -> Result<State, ModelError> {
         if n_ctx == 0 || n_batch == 0 {
             return Err(ModelError::InvalidArgument(
                 "n_ctx and n_batch must be positive".into(),
@@ -164,7 +181,9 @@ impl Model {
         let c = &self.config;
         let n_tok = tokens.len();
         if n_tok == 0 {
-            return Err(ModelError::InvalidArgument("forward of an empty batch".into()));
+            return Err(ModelError::InvalidArgument(
+                "forward of an empty batch".into(),
+            ));
         }
         if n_tok > state.n_batch {
             return Err(ModelError::InvalidArgument(format!(
@@ -193,6 +212,7 @@ impl Model {
             });
         }
         let mut tap = Tap { hook: hook.take() };
+        let norm = state.numerics.norm;
         let State {
             acts,
             kv,
@@ -214,9 +234,12 @@ impl Model {
         } = state;
         let (d, nq, nkv, nff) = (c.n_embd, c.n_embd_q(), c.n_embd_kv(), c.n_ff);
         let file = &self.file;
-        let mm = |w: &Linear, acts: &mut Activations, input: &[f32], out: &mut [f32], tmp: &mut [f32]| {
-            matmul(file, w, acts, input, n_tok, out, tmp)
-        };
+        let mm =
+            |w: &Linear,
+             acts: &mut Activations,
+             input: &[f32],
+             out: &mut [f32],
+             tmp: &mut [f32]| { matmul(file, w, acts, input, n_tok, out, tmp) };
 
         // Shape: x: (n_tok, n_embd), the residual stream.
         for (t, &tok) in tokens.iter().enumerate() {
@@ -232,7 +255,13 @@ impl Model {
             let il = Some(layer);
             // Shape: xb: (n_tok, n_embd).
             for t in 0..n_tok {
-                rms_norm(&x[t * d..(t + 1) * d], &lw.attn_norm, c.rms_eps, &mut xb[t * d..(t + 1) * d]);
+                rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &lw.attn_norm,
+                    c.rms_eps,
+                    norm,
+                    &mut xb[t * d..(t + 1) * d],
+                );
             }
             tap.emit("attn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
 
@@ -268,25 +297,20 @@ impl Model {
             }
 
             attention(
-                c,
-                kv,
-                layer,
-                n_past,
-                n_tok,
-                kq_scale,
-                q,
-                kqv,
-                att,
-                att16,
-                q16,
-                &mut tap,
+                c, kv, layer, n_past, n_tok, kq_scale, q, kqv, att, att16, q16, &mut tap,
             )?;
             tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
 
             let attn_in: &[f32] = match &lw.attn_sub_norm {
                 Some(w) => {
                     for t in 0..n_tok {
-                        rms_norm(&kqv[t * nq..(t + 1) * nq], w, c.rms_eps, &mut xb[t * nq..(t + 1) * nq]);
+                        rms_norm(
+                            &kqv[t * nq..(t + 1) * nq],
+                            w,
+                            c.rms_eps,
+                            norm,
+                            &mut xb[t * nq..(t + 1) * nq],
+                        );
                     }
                     tap.emit("attn_sub_norm", il, &[nq, n_tok], &xb[..n_tok * nq]);
                     xb
@@ -303,7 +327,13 @@ impl Model {
             tap.emit("ffn_inp", il, &[d, n_tok], &x[..n_tok * d]);
 
             for t in 0..n_tok {
-                rms_norm(&x[t * d..(t + 1) * d], &lw.ffn_norm, c.rms_eps, &mut xb[t * d..(t + 1) * d]);
+                rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &lw.ffn_norm,
+                    c.rms_eps,
+                    norm,
+                    &mut xb[t * d..(t + 1) * d],
+                );
             }
             tap.emit("ffn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
             acts.invalidate();
@@ -320,12 +350,22 @@ impl Model {
                     FfnActivation::ReluSqr => relu_sqr_mul(g, u, o),
                 }
             }
-            let act_name = if c.arch.has_sub_norms() { "ffn_sub_out" } else { "ffn_swiglu" };
+            let act_name = if c.arch.has_sub_norms() {
+                "ffn_sub_out"
+            } else {
+                "ffn_swiglu"
+            };
             tap.emit(act_name, il, &[nff, n_tok], &xb[..n_tok * nff]);
             let down_in: &[f32] = match &lw.ffn_sub_norm {
                 Some(w) => {
                     for t in 0..n_tok {
-                        rms_norm(&xb[t * nff..(t + 1) * nff], w, c.rms_eps, &mut hb[t * nff..(t + 1) * nff]);
+                        rms_norm(
+                            &xb[t * nff..(t + 1) * nff],
+                            w,
+                            c.rms_eps,
+                            norm,
+                            &mut hb[t * nff..(t + 1) * nff],
+                        );
                     }
                     tap.emit("ffn_sub_norm", il, &[nff, n_tok], &hb[..n_tok * nff]);
                     hb
@@ -335,10 +375,14 @@ impl Model {
             acts.invalidate();
             // Shape: hb2: (n_tok, n_embd) here, the FFN output.
             mm(&lw.ffn_down, acts, down_in, hb2, tmp)?;
-            let down_name = if c.arch.has_sub_norms() { "ffn_down" } else { "ffn_out" };
+            let down_name = if c.arch.has_sub_norms() {
+                "ffn_down"
+            } else {
+                "ffn_out"
+            };
             tap.emit(down_name, il, &[d, n_tok], &hb2[..n_tok * d]);
             for (xv, &f) in x[..n_tok * d].iter_mut().zip(&hb2[..n_tok * d]) {
-                *xv = f + *xv;
+                *xv += f;
             }
             tap.emit("l_out", il, &[d, n_tok], &x[..n_tok * d]);
         }
@@ -351,13 +395,24 @@ impl Model {
         let n_out = n_tok - first;
         for t in 0..n_out {
             let src = &x[(first + t) * d..(first + t + 1) * d];
-            rms_norm(src, &self.weights.output_norm, c.rms_eps, &mut xb[t * d..(t + 1) * d]);
+            rms_norm(
+                src,
+                &self.weights.output_norm,
+                c.rms_eps,
+                norm,
+                &mut xb[t * d..(t + 1) * d],
+            );
         }
         tap.emit("result_norm", None, &[d, n_out], &xb[..n_out * d]);
         acts.invalidate();
         let nv = c.n_vocab;
         matmul(file, &self.weights.output, acts, xb, n_out, out_logits, tmp)?;
-        tap.emit("result_output", None, &[nv, n_out], &out_logits[..n_out * nv]);
+        tap.emit(
+            "result_output",
+            None,
+            &[nv, n_out],
+            &out_logits[..n_out * nv],
+        );
         state.n_past = n_past + n_tok;
         Ok(&state.logits[..n_out * nv])
     }
@@ -445,7 +500,12 @@ fn attention(
         }
     }
     if let Some(p) = probs {
-        tap.emit("kq_soft_max", Some(layer), &[n_kv_ggml, n_tok, c.n_head], &p);
+        tap.emit(
+            "kq_soft_max",
+            Some(layer),
+            &[n_kv_ggml, n_tok, c.n_head],
+            &p,
+        );
     }
     Ok(())
 }

@@ -39,8 +39,9 @@ pub fn v_expf(x: f32) -> f32 {
         .mul_add(b, EXP_C4)
         .mul_add(u, EXP_C3.mul_add(b, EXP_C2))
         .mul_add(u, EXP_C1 * b);
-    // NaN compares false, as _CMP_GT_OQ / _CMP_LE_OQ do.
-    if !(n.abs() > 126.0) {
+    // NaN compares false, as _CMP_GT_OQ / _CMP_LE_OQ do, so it takes the fast path.
+    let big = n.abs() > 126.0;
+    if !big {
         return j.mul_add(k, k);
     }
     let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
@@ -84,15 +85,35 @@ pub fn relu_sqr_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `ggml_rms_norm` then `ggml_mul` by the weight (also ggml-cpu's fused rms_norm·mul):
-/// the squares are rounded to f32 and summed in f64, `mean = (f32)(sum / n)`,
-/// `scale = 1 / sqrtf(mean + eps)`, `y = (x · scale) · w`. Shapes: x, w, out: (n,).
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+/// How RMSNorm applies its scale and weight; the two C implementations round differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NormOrder {
+    /// `(x · scale) · w`: `ggml_rms_norm` then `ggml_mul` (upstream llama.cpp, also its fused
+    /// rms_norm·mul kernel, and bitnet.cpp).
+    #[default]
+    ScaleThenWeight,
+    /// `(scale · w) · x`: ik_llama.cpp's `ggml_fused_rms_norm`.
+    WeightScaleFirst,
+}
+
+/// RMSNorm with a weight, as ggml computes it: the squares are rounded to f32 and summed
+/// in f64, `mean = (f32)(sum / n)`, `scale = 1 / sqrtf(mean + eps)`, then `order` decides
+/// the two products. Shapes: x, w, out: (n,).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, order: NormOrder, out: &mut [f32]) {
     let sum = x.iter().fold(0.0f64, |s, &v| s + f64::from(v * v));
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
-    for ((o, &v), &wv) in out.iter_mut().zip(x).zip(w) {
-        *o = (v * scale) * wv;
+    match order {
+        NormOrder::ScaleThenWeight => {
+            for ((o, &v), &wv) in out.iter_mut().zip(x).zip(w) {
+                *o = (v * scale) * wv;
+            }
+        }
+        NormOrder::WeightScaleFirst => {
+            for ((o, &v), &wv) in out.iter_mut().zip(x).zip(w) {
+                *o = (scale * wv) * v;
+            }
+        }
     }
 }
 
@@ -200,7 +221,7 @@ mod tests {
         let x = [2.0f32; 16];
         let w: Vec<f32> = (0..16).map(|i| i as f32).collect();
         let mut y = [0.0f32; 16];
-        rms_norm(&x, &w, 0.0, &mut y);
+        rms_norm(&x, &w, 0.0, NormOrder::ScaleThenWeight, &mut y);
         assert_eq!(y.to_vec(), w);
     }
 

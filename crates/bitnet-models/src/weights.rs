@@ -26,11 +26,18 @@ pub struct Embedding {
 
 impl Embedding {
     /// Writes row `token` as f32 into `out` (`n_embd` values). `token` must be in range.
-    pub(crate) fn row(&self, file: &GgufFile, token: usize, out: &mut [f32]) -> Result<(), ModelError> {
+    pub(crate) fn row(
+        &self,
+        file: &GgufFile,
+        token: usize,
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
         let ty = self.info.ggml_type;
         let bytes = file.tensor_data(&self.info);
         let row_bytes = ty.row_size(self.n_embd as u64).unwrap_or(0) as usize;
-        let row = bytes.get(token * row_bytes..(token + 1) * row_bytes).unwrap_or_default();
+        let row = bytes
+            .get(token * row_bytes..(token + 1) * row_bytes)
+            .unwrap_or_default();
         let kerr = |source| ModelError::Kernel {
             tensor: self.info.name.clone(),
             source,
@@ -97,7 +104,15 @@ impl Weights {
     pub(crate) fn act_kinds(&self) -> Vec<ActKind> {
         let mut v: Vec<ActKind> = vec![self.output.act];
         for l in &self.layers {
-            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down] {
+            for w in [
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_gate,
+                &l.ffn_up,
+                &l.ffn_down,
+            ] {
                 if !v.contains(&w.act) {
                     v.push(w.act);
                 }
@@ -115,9 +130,12 @@ struct Binder<'f> {
 
 impl<'f> Binder<'f> {
     fn info(&mut self, name: &str) -> Result<&'f TensorInfo, ModelError> {
-        let info = self.file.tensor(name).ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_owned(),
-        })?;
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_owned(),
+            })?;
         self.used.insert(name.to_owned());
         Ok(info)
     }
@@ -150,7 +168,13 @@ impl<'f> Binder<'f> {
     }
 
     /// A weight matrix of `n` rows of `k`, with its optional `.scale`.
-    fn linear(&mut self, base: &str, k: usize, n: usize, scales: bool) -> Result<Linear, ModelError> {
+    fn linear(
+        &mut self,
+        base: &str,
+        k: usize,
+        n: usize,
+        scales: bool,
+    ) -> Result<Linear, ModelError> {
         let name = format!("{base}.weight");
         let info = self.shaped(&name, &[k, n])?.clone();
         let act = act_kind(info.ggml_type).ok_or_else(|| ModelError::UnsupportedType {
@@ -197,9 +221,11 @@ fn check_shape(info: &TensorInfo, expected: &[usize]) -> Result<(), ModelError> 
 /// Reads `n_vocab` from `token_embd.weight` (`[n_embd, n_vocab]`), before the rest of the
 /// hyper-parameters are known.
 pub(crate) fn vocab_size(file: &GgufFile) -> Result<usize, ModelError> {
-    let info = file.tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensor {
-        name: "token_embd.weight".into(),
-    })?;
+    let info = file
+        .tensor("token_embd.weight")
+        .ok_or_else(|| ModelError::MissingTensor {
+            name: "token_embd.weight".into(),
+        })?;
     match info.dims.as_slice() {
         [_, v] | [_, v, 1] | [_, v, 1, 1] if *v > 0 && *v <= u64::from(u32::MAX) => Ok(*v as usize),
         _ => Err(ModelError::InvalidTensor {
@@ -216,7 +242,9 @@ pub(crate) fn bind(file: &GgufFile, c: &Config) -> Result<Weights, ModelError> {
         file,
         used: HashSet::new(),
     };
-    let emb_info = b.shaped("token_embd.weight", &[c.n_embd, c.n_vocab])?.clone();
+    let emb_info = b
+        .shaped("token_embd.weight", &[c.n_embd, c.n_vocab])?
+        .clone();
     let token_embd = Embedding {
         info: emb_info.clone(),
         n_embd: c.n_embd,

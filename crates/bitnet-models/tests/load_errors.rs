@@ -34,7 +34,10 @@ fn a_well_formed_tiny_model_loads() {
 
 #[test]
 fn a_missing_tensor_is_named() {
-    let err = load_with(&tiny(), |_, t| t.retain(|t| t.name != "blk.1.ffn_up.weight")).unwrap_err();
+    let err = load_with(&tiny(), |_, t| {
+        t.retain(|t| t.name != "blk.1.ffn_up.weight")
+    })
+    .unwrap_err();
     match err {
         ModelError::MissingTensor { name } => assert_eq!(name, "blk.1.ffn_up.weight"),
         e => panic!("{e}"),
@@ -44,7 +47,10 @@ fn a_missing_tensor_is_named() {
 #[test]
 fn a_wrong_shape_is_named_with_both_shapes() {
     let err = load_with(&tiny(), |_, t| {
-        let w = t.iter_mut().find(|t| t.name == "blk.0.attn_k.weight").unwrap();
+        let w = t
+            .iter_mut()
+            .find(|t| t.name == "blk.0.attn_k.weight")
+            .unwrap();
         // 256 x 256 instead of 256 x 128 (GQA with 2 of 4 heads).
         w.dims = vec![256, 256];
         w.values = vec![0.0; 256 * 256];
@@ -92,8 +98,13 @@ fn an_unsupported_tensor_type_is_named() {
             w.add_tensor_owned(t.name.clone(), GgmlType::Q8_K, &t.dims, vec![0; size])
                 .unwrap();
         } else {
-            w.add_tensor_owned(t.name.clone(), t.ty, &t.dims, common::encode(t.ty, &t.values))
-                .unwrap();
+            w.add_tensor_owned(
+                t.name.clone(),
+                t.ty,
+                &t.dims,
+                common::encode(t.ty, &t.values),
+            )
+            .unwrap();
         }
     }
     let p = dir.path().join("q8k.gguf");
@@ -112,7 +123,10 @@ fn an_unsupported_tensor_type_is_named() {
 #[test]
 fn a_norm_weight_of_the_wrong_type_is_named() {
     let err = load_with(&tiny(), |_, t| {
-        let w = t.iter_mut().find(|t| t.name == "output_norm.weight").unwrap();
+        let w = t
+            .iter_mut()
+            .find(|t| t.name == "output_norm.weight")
+            .unwrap();
         w.ty = GgmlType::F16;
     })
     .unwrap_err();
@@ -145,7 +159,10 @@ fn a_missing_required_key_is_named() {
 fn a_key_of_the_wrong_type_or_value_is_an_error() {
     let err = load_with(&tiny(), |m, _| {
         m.retain(|(k, _)| k != "bitnet.attention.head_count_kv");
-        m.push(("bitnet.attention.head_count_kv".into(), MetadataValue::U32(3)));
+        m.push((
+            "bitnet.attention.head_count_kv".into(),
+            MetadataValue::U32(3),
+        ));
     })
     .unwrap_err();
     assert!(

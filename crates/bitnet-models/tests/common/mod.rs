@@ -109,12 +109,30 @@ pub fn metadata(s: &Tiny) -> Vec<(String, MetadataValue)> {
     vec![
         ("general.architecture".into(), MetadataValue::from(a)),
         (format!("{a}.context_length"), MetadataValue::U32(256)),
-        (format!("{a}.embedding_length"), MetadataValue::U32(s.n_embd as u32)),
-        (format!("{a}.block_count"), MetadataValue::U32(s.n_layer as u32)),
-        (format!("{a}.feed_forward_length"), MetadataValue::U32(s.n_ff as u32)),
-        (format!("{a}.attention.head_count"), MetadataValue::U32(s.n_head as u32)),
-        (format!("{a}.attention.head_count_kv"), MetadataValue::U32(s.n_head_kv as u32)),
-        (format!("{a}.attention.layer_norm_rms_epsilon"), MetadataValue::F32(1e-5)),
+        (
+            format!("{a}.embedding_length"),
+            MetadataValue::U32(s.n_embd as u32),
+        ),
+        (
+            format!("{a}.block_count"),
+            MetadataValue::U32(s.n_layer as u32),
+        ),
+        (
+            format!("{a}.feed_forward_length"),
+            MetadataValue::U32(s.n_ff as u32),
+        ),
+        (
+            format!("{a}.attention.head_count"),
+            MetadataValue::U32(s.n_head as u32),
+        ),
+        (
+            format!("{a}.attention.head_count_kv"),
+            MetadataValue::U32(s.n_head_kv as u32),
+        ),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            MetadataValue::F32(1e-5),
+        ),
         (format!("{a}.rope.freq_base"), MetadataValue::F32(10000.0)),
         ("tokenizer.ggml.eos_token_id".into(), MetadataValue::U32(2)),
     ]
@@ -135,22 +153,56 @@ pub fn tensors(s: &Tiny) -> Vec<T> {
         })
     };
     let emb: Vec<f32> = (0..s.n_vocab * s.n_embd).map(|_| rng.uniform()).collect();
-    push("token_embd.weight".into(), GgmlType::F32, vec![s.n_embd as u64, s.n_vocab as u64], emb);
-    let norm = |rng: &mut Rng, n: usize| (0..n).map(|_| 1.0 + 0.1 * rng.uniform()).collect::<Vec<f32>>();
+    push(
+        "token_embd.weight".into(),
+        GgmlType::F32,
+        vec![s.n_embd as u64, s.n_vocab as u64],
+        emb,
+    );
+    let norm = |rng: &mut Rng, n: usize| {
+        (0..n)
+            .map(|_| 1.0 + 0.1 * rng.uniform())
+            .collect::<Vec<f32>>()
+    };
     let v = norm(&mut rng, s.n_embd);
-    push("output_norm.weight".into(), GgmlType::F32, vec![s.n_embd as u64], v);
+    push(
+        "output_norm.weight".into(),
+        GgmlType::F32,
+        vec![s.n_embd as u64],
+        v,
+    );
     let bitnet = s.arch.starts_with("bitnet");
     for i in 0..s.n_layer {
         let p = format!("blk.{i}");
         let v = norm(&mut rng, s.n_embd);
-        push(format!("{p}.attn_norm.weight"), GgmlType::F32, vec![s.n_embd as u64], v);
+        push(
+            format!("{p}.attn_norm.weight"),
+            GgmlType::F32,
+            vec![s.n_embd as u64],
+            v,
+        );
         let v = norm(&mut rng, s.n_embd);
-        push(format!("{p}.ffn_norm.weight"), GgmlType::F32, vec![s.n_embd as u64], v);
+        push(
+            format!("{p}.ffn_norm.weight"),
+            GgmlType::F32,
+            vec![s.n_embd as u64],
+            v,
+        );
         if bitnet {
             let v = norm(&mut rng, nq);
-            push(format!("{p}.attn_sub_norm.weight"), GgmlType::F32, vec![nq as u64], v);
+            push(
+                format!("{p}.attn_sub_norm.weight"),
+                GgmlType::F32,
+                vec![nq as u64],
+                v,
+            );
             let v = norm(&mut rng, s.n_ff);
-            push(format!("{p}.ffn_sub_norm.weight"), GgmlType::F32, vec![s.n_ff as u64], v);
+            push(
+                format!("{p}.ffn_sub_norm.weight"),
+                GgmlType::F32,
+                vec![s.n_ff as u64],
+                v,
+            );
         }
         for (w, k, n) in [
             ("attn_q", s.n_embd, nq),
@@ -162,7 +214,12 @@ pub fn tensors(s: &Tiny) -> Vec<T> {
             ("ffn_down", s.n_ff, s.n_embd),
         ] {
             let vals: Vec<f32> = (0..k * n).map(|_| 0.05 * rng.trit()).collect();
-            push(format!("{p}.{w}.weight"), s.wtype, vec![k as u64, n as u64], vals);
+            push(
+                format!("{p}.{w}.weight"),
+                s.wtype,
+                vec![k as u64, n as u64],
+                vals,
+            );
             if s.scales {
                 let sc = 1.0 + 0.5 * rng.uniform().abs();
                 push(format!("{p}.{w}.scale"), GgmlType::F32, vec![1], vec![sc]);
