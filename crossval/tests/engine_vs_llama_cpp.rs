@@ -134,40 +134,58 @@ struct Ours {
     data: Vec<f32>,
 }
 
+/// Drops views: reference tensors whose name carries a view suffix (`Qcur-0 (reshaped)`),
+/// and repeats of a name with the same data (upstream names its reshape views like the
+/// tensor they view; we emit those repeats too).
+fn distinct<'a>(items: impl Iterator<Item = (&'a str, &'a [f32])>) -> Vec<(&'a str, &'a [f32])> {
+    let mut out: Vec<(&str, &[f32])> = Vec::new();
+    for (name, data) in items {
+        if name.contains(" (") {
+            continue;
+        }
+        let repeat = out
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .is_some_and(|(_, d)| *d == data);
+        if !repeat {
+            out.push((name, data));
+        }
+    }
+    out
+}
+
 /// Matches each reference tensor with our tensor of the same name and occurrence, and
 /// prints max |Δ| per op in graph order; returns the first name that differs.
 fn first_divergence(ours: &[Ours], theirs: &[CapturedTensor]) -> Option<String> {
+    let ours = distinct(ours.iter().map(|o| (o.name.as_str(), o.data.as_slice())));
+    let theirs = distinct(theirs.iter().map(|t| (t.name.as_str(), t.data.as_slice())));
     let mut first = None;
     let mut seen: std::collections::HashMap<&str, usize> = Default::default();
-    for t in theirs {
-        let k = seen.entry(&t.name).or_default();
+    for (name, data) in theirs {
+        let k = seen.entry(name).or_default();
         let occurrence = *k;
         *k += 1;
-        let n: usize = t.ne.iter().product::<u64>() as usize;
         let mine = ours
             .iter()
-            .filter(|o| o.name == t.name)
+            .filter(|o| o.0 == name)
             .nth(occurrence)
-            .filter(|o| o.data.len() == n);
+            .filter(|o| o.1.len() == data.len());
         match mine {
-            Some(o) => {
+            Some((_, o)) => {
                 let d = o
-                    .data
                     .iter()
-                    .zip(&t.data)
+                    .zip(data)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max);
-                eprintln!(
-                    "  {:<18} ne {:?} (ours {:?}): max|Δ| = {d:e}",
-                    t.name, t.ne, o.shape
-                );
+                eprintln!("  {name:<18} ({} values): max|Δ| = {d:e}", data.len());
                 if d > 0.0 && first.is_none() {
-                    first = Some(t.name.clone());
+                    first = Some(name.to_owned());
                 }
             }
             None => eprintln!(
-                "  {:<18} ne {:?}: no tensor of ours with that name, occurrence and size",
-                t.name, t.ne
+                "  {name:<18} ({} values): not emitted by the engine",
+                data.len()
             ),
         }
     }
@@ -352,5 +370,43 @@ fn smollm2_logits_match_bitnet_cpp() {
                 p.max_abs
             );
         }
+    }
+}
+
+#[test]
+fn explore_fixture_files() {
+    let Ok(list) = std::env::var("EXPLORE") else {
+        return;
+    };
+    for item in list.split(',') {
+        let (which, file) = item.split_once('=').unwrap();
+        let (rr, er) = match which {
+            "llama" => (Reference::LlamaCpp, EngineRef::LlamaCpp),
+            "bitnet" => (Reference::BitnetCpp, EngineRef::BitnetCpp),
+            _ => (Reference::IkLlamaCpp, EngineRef::IkLlamaCpp),
+        };
+        let path = PathBuf::from(file);
+        let num = Numerics::for_reference(er);
+        let names = ["*"];
+        let Some(mut r) = reference_with(rr, num.kv_type, &path, &names) else {
+            return;
+        };
+        let toks: Vec<u32> = vec![128000, 791, 6864, 315, 9822, 374, 12366, 13];
+        let out = r.eval(&toks, 0).expect("eval");
+        let model = Model::load(&path).expect("load");
+        let mut s = engine_session_with(&model, num);
+        let mut ours = Vec::new();
+        let mut hook = |name: &str, shape: &[usize], data: &[f32]| {
+            ours.push(Ours {
+                name: name.to_owned(),
+                shape: shape.to_vec(),
+                data: data.to_vec(),
+            })
+        };
+        s.eval_with_capture(&toks, Some(&mut hook))
+            .expect("engine eval");
+        eprintln!("== {which} {file}");
+        let first = first_divergence(&ours, &out.captured);
+        eprintln!("== first divergence {first:?}");
     }
 }

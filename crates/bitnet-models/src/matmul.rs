@@ -38,6 +38,7 @@ use bytemuck::Zeroable;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::ops::{ik_dot, FloatDot};
 use crate::ModelError;
 
 /// The activation format a weight format is multiplied against.
@@ -253,6 +254,8 @@ impl Activations {
 enum Operands<'a> {
     F32(&'a [f32], &'a [f32]),
     F16(&'a [f16], &'a [f16]),
+    IkF32(&'a [f32], &'a [f32]),
+    IkF16(&'a [f16], &'a [f32]),
     Bf16(&'a [bf16], &'a [bf16]),
     Q8_0(&'a [BlockQ8_0], &'a [BlockQ8_0]),
     Q4_0(&'a [BlockQ4_0], &'a [BlockQ8_0]),
@@ -283,6 +286,14 @@ impl Operands<'_> {
             Operands::F16(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
                 vec_dot_f16(w, a)
+            }
+            Operands::IkF32(w, a) => {
+                let (w, a) = rows(w, a, r, t, k);
+                Ok(ik_dot(|i| w[i], a))
+            }
+            Operands::IkF16(w, a) => {
+                let (w, a) = rows(w, a, r, t, k);
+                Ok(ik_dot(|i| w[i].to_f32(), a))
             }
             Operands::Bf16(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
@@ -327,7 +338,7 @@ fn cast<T: bytemuck::AnyBitPattern>(bytes: &[u8]) -> &[T] {
     bytemuck::try_cast_slice(bytes).unwrap_or_default()
 }
 
-/// `out = W · x` for `n_tok` activation rows: x: (n_tok, k), out: (n_tok, n). `tmp` holds at
+/// `out = W · x` for `n_tok` activation rows (without the `.scale`, see [`apply_scale`]): x: (n_tok, k), out: (n_tok, n). `tmp` holds at
 /// least `n · n_tok` floats (rows are computed as (n, n_tok) so that one thread walks one
 /// weight row across every token, then transposed).
 pub(crate) fn matmul(
@@ -338,12 +349,22 @@ pub(crate) fn matmul(
     n_tok: usize,
     out: &mut [f32],
     tmp: &mut [f32],
+    float_dot: FloatDot,
 ) -> Result<(), ModelError> {
     let (k, n) = (w.k, w.n);
-    acts.prepare(w.act, x, n_tok, k, &w.name)?;
+    let ik = float_dot == FloatDot::IkGemm;
+    // ik's float GEMM keeps the activations in f32 even against F16 weights.
+    let act = if ik && w.act == ActKind::F16 {
+        ActKind::F32
+    } else {
+        w.act
+    };
+    acts.prepare(act, x, n_tok, k, &w.name)?;
     let bytes = file.tensor_data(&w.info);
     let nk = n_tok * k;
     let ops = match w.info.ggml_type {
+        GgmlType::F32 if ik => Operands::IkF32(cast(bytes), &x[..nk]),
+        GgmlType::F16 if ik => Operands::IkF16(cast(bytes), &x[..nk]),
         GgmlType::F32 => Operands::F32(cast(bytes), &x[..nk]),
         GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16[..nk]),
         GgmlType::BF16 => Operands::Bf16(cast(bytes), &acts.bf16[..nk]),
@@ -412,10 +433,15 @@ pub(crate) fn matmul(
             }
         }
     }
+    Ok(())
+}
+
+/// Multiplies a matmul output by the weight's `.scale`, if it has one (`ggml_mul` with a
+/// `{1}` tensor). out: (n_tok, n).
+pub(crate) fn apply_scale(w: &Linear, out: &mut [f32]) {
     if let Some(s) = w.scale {
-        for y in &mut out[..n_tok * n] {
+        for y in out {
             *y *= s;
         }
     }
-    Ok(())
 }

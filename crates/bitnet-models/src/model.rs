@@ -8,9 +8,10 @@ use half::f16;
 
 use crate::config::{Config, FfnActivation};
 use crate::kv_cache::{KvCache, KvStore, KvType, KV_STEP};
-use crate::matmul::{matmul, Activations, Linear};
+use crate::matmul::{apply_scale, matmul, Activations, Linear};
 use crate::ops::{
-    relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, NormOrder,
+    ik_dot, relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot,
+    NormOrder,
 };
 use crate::weights::{bind, vocab_size, Weights};
 use crate::ModelError;
@@ -38,7 +39,7 @@ pub enum Reference {
 /// Everything else (rounding of activations per weight format, summation orders,
 /// `ggml_v_expf` in softmax and SiLU, RoPE's FMA contraction, the f64 sums of RMSNorm) is
 /// upstream llama.cpp's, which is also what the forks inherit from ggml.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Numerics {
     /// KV cache element type: F32 for upstream parity, F16 for ik_llama.cpp and bitnet.cpp
     /// (which refuse an F32 V cache without flash attention).
@@ -46,6 +47,26 @@ pub struct Numerics {
     /// RMSNorm's product order: ik_llama.cpp's fused norm multiplies the scale into the
     /// weight first.
     pub norm: NormOrder,
+    /// Multiple the reference pads the attended KV length to with masked cells: 256 in
+    /// upstream llama.cpp, 32 in ik_llama.cpp and bitnet.cpp. Masked cells weigh exactly 0
+    /// and every pad keeps the real cells in the same SIMD lanes, so only the shape of the
+    /// captured `kq`/`kq_soft_max` depends on it.
+    pub kv_pad: usize,
+    /// F32/F16 dot products (F32/F16 weights and attention): ggml's `vec_dot_*` or
+    /// ik_llama.cpp's float GEMM.
+    pub float_dot: FloatDot,
+}
+
+impl Default for Numerics {
+    /// Upstream llama.cpp's arithmetic.
+    fn default() -> Numerics {
+        Numerics {
+            kv_type: KvType::F32,
+            norm: NormOrder::ScaleThenWeight,
+            kv_pad: 256,
+            float_dot: FloatDot::Ggml,
+        }
+    }
 }
 
 impl Numerics {
@@ -56,11 +77,14 @@ impl Numerics {
             Reference::LlamaCpp => Numerics::default(),
             Reference::BitnetCpp => Numerics {
                 kv_type: KvType::F16,
+                kv_pad: 32,
                 ..Numerics::default()
             },
             Reference::IkLlamaCpp => Numerics {
                 kv_type: KvType::F16,
                 norm: NormOrder::WeightScaleFirst,
+                kv_pad: 32,
+                float_dot: FloatDot::IkGemm,
             },
         }
     }
@@ -212,7 +236,11 @@ impl Model {
             });
         }
         let mut tap = Tap { hook: hook.take() };
-        let norm = state.numerics.norm;
+        let (norm, kv_pad, fdot) = (
+            state.numerics.norm,
+            state.numerics.kv_pad.max(KV_STEP),
+            state.numerics.float_dot,
+        );
         let State {
             acts,
             kv,
@@ -234,12 +262,16 @@ impl Model {
         } = state;
         let (d, nq, nkv, nff) = (c.n_embd, c.n_embd_q(), c.n_embd_kv(), c.n_ff);
         let file = &self.file;
-        let mm =
-            |w: &Linear,
-             acts: &mut Activations,
-             input: &[f32],
-             out: &mut [f32],
-             tmp: &mut [f32]| { matmul(file, w, acts, input, n_tok, out, tmp) };
+        // W · x then W's `.scale` (`build_lora_mm` with a scale), out: (n_tok, W.n).
+        let mm = |w: &Linear,
+                  acts: &mut Activations,
+                  input: &[f32],
+                  out: &mut [f32],
+                  tmp: &mut [f32]| {
+            matmul(file, w, acts, input, n_tok, out, tmp, fdot)?;
+            apply_scale(w, &mut out[..n_tok * w.n]);
+            Ok::<(), ModelError>(())
+        };
 
         // Shape: x: (n_tok, n_embd), the residual stream.
         for (t, &tok) in tokens.iter().enumerate() {
@@ -297,7 +329,8 @@ impl Model {
             }
 
             attention(
-                c, kv, layer, n_past, n_tok, kq_scale, q, kqv, att, att16, q16, &mut tap,
+                c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, att, att16, q16,
+                &mut tap,
             )?;
             tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
 
@@ -338,10 +371,19 @@ impl Model {
             tap.emit("ffn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
             acts.invalidate();
             // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
-            mm(&lw.ffn_up, acts, xb, hb2, tmp)?;
+            // build_ffn names the bare products and then, when scaled, `ffn_up_s`/`ffn_gate_s`.
+            matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, fdot)?;
             tap.emit("ffn_up", il, &[nff, n_tok], &hb2[..n_tok * nff]);
-            mm(&lw.ffn_gate, acts, xb, hb, tmp)?;
+            if lw.ffn_up.scale.is_some() {
+                apply_scale(&lw.ffn_up, &mut hb2[..n_tok * nff]);
+                tap.emit("ffn_up_s", il, &[nff, n_tok], &hb2[..n_tok * nff]);
+            }
+            matmul(file, &lw.ffn_gate, acts, xb, n_tok, hb, tmp, fdot)?;
             tap.emit("ffn_gate", il, &[nff, n_tok], &hb[..n_tok * nff]);
+            if lw.ffn_gate.scale.is_some() {
+                apply_scale(&lw.ffn_gate, &mut hb[..n_tok * nff]);
+                tap.emit("ffn_gate_s", il, &[nff, n_tok], &hb[..n_tok * nff]);
+            }
             for t in 0..n_tok {
                 let r = t * nff..(t + 1) * nff;
                 let (g, u, o) = (&hb[r.clone()], &hb2[r.clone()], &mut xb[r]);
@@ -406,7 +448,16 @@ impl Model {
         tap.emit("result_norm", None, &[d, n_out], &xb[..n_out * d]);
         acts.invalidate();
         let nv = c.n_vocab;
-        matmul(file, &self.weights.output, acts, xb, n_out, out_logits, tmp)?;
+        matmul(
+            file,
+            &self.weights.output,
+            acts,
+            xb,
+            n_out,
+            out_logits,
+            tmp,
+            fdot,
+        )?;
         tap.emit(
             "result_output",
             None,
@@ -432,6 +483,8 @@ fn attention(
     n_past: usize,
     n_tok: usize,
     kq_scale: f32,
+    kv_pad: usize,
+    fdot: FloatDot,
     q: &[f32],
     kqv: &mut [f32],
     att: &mut [f32],
@@ -445,15 +498,17 @@ fn attention(
         tensor: format!("kq-{layer}"),
         source,
     };
-    // ggml's KV length for this batch: the cache size rounded to 256 (llama.cpp pads
-    // n_ctx), capped by the used cells rounded to 256, at least 256.
+    // The reference's KV length for this batch (capture shapes only): the cache size and
+    // the used cells each rounded up to `kv_pad`, the smaller of the two, at least one pad.
     let n_kv_ggml = {
-        let pad = |n: usize| n.div_ceil(256) * 256;
-        pad(kv.n_ctx()).min(pad(n_past + n_tok).max(256))
+        let pad = |n: usize| n.div_ceil(kv_pad) * kv_pad;
+        pad(kv.n_ctx()).min(pad(n_past + n_tok).max(kv_pad))
     };
-    let mut probs = tap
+    // Captured only when a hook is set: (n_head, n_tok, n_kv_ggml), masked cells 0.
+    let mut kq = tap
         .is_on()
         .then(|| vec![0.0f32; n_kv_ggml * n_tok * c.n_head]);
+    let mut probs = kq.clone();
     for t in 0..n_tok {
         let n = n_past + t + 1;
         let n_step = n.div_ceil(KV_STEP) * KV_STEP;
@@ -463,17 +518,41 @@ fn attention(
             let k_at = |i: usize| (layer * cap + i) * nkv + g * hd;
             let v_at = |dd: usize| (layer * nkv + g * hd + dd) * cap;
             let row = &mut att[..n_step];
-            match &kv.store {
-                KvStore::F32 { k, .. } => {
-                    for (i, a) in row[..n].iter_mut().enumerate() {
-                        *a = vec_dot_f32(&k[k_at(i)..k_at(i) + hd], qh).map_err(kerr)?;
+            let ggml_f16 = fdot == FloatDot::Ggml && matches!(kv.store, KvStore::F16 { .. });
+            if ggml_f16 {
+                // ggml rounds the F32 operand of an F16 product to f16.
+                f32_to_f16_row(qh, q16).map_err(kerr)?;
+            }
+            let q16: &[f16] = q16;
+            // k_i · q for cell i. Shape: K row (head_dim,).
+            let kq_at = |i: usize| -> Result<f32, ModelError> {
+                let r = k_at(i)..k_at(i) + hd;
+                match (&kv.store, fdot) {
+                    (KvStore::F32 { k, .. }, FloatDot::Ggml) => vec_dot_f32(&k[r], qh),
+                    (KvStore::F16 { k, .. }, FloatDot::Ggml) => vec_dot_f16(&k[r], q16),
+                    (KvStore::F32 { k, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| k[r.start + j], qh))
+                    }
+                    (KvStore::F16 { k, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| k[r.start + j].to_f32(), qh))
                     }
                 }
-                KvStore::F16 { k, .. } => {
-                    f32_to_f16_row(qh, q16).map_err(kerr)?;
-                    for (i, a) in row[..n].iter_mut().enumerate() {
-                        *a = vec_dot_f16(&k[k_at(i)..k_at(i) + hd], q16).map_err(kerr)?;
-                    }
+                .map_err(kerr)
+            };
+            for (i, a) in row[..n].iter_mut().enumerate() {
+                *a = kq_at(i)?;
+            }
+            if let Some(p) = kq.as_mut() {
+                // ggml's `kq` holds the product with every cell, masked or not; the cells
+                // past the causal position are computed here for the capture only.
+                let base = (h * n_tok + t) * n_kv_ggml;
+                p[base..base + n].copy_from_slice(&row[..n]);
+                for (i, o) in p[base..base + n_kv_ggml.min(cap)]
+                    .iter_mut()
+                    .enumerate()
+                    .skip(n)
+                {
+                    *o = kq_at(i)?;
                 }
             }
             softmax_scaled_row(&mut row[..n], kq_scale);
@@ -483,29 +562,31 @@ fn attention(
                 p[base..base + n].copy_from_slice(&row[..n]);
             }
             let out = &mut kqv[t * nq + h * hd..t * nq + (h + 1) * hd];
-            match &kv.store {
-                KvStore::F32 { vt, .. } => {
-                    for (dd, o) in out.iter_mut().enumerate() {
-                        *o = vec_dot_f32(&vt[v_at(dd)..v_at(dd) + n_step], row).map_err(kerr)?;
+            if ggml_f16 {
+                f32_to_f16_row(row, &mut att16[..n_step]).map_err(kerr)?;
+            }
+            let (row, p16): (&[f32], &[f16]) = (row, &att16[..n_step]);
+            // Vᵀ[d] · p over the cells rounded up to KV_STEP. Shape: Vᵀ row (n_step,).
+            for (dd, o) in out.iter_mut().enumerate() {
+                let r = v_at(dd)..v_at(dd) + n_step;
+                *o = match (&kv.store, fdot) {
+                    (KvStore::F32 { vt, .. }, FloatDot::Ggml) => vec_dot_f32(&vt[r], row),
+                    (KvStore::F16 { vt, .. }, FloatDot::Ggml) => vec_dot_f16(&vt[r], p16),
+                    (KvStore::F32 { vt, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| vt[r.start + j], row))
+                    }
+                    (KvStore::F16 { vt, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| vt[r.start + j].to_f32(), row))
                     }
                 }
-                KvStore::F16 { vt, .. } => {
-                    let p16 = &mut att16[..n_step];
-                    f32_to_f16_row(row, p16).map_err(kerr)?;
-                    for (dd, o) in out.iter_mut().enumerate() {
-                        *o = vec_dot_f16(&vt[v_at(dd)..v_at(dd) + n_step], p16).map_err(kerr)?;
-                    }
-                }
+                .map_err(kerr)?;
             }
         }
     }
-    if let Some(p) = probs {
-        tap.emit(
-            "kq_soft_max",
-            Some(layer),
-            &[n_kv_ggml, n_tok, c.n_head],
-            &p,
-        );
+    if let (Some(k), Some(p)) = (kq, probs) {
+        let shape = [n_kv_ggml, n_tok, c.n_head];
+        tap.emit("kq", Some(layer), &shape, &k);
+        tap.emit("kq_soft_max", Some(layer), &shape, &p);
     }
     Ok(())
 }

@@ -148,6 +148,47 @@ pub fn softmax_scaled_row(row: &mut [f32], scale: f32) {
     }
 }
 
+/// How F32 and F16 dot products (F32/F16 weights, attention with either KV type) are
+/// computed; the references differ in both rounding and order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FloatDot {
+    /// ggml's `vec_dot_f32` / `vec_dot_f16` (AVX2: 4×8-lane FMA accumulators over steps of
+    /// 32), the F32 operand of an F16 product first rounded to f16. Upstream llama.cpp and
+    /// bitnet.cpp.
+    #[default]
+    Ggml,
+    /// ik_llama.cpp's `iqk_mul_mat` float GEMM (`mul_mat_Qx_Qy_MxN`, AVX2): F16 widened to
+    /// f32, the F32 operand kept as is; one 8-lane accumulator started with a product and
+    /// continued with FMAs per 8 elements, then 4-element tails into lanes 0..4, then
+    /// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+    IkGemm,
+}
+
+/// ik_llama.cpp's AVX2 float dot (see [`FloatDot::IkGemm`]) of `x(i)` and `y`, over
+/// `y.len()` elements (a multiple of 4; ik refuses other lengths).
+#[inline]
+pub fn ik_dot(x: impl Fn(usize) -> f32, y: &[f32]) -> f32 {
+    let n = y.len();
+    let nb = n / SIMD_LANES;
+    let mut acc = [0.0f32; SIMD_LANES];
+    for (l, a) in acc.iter_mut().enumerate() {
+        *a = if nb > 0 { x(l) * y[l] } else { 0.0 };
+    }
+    for c in 1..nb {
+        for (l, a) in acc.iter_mut().enumerate() {
+            let i = c * SIMD_LANES + l;
+            *a = x(i).mul_add(y[i], *a);
+        }
+    }
+    for c in (2 * nb)..(n / 4) {
+        for (l, a) in acc[..4].iter_mut().enumerate() {
+            let i = 4 * c + l;
+            *a = x(i).mul_add(y[i], *a);
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
 /// How RoPE pairs a head's dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RopeStyle {
