@@ -343,19 +343,18 @@ const EOG_TEXTS: &[&str] = &[
 const ALWAYS_RENDERED: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 /// llama.cpp's load-time attribute fix-ups, in its order. Where llama.cpp takes "the first
-/// matching token" while iterating a hash map (an unspecified order), the lowest id wins
-/// here. Returns the end-of-generation ids.
+/// matching token" while iterating a hash map (an unspecified order), the text listed first
+/// wins here (so LLaMA 3's end of turn is `<|eot_id|>`, not `<|end_of_text|>`). Returns the
+/// end-of-generation ids.
 fn fix_attributes(vocab: &mut Vocab, found: &mut FoundIds, eos: Option<u32>) -> BTreeSet<u32> {
     let mark_control = |vocab: &mut Vocab, id: u32| {
         if let Some(a) = vocab.attr_mut(id) {
             *a |= TokenAttr::CONTROL;
         }
     };
-    let first_with = |vocab: &Vocab, texts: &[&str]| {
-        vocab
-            .iter()
-            .find(|(_, t)| texts.contains(t))
-            .map(|(id, _)| id)
+    let first_with = |vocab: &Vocab, texts: &[&str]| texts.iter().find_map(|t| vocab.id(t));
+    let all_with = |vocab: &Vocab, texts: &[&str]| -> Vec<u32> {
+        texts.iter().filter_map(|t| vocab.id(t)).collect()
     };
 
     let detect = |slot: &mut Option<u32>, texts: &[&str], vocab: &mut Vocab| {
@@ -387,21 +386,11 @@ fn fix_attributes(vocab: &mut Vocab, found: &mut FoundIds, eos: Option<u32>) -> 
     }
 
     let mut eog: BTreeSet<u32> = found.fim[3..].iter().flatten().copied().collect();
-    let eog_texts: Vec<u32> = vocab
-        .iter()
-        .filter(|(_, t)| EOG_TEXTS.contains(t))
-        .map(|(id, _)| id)
-        .collect();
-    for id in eog_texts {
+    for id in all_with(vocab, EOG_TEXTS) {
         eog.insert(id);
         mark_control(vocab, id);
     }
-    let rendered: Vec<u32> = vocab
-        .iter()
-        .filter(|(_, t)| ALWAYS_RENDERED.contains(t))
-        .map(|(id, _)| id)
-        .collect();
-    for id in rendered {
+    for id in all_with(vocab, ALWAYS_RENDERED) {
         if let Some(a) = vocab.attr_mut(id) {
             *a = TokenAttr::USER_DEFINED;
         }

@@ -13,18 +13,11 @@ use crate::vocab::Vocab;
 
 use super::Symbol;
 
-/// What merging a pair of tokens gives: its rank (position in the merges list) and the
-/// merged token, when the merged text is itself a token.
-#[derive(Debug, Clone, Copy)]
-struct Merge {
-    rank: u32,
-    merged: Option<u32>,
-}
-
 /// The BPE model: merge table and word splitting.
 #[derive(Debug)]
 pub(crate) struct Bpe {
-    merges: HashMap<(u32, u32), Merge>,
+    /// (left, right) token pair → rank (position in the merges list).
+    merges: HashMap<(u32, u32), u32>,
     passes: PreTokenizerPasses,
     /// Words are GPT-2 byte-encoded (false for Gemma 4, which merges raw UTF-8).
     byte_encode: bool,
@@ -63,10 +56,7 @@ impl Bpe {
             };
             let pair = (id_of("left", left)?, id_of("right", right)?);
             let rank = u32::try_from(index).unwrap_or(u32::MAX);
-            table.entry(pair).or_insert_with(|| Merge {
-                rank,
-                merged: vocab.id(&[left, right].concat()),
-            });
+            table.entry(pair).or_insert(rank);
         }
         Ok(Bpe {
             merges: table,
@@ -126,13 +116,13 @@ impl Bpe {
             let (Some(Some(l)), Some(Some(r))) = (ids.get(left), ids.get(right)) else {
                 return;
             };
-            let Some(merge) = self.merges.get(&(*l, *r)) else {
+            let Some(&rank) = self.merges.get(&(*l, *r)) else {
                 return;
             };
             let (Some(ls), Some(rs)) = (symbols.get(left), symbols.get(right)) else {
                 return;
             };
-            queue.push(Reverse((merge.rank, left, right, ls.len, rs.len)));
+            queue.push(Reverse((rank, left, right, ls.len, rs.len)));
         };
         for i in 1..symbols.len() {
             try_add(&symbols, &ids, &mut queue, Some(i - 1), Some(i));
@@ -145,10 +135,9 @@ impl Bpe {
             if l.len == 0 || r.len == 0 || l.len != left_len || r.len != right_len {
                 continue;
             }
-            let merged = match (ids.get(left), ids.get(right)) {
-                (Some(Some(a)), Some(Some(b))) => self.merges.get(&(*a, *b)).and_then(|m| m.merged),
-                _ => None,
-            };
+            // The merged text need not be a token; then it can merge no further and
+            // falls back to bytes at the end, as in llama.cpp.
+            let merged = word.get(l.start..r.start + r.len).and_then(|t| vocab.id(t));
             let (left_prev, right_next) = (l.prev, r.next);
             Symbol::merge(&mut symbols, left, right);
             if let Some(slot) = ids.get_mut(left) {

@@ -272,7 +272,7 @@ mod tests {
             marks_in_words: false,
         };
         assert_eq!(split(&l3, "I'M"), ["I", "'M"]);
-        assert_eq!(split(&Gpt2Words, "I'M"), ["I", "'M"]);
+        assert_eq!(split(&Gpt2Words, "I'M"), ["I", "'", "M"]);
         assert_eq!(split(&Gpt2Words, "I'm"), ["I", "'m"]);
         // In GPT-2, "'M" is not a contraction: the quote starts a punctuation run.
         assert_eq!(split(&Gpt2Words, "x'Mx"), ["x", "'", "Mx"]);

@@ -84,3 +84,73 @@ pub fn read_cases(name: &str) -> Option<Vec<Case>> {
             .collect(),
     )
 }
+
+/// Metadata pairs for building small GGUF vocabularies in tests.
+pub type Pairs = Vec<(&'static str, bitnet_gguf::MetadataValue)>;
+
+/// A GGUF file holding just `pairs` (tokenizers need no tensors).
+pub fn gguf(pairs: Pairs) -> bitnet_gguf::GgufFile {
+    let mut w = bitnet_gguf::GgufWriter::new();
+    for (k, v) in pairs {
+        w.add_metadata(k, v).expect("valid test metadata");
+    }
+    bitnet_gguf::GgufFile::from_bytes(w.to_bytes()).expect("readable test GGUF")
+}
+
+/// `pairs` with `key` replaced by `value` (or added).
+pub fn with(mut pairs: Pairs, key: &'static str, value: impl Into<bitnet_gguf::MetadataValue>) -> Pairs {
+    pairs.retain(|(k, _)| *k != key);
+    pairs.push((key, value.into()));
+    pairs
+}
+
+/// `pairs` without `key`.
+pub fn without(mut pairs: Pairs, key: &str) -> Pairs {
+    pairs.retain(|(k, _)| *k != key);
+    pairs
+}
+
+/// A small, valid byte-level BPE vocabulary (`gpt2`, pre `gpt-2`): every printable ASCII
+/// byte, a few merges spelling "hello" and " world", and BOS/EOS control tokens.
+pub fn tiny_bpe() -> Pairs {
+    let mut tokens: Vec<String> = (b'!'..=b'~').map(|b| char::from(b).to_string()).collect();
+    tokens.push("Ġ".into());
+    let merged = ["he", "ll", "llo", "hello", "Ġw", "or", "Ġwor", "ld", "Ġworld"];
+    tokens.extend(merged.iter().map(|s| s.to_string()));
+    tokens.push("<|bos|>".into());
+    tokens.push("<|eos|>".into());
+    let n = tokens.len();
+    let mut types = vec![1i32; n];
+    types[n - 2] = 3;
+    types[n - 1] = 3;
+    let merges = vec!["h e", "l l", "ll o", "he llo", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"];
+    vec![
+        ("tokenizer.ggml.model", "gpt2".into()),
+        ("tokenizer.ggml.pre", "gpt-2".into()),
+        ("tokenizer.ggml.tokens", bitnet_gguf::MetadataValue::string_array(tokens)),
+        ("tokenizer.ggml.token_type", types.into()),
+        ("tokenizer.ggml.merges", merges.into()),
+        ("tokenizer.ggml.bos_token_id", ((n - 2) as u32).into()),
+        ("tokenizer.ggml.eos_token_id", ((n - 1) as u32).into()),
+    ]
+}
+
+/// A small, valid SPM vocabulary (`llama`): `<unk>`, `<s>`, `</s>`, the 256 byte tokens,
+/// then a few scored pieces.
+pub fn tiny_spm() -> Pairs {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2i32, 3, 3];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    types.extend(std::iter::repeat_n(6, 256));
+    let pieces = ["▁", "h", "i", "▁h", "▁hi"];
+    tokens.extend(pieces.iter().map(|s| s.to_string()));
+    types.extend(std::iter::repeat_n(1, pieces.len()));
+    let mut scores = vec![0.0f32; 259];
+    scores.extend([-1.0f32, -2.0, -2.0, -3.0, -1.5]);
+    vec![
+        ("tokenizer.ggml.model", "llama".into()),
+        ("tokenizer.ggml.tokens", bitnet_gguf::MetadataValue::string_array(tokens)),
+        ("tokenizer.ggml.scores", scores.into()),
+        ("tokenizer.ggml.token_type", types.into()),
+    ]
+}
