@@ -159,10 +159,8 @@ fn clean_spaces(text: Vec<u8>) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::with_capacity(src.len());
     let mut i = 0;
     while let Some(&x) = src.get(i) {
-        let lone_quote = i > 0
-            && x == b'\''
-            && src.get(i - 1) == Some(&b' ')
-            && src.get(i + 1) == Some(&b' ');
+        let lone_quote =
+            i > 0 && x == b'\'' && src.get(i - 1) == Some(&b' ') && src.get(i + 1) == Some(&b' ');
         if lone_quote {
             out.pop();
             out.push(x);
@@ -184,11 +182,10 @@ fn clean_spaces(text: Vec<u8>) -> Vec<u8> {
         if i > 0 && src.get(i - 1) == Some(&b' ') && x == b'\'' {
             let x1 = src.get(i + 1).copied();
             let x2 = src.get(i + 2).copied();
-            let drop_space = match (x1, x2) {
-                (Some(b's' | b'm'), _) => true,
-                (Some(b'r' | b'v'), Some(b'e')) => true,
-                _ => false,
-            };
+            let drop_space = matches!(
+                (x1, x2),
+                (Some(b's' | b'm'), _) | (Some(b'r' | b'v'), Some(b'e'))
+            );
             if drop_space {
                 out.pop();
             }
@@ -211,7 +208,10 @@ mod tests {
         assert_eq!(clean("Hello , world !"), "Hello, world!");
         assert_eq!(clean("a  ."), "a .");
         assert_eq!(clean("rock ' n ' roll"), "rock'n'roll");
-        assert_eq!(clean("it 's we 're I 'd they 'll"), "it's we're I 'd they 'll");
+        assert_eq!(
+            clean("it 's we 're I 'd they 'll"),
+            "it's we're I 'd they 'll"
+        );
         assert_eq!(clean(" '"), " '");
         assert_eq!(clean(""), "");
     }
@@ -220,6 +220,9 @@ mod tests {
     fn byte_level_pieces_map_back_to_bytes() {
         assert_eq!(decode_byte_level("Ġhi"), b" hi");
         assert_eq!(decode_byte_level("ĊĊ"), b"\n\n");
-        assert_eq!(decode_byte_level("a\u{400}"), b"a[UNK_BYTE_0xd080a\xd0\x80]");
+        assert_eq!(
+            decode_byte_level("a\u{400}"),
+            b"a[UNK_BYTE_0xd080a\xd0\x80]"
+        );
     }
 }

@@ -47,7 +47,11 @@ pub enum TokenizerError {
 
     /// Two tokens have the same text, so text → id is ambiguous (llama.cpp aborts on this).
     #[error("token {id} has the same text as token {first_id}: {text:?}")]
-    DuplicateToken { id: u32, first_id: u32, text: String },
+    DuplicateToken {
+        id: u32,
+        first_id: u32,
+        text: String,
+    },
 
     /// A `tokenizer.ggml.merges` entry is malformed or refers to text that is not a token.
     #[error("tokenizer.ggml.merges[{index}] = {merge:?}: {problem}")]

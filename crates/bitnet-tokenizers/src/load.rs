@@ -28,6 +28,26 @@ const KEY_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
 const KEY_LOWERCASE: &str = "tokenizer.ggml.normalizer.lowercase";
 const KEY_STRIP_ACCENTS: &str = "tokenizer.ggml.normalizer.strip_accents";
 
+/// Keys of the fill-in-the-middle ids: pre, suf, mid, pad, rep, sep. The deprecated
+/// prefix/suffix/middle keys come later in llama.cpp's list, so they win when both exist.
+const FIM_KEYS: [&[&str]; 6] = [
+    &[
+        "tokenizer.ggml.fim_pre_token_id",
+        "tokenizer.ggml.prefix_token_id",
+    ],
+    &[
+        "tokenizer.ggml.fim_suf_token_id",
+        "tokenizer.ggml.suffix_token_id",
+    ],
+    &[
+        "tokenizer.ggml.fim_mid_token_id",
+        "tokenizer.ggml.middle_token_id",
+    ],
+    &["tokenizer.ggml.fim_pad_token_id"],
+    &["tokenizer.ggml.fim_rep_token_id"],
+    &["tokenizer.ggml.fim_sep_token_id"],
+];
+
 /// Which of llama.cpp's vocabulary types `tokenizer.ggml.model` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
@@ -131,6 +151,20 @@ pub(crate) fn load(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
     }
     let mut vocab = Vocab::new(tokens, scores, types.as_deref())?;
 
+    let id = |default: Option<u32>, key: &str| resolve_id(file, n, default, key);
+    let bos = id(defaults.bos, "tokenizer.ggml.bos_token_id")?;
+    let eos = id(defaults.eos, "tokenizer.ggml.eos_token_id")?;
+    let eot = id(None, "tokenizer.ggml.eot_token_id")?;
+    let eom = id(None, "tokenizer.ggml.eom_token_id")?;
+    let unk = id(defaults.unk, "tokenizer.ggml.unknown_token_id")?;
+    let sep = id(defaults.sep, "tokenizer.ggml.seperator_token_id")?;
+    let mut fim = [None; 6];
+    for (slot, keys) in fim.iter_mut().zip(FIM_KEYS) {
+        for key in keys {
+            *slot = id(*slot, key)?;
+        }
+    }
+
     let model = match (family, &pre_config) {
         (Family::Bpe | Family::Gemma4, Some(config)) => {
             let merges = file
@@ -144,33 +178,11 @@ pub(crate) fn load(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
             Model::Wpm(Wpm {
                 lowercase,
                 strip_accents,
-                unk: None,
+                unk,
             })
         }
         _ => Model::Spm,
     };
-
-    let id = |default: Option<u32>, key: &str| resolve_id(file, n, default, key);
-    let bos = id(defaults.bos, "tokenizer.ggml.bos_token_id")?;
-    let eos = id(defaults.eos, "tokenizer.ggml.eos_token_id")?;
-    let eot = id(None, "tokenizer.ggml.eot_token_id")?;
-    let eom = id(None, "tokenizer.ggml.eom_token_id")?;
-    let unk = id(defaults.unk, "tokenizer.ggml.unknown_token_id")?;
-    let sep = id(defaults.sep, "tokenizer.ggml.seperator_token_id")?;
-    // The deprecated prefix/suffix/middle keys come later in llama.cpp's list, so they win.
-    let mut fim = [None; 6];
-    for (slot, keys) in fim.iter_mut().zip([
-        ["tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"],
-        ["tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id"],
-        ["tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id"],
-        ["tokenizer.ggml.fim_pad_token_id", ""],
-        ["tokenizer.ggml.fim_rep_token_id", ""],
-        ["tokenizer.ggml.fim_sep_token_id", ""],
-    ]) {
-        for key in keys.into_iter().filter(|k| !k.is_empty()) {
-            *slot = id(*slot, key)?;
-        }
-    }
 
     let gemma4 = pre_config
         .as_ref()
@@ -189,10 +201,6 @@ pub(crate) fn load(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
     let special_tokens = SpecialTokens::new(&vocab);
     set_strip_flags(file, pre_name, &mut vocab, &special_tokens)?;
 
-    let model = match model {
-        Model::Wpm(w) => Model::Wpm(Wpm { unk, ..w }),
-        m => m,
-    };
     let escape_whitespaces = pre_config.as_ref().is_some_and(|c| c.escape_whitespaces);
     Ok(Tokenizer {
         kind,
@@ -233,7 +241,10 @@ fn check_len(key: &'static str, len: usize, n_tokens: usize) -> Result<(), Token
 fn read_scores(file: &GgufFile) -> Result<Option<Vec<f32>>, TokenizerError> {
     match file.get_f32_array_opt(KEY_SCORES) {
         Ok(scores) => Ok(scores.map(<[f32]>::to_vec)),
-        Err(e) => match file.get(KEY_SCORES).and_then(|v| v.as_array()?.as_i32_slice()) {
+        Err(e) => match file
+            .get(KEY_SCORES)
+            .and_then(|v| v.as_array()?.as_i32_slice())
+        {
             // Token scores are small log-probabilities; the conversion is llama.cpp's cast.
             Some(ints) => Ok(Some(ints.iter().map(|&s| s as f32).collect())),
             None => Err(e.into()),
@@ -311,7 +322,13 @@ const FIM_TEXTS: [&[&str]; 6] = [
         "<|middle|>",
     ],
     &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
-    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+    &[
+        "<|fim_repo|>",
+        "<|repo_name|>",
+        "<fim-repo>",
+        "<REPO>",
+        "<reponame>",
+    ],
     &["<|file_sep|>"],
 ];
 /// Texts llama.cpp treats as end of generation (and therefore as control tokens).
@@ -375,7 +392,10 @@ fn fix_attributes(vocab: &mut Vocab, found: &mut FoundIds, eos: Option<u32>) -> 
     let unused: Vec<u32> = vocab
         .iter()
         .filter(|&(id, t)| {
-            t.contains("unused") && vocab.attr(id).is_some_and(|a| a.intersects(TokenAttr::CONTROL))
+            t.contains("unused")
+                && vocab
+                    .attr(id)
+                    .is_some_and(|a| a.intersects(TokenAttr::CONTROL))
         })
         .map(|(id, _)| id)
         .collect();
@@ -440,7 +460,9 @@ fn set_strip_flags(
         .get_str_opt("general.name")?
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let arch = file.get_str_opt("general.architecture")?.unwrap_or_default();
+    let arch = file
+        .get_str_opt("general.architecture")?
+        .unwrap_or_default();
     let pre = pre_name.unwrap_or_default();
     let contains_any = |s: &str, parts: &[&str]| parts.iter().any(|p| s.contains(p));
     let set = |vocab: &mut Vocab, text: &str, attr: TokenAttr, on: bool| {

@@ -44,7 +44,12 @@ impl SpecialTokens {
     }
 
     /// Splits `text` into raw-text and special-token fragments.
-    pub(crate) fn partition(&self, vocab: &Vocab, text: &str, parse_special: bool) -> Vec<Fragment> {
+    pub(crate) fn partition(
+        &self,
+        vocab: &Vocab,
+        text: &str,
+        parse_special: bool,
+    ) -> Vec<Fragment> {
         let mut fragments = vec![Fragment::Text(0..text.len())];
         if text.is_empty() {
             fragments.clear();
@@ -139,8 +144,14 @@ mod tests {
         let v = vocab(&[("a", 1), ("<s>", 3), ("<u>", 4)]);
         let s = SpecialTokens::new(&v);
         let text = "x<s>y<u>z";
-        assert_eq!(show(text, &s.partition(&v, text, true)), ["x", "#1", "y", "#2", "z"]);
-        assert_eq!(show(text, &s.partition(&v, text, false)), ["x<s>y", "#2", "z"]);
+        assert_eq!(
+            show(text, &s.partition(&v, text, true)),
+            ["x", "#1", "y", "#2", "z"]
+        );
+        assert_eq!(
+            show(text, &s.partition(&v, text, false)),
+            ["x<s>y", "#2", "z"]
+        );
         assert!(s.partition(&v, "", true).is_empty());
     }
 
@@ -152,6 +163,9 @@ mod tests {
         }
         let s = SpecialTokens::new(&v);
         let text = "<a><a> x <a>  \ty";
-        assert_eq!(show(text, &s.partition(&v, text, true)), ["#1", " x", "#0", "y"]);
+        assert_eq!(
+            show(text, &s.partition(&v, text, true)),
+            ["#1", " x", "#0", "y"]
+        );
     }
 }

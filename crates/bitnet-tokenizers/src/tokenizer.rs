@@ -192,7 +192,8 @@ impl Tokenizer {
             .special_tokens
             .partition(&self.vocab, text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
-        let required = |id: Option<u32>, which| id.ok_or(TokenizerError::MissingSpecialToken { which });
+        let required =
+            |id: Option<u32>, which| id.ok_or(TokenizerError::MissingSpecialToken { which });
         let (add_bos, add_eos) = match self.kind {
             TokenizerKind::Wpm => (add_special, false),
             _ => (add_special && self.add_bos, add_special && self.add_eos),
@@ -222,7 +223,11 @@ impl Tokenizer {
                         }
                         Model::Bpe(bpe) => {
                             if self.escape_whitespaces {
-                                bpe.tokenize(&self.vocab, &piece.replace(' ', "\u{2581}"), &mut out);
+                                bpe.tokenize(
+                                    &self.vocab,
+                                    &piece.replace(' ', "\u{2581}"),
+                                    &mut out,
+                                );
                             } else {
                                 bpe.tokenize(&self.vocab, piece, &mut out);
                             }
@@ -255,7 +260,11 @@ impl Tokenizer {
     }
 
     /// llama.cpp's `llama_detokenize(ids, remove_special, unparse_special)`.
-    pub fn detokenize(&self, ids: &[u32], options: DecodeOptions) -> Result<Vec<u8>, TokenizerError> {
+    pub fn detokenize(
+        &self,
+        ids: &[u32],
+        options: DecodeOptions,
+    ) -> Result<Vec<u8>, TokenizerError> {
         self.decoder.detokenize(
             &self.vocab,
             ids,

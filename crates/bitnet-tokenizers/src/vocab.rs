@@ -113,11 +113,7 @@ impl Vocab {
                 text.clone()
             };
             if let Some(&first_id) = ids.get(&text) {
-                return Err(TokenizerError::DuplicateToken {
-                    id,
-                    first_id,
-                    text,
-                });
+                return Err(TokenizerError::DuplicateToken { id, first_id, text });
             }
             max_token_len = max_token_len.max(text.len());
             ids.insert(text.clone(), id);
@@ -148,7 +144,9 @@ impl Vocab {
     }
 
     pub(crate) fn text(&self, id: u32) -> Option<&str> {
-        self.texts.get(usize::try_from(id).ok()?).map(String::as_str)
+        self.texts
+            .get(usize::try_from(id).ok()?)
+            .map(String::as_str)
     }
 
     pub(crate) fn attr(&self, id: u32) -> Option<TokenAttr> {

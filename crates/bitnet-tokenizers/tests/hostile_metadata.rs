@@ -24,22 +24,32 @@ fn the_tiny_vocabularies_are_valid() {
     assert_eq!(ids.len(), 2);
     let spm = load(tiny_spm()).unwrap();
     assert_eq!(spm.kind(), TokenizerKind::Spm);
-    assert_eq!(spm.decode(&spm.encode("hi", false, false).unwrap()).unwrap(), "hi");
+    assert_eq!(
+        spm.decode(&spm.encode("hi", false, false).unwrap())
+            .unwrap(),
+        "hi"
+    );
 }
 
 #[test]
 fn missing_model_or_tokens_are_named() {
     assert!(matches!(
         load_err(without(tiny_bpe(), "tokenizer.ggml.model")),
-        TokenizerError::MissingKey { key: "tokenizer.ggml.model" }
+        TokenizerError::MissingKey {
+            key: "tokenizer.ggml.model"
+        }
     ));
     assert!(matches!(
         load_err(without(tiny_bpe(), "tokenizer.ggml.tokens")),
-        TokenizerError::MissingKey { key: "tokenizer.ggml.tokens" }
+        TokenizerError::MissingKey {
+            key: "tokenizer.ggml.tokens"
+        }
     ));
     assert!(matches!(
         load_err(without(tiny_bpe(), "tokenizer.ggml.merges")),
-        TokenizerError::MissingKey { key: "tokenizer.ggml.merges" }
+        TokenizerError::MissingKey {
+            key: "tokenizer.ggml.merges"
+        }
     ));
 }
 
@@ -56,7 +66,10 @@ fn tokens_of_the_wrong_type_are_a_gguf_error() {
 fn empty_vocab_is_refused() {
     let empty: Vec<&str> = Vec::new();
     let pairs = with(
-        without(without(tiny_spm(), "tokenizer.ggml.scores"), "tokenizer.ggml.token_type"),
+        without(
+            without(tiny_spm(), "tokenizer.ggml.scores"),
+            "tokenizer.ggml.token_type",
+        ),
         "tokenizer.ggml.tokens",
         empty,
     );
@@ -67,12 +80,30 @@ fn empty_vocab_is_refused() {
 fn per_token_arrays_must_match_the_token_count() {
     let err = load_err(with(tiny_spm(), "tokenizer.ggml.scores", vec![0.0f32; 3]));
     assert!(
-        matches!(err, TokenizerError::LengthMismatch { key: "tokenizer.ggml.scores", len: 3, n_tokens: 264 }),
+        matches!(
+            err,
+            TokenizerError::LengthMismatch {
+                key: "tokenizer.ggml.scores",
+                len: 3,
+                n_tokens: 264
+            }
+        ),
         "{err}"
     );
-    let err = load_err(with(tiny_spm(), "tokenizer.ggml.token_type", vec![1i32; 300]));
+    let err = load_err(with(
+        tiny_spm(),
+        "tokenizer.ggml.token_type",
+        vec![1i32; 300],
+    ));
     assert!(
-        matches!(err, TokenizerError::LengthMismatch { key: "tokenizer.ggml.token_type", len: 300, .. }),
+        matches!(
+            err,
+            TokenizerError::LengthMismatch {
+                key: "tokenizer.ggml.token_type",
+                len: 300,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -86,12 +117,25 @@ fn broken_merges_name_the_entry_and_the_problem() {
     };
     let err = bad("hello");
     assert!(
-        matches!(&err, TokenizerError::BadMerge { index: 2, problem: MergeProblem::SpaceCount { spaces: 0 }, .. }),
+        matches!(
+            &err,
+            TokenizerError::BadMerge {
+                index: 2,
+                problem: MergeProblem::SpaceCount { spaces: 0 },
+                ..
+            }
+        ),
         "{err}"
     );
     let err = bad("h e l");
     assert!(
-        matches!(&err, TokenizerError::BadMerge { problem: MergeProblem::SpaceCount { spaces: 2 }, .. }),
+        matches!(
+            &err,
+            TokenizerError::BadMerge {
+                problem: MergeProblem::SpaceCount { spaces: 2 },
+                ..
+            }
+        ),
         "{err}"
     );
     let err = bad("h zz");
@@ -101,10 +145,19 @@ fn broken_merges_name_the_entry_and_the_problem() {
     );
     let err = bad(" h");
     assert!(
-        matches!(&err, TokenizerError::BadMerge { problem: MergeProblem::UnknownToken { side: "left", .. }, .. }),
+        matches!(
+            &err,
+            TokenizerError::BadMerge {
+                problem: MergeProblem::UnknownToken { side: "left", .. },
+                ..
+            }
+        ),
         "{err}"
     );
-    assert!(err.to_string().contains("tokenizer.ggml.merges[2]"), "{err}");
+    assert!(
+        err.to_string().contains("tokenizer.ggml.merges[2]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,9 +192,15 @@ fn unsupported_model_and_pre_tokenizer_are_named() {
         );
     }
     let err = load_err(with(tiny_bpe(), "tokenizer.ggml.pre", "tekken"));
-    assert!(matches!(&err, TokenizerError::UnsupportedPreTokenizer { pre } if pre == "tekken"), "{err}");
+    assert!(
+        matches!(&err, TokenizerError::UnsupportedPreTokenizer { pre } if pre == "tekken"),
+        "{err}"
+    );
     let err = load_err(with(tiny_bpe(), "tokenizer.ggml.pre", "no-such-pre"));
-    assert!(matches!(&err, TokenizerError::UnknownPreTokenizer { pre } if pre == "no-such-pre"), "{err}");
+    assert!(
+        matches!(&err, TokenizerError::UnknownPreTokenizer { pre } if pre == "no-such-pre"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -165,17 +224,28 @@ fn out_of_range_special_ids_in_metadata_fall_back_like_llama_cpp() {
     let tok = load(with(tiny_spm(), "tokenizer.ggml.bos_token_id", u32::MAX)).unwrap();
     assert_eq!(tok.bos(), Some(1));
     // The BPE default (11) is in range here; a vocabulary smaller than that has no BOS.
-    let tok = load(with(tiny_bpe(), "tokenizer.ggml.bos_token_id", 1_000_000u32)).unwrap();
+    let tok = load(with(
+        tiny_bpe(),
+        "tokenizer.ggml.bos_token_id",
+        1_000_000u32,
+    ))
+    .unwrap();
     assert_eq!(tok.bos(), Some(11));
     // A negative id does not fit a token id: a typed error, as llama.cpp refuses the type.
     let err = load_err(with(tiny_bpe(), "tokenizer.ggml.eos_token_id", -1i32));
-    assert!(matches!(err, TokenizerError::Gguf(GgufError::WrongType { .. })), "{err}");
+    assert!(
+        matches!(err, TokenizerError::Gguf(GgufError::WrongType { .. })),
+        "{err}"
+    );
 }
 
 #[test]
 fn add_special_without_the_token_is_an_error() {
     let pairs = with(
-        without(without(tiny_bpe(), "tokenizer.ggml.bos_token_id"), "tokenizer.ggml.pre"),
+        without(
+            without(tiny_bpe(), "tokenizer.ggml.bos_token_id"),
+            "tokenizer.ggml.pre",
+        ),
         "tokenizer.ggml.pre",
         "chatglm-bpe", // llama.cpp drops the BOS default for this pre-tokenizer
     );
@@ -192,7 +262,10 @@ fn add_special_without_the_token_is_an_error() {
 fn spm_without_byte_tokens_reports_the_byte() {
     let tokens = vec!["<unk>", "<s>", "</s>", "▁", "h", "i"];
     let pairs = with(
-        without(without(tiny_spm(), "tokenizer.ggml.scores"), "tokenizer.ggml.token_type"),
+        without(
+            without(tiny_spm(), "tokenizer.ggml.scores"),
+            "tokenizer.ggml.token_type",
+        ),
         "tokenizer.ggml.tokens",
         tokens,
     );
@@ -213,7 +286,12 @@ fn hostile_scores_and_types_do_not_panic() {
     let ids = tok.encode("hi hi hih", true, true).unwrap();
     assert_eq!(tok.decode(&ids).unwrap(), "<s> hi hi hih");
     // Unknown token types are "undefined": kept, never rendered.
-    let tok = load(with(tiny_spm(), "tokenizer.ggml.token_type", vec![99i32; 264])).unwrap();
+    let tok = load(with(
+        tiny_spm(),
+        "tokenizer.ggml.token_type",
+        vec![99i32; 264],
+    ))
+    .unwrap();
     let ids = tok.encode("hi", false, false).unwrap();
     assert_eq!(tok.decode(&ids).unwrap(), "");
 }

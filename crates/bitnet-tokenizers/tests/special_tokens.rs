@@ -22,7 +22,10 @@ fn llama_bpe_is_the_bitnet_2b_4t_tokenizer() {
     assert_eq!(tok.token_id("<|eot_id|>"), Some(128_009));
     assert_eq!(tok.eot(), Some(128_009));
     assert!(tok.is_eog(128_001) && tok.is_eog(128_009) && !tok.is_eog(128_000));
-    assert!(tok.token_attr(128_000).unwrap().intersects(TokenAttr::CONTROL));
+    assert!(tok
+        .token_attr(128_000)
+        .unwrap()
+        .intersects(TokenAttr::CONTROL));
 }
 
 #[test]
@@ -46,14 +49,21 @@ fn begin_of_text_is_parsed_only_when_asked() {
     };
     assert_eq!(tok.detokenize(&parsed, plain).unwrap(), b"Hello");
     assert_eq!(tok.token_to_piece(128_000, false).unwrap().as_ref(), b"");
-    assert_eq!(tok.token_to_piece(128_000, true).unwrap().as_ref(), b"<|begin_of_text|>");
+    assert_eq!(
+        tok.token_to_piece(128_000, true).unwrap().as_ref(),
+        b"<|begin_of_text|>"
+    );
 }
 
 #[test]
 fn special_tokens_inside_text_split_it() {
     let tok = llama_bpe();
     let ids = tok
-        .encode("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>", false, true)
+        .encode(
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
+            false,
+            true,
+        )
         .unwrap();
     assert_eq!(ids.first(), Some(&128_006));
     assert!(ids.contains(&128_007));
@@ -104,7 +114,11 @@ fn add_bos_and_eos_metadata_override_the_type_defaults() {
     let t = spm(tiny_spm());
     assert!(t.add_bos() && !t.add_eos());
     assert_eq!(t.encode("hi", true, false).unwrap(), [1, 263]);
-    let t = spm(with(with(tiny_spm(), "tokenizer.ggml.add_bos_token", false), "tokenizer.ggml.add_eos_token", true));
+    let t = spm(with(
+        with(tiny_spm(), "tokenizer.ggml.add_bos_token", false),
+        "tokenizer.ggml.add_eos_token",
+        true,
+    ));
     assert_eq!(t.encode("hi", true, false).unwrap(), [263, 2]);
     // add_space_prefix = false: no "▁" before the first word.
     let t = spm(with(tiny_spm(), "tokenizer.ggml.add_space_prefix", false));
@@ -117,7 +131,11 @@ fn add_bos_and_eos_metadata_override_the_type_defaults() {
     let t = bpe(with(tiny_bpe(), "tokenizer.ggml.add_bos_token", true));
     assert_eq!(t.encode("hello", true, false).unwrap(), [bos, 98]);
     // llama3 pre: BOS by default, unless the metadata says no.
-    let llama3 = with(without(tiny_bpe(), "tokenizer.ggml.pre"), "tokenizer.ggml.pre", "llama-bpe");
+    let llama3 = with(
+        without(tiny_bpe(), "tokenizer.ggml.pre"),
+        "tokenizer.ggml.pre",
+        "llama-bpe",
+    );
     assert!(bpe(llama3.clone()).add_bos());
     assert!(!bpe(with(llama3, "tokenizer.ggml.add_bos_token", false)).add_bos());
 }
@@ -128,7 +146,10 @@ fn user_defined_tokens_are_matched_without_parse_special() {
     // out of the text before BPE even when special tokens are not parsed.
     let tok = Tokenizer::from_gguf(vocab_path("deepseek-llm")).unwrap();
     let oslash = tok.token_id("ø").expect("ø is a token");
-    assert!(tok.token_attr(oslash).unwrap().intersects(TokenAttr::USER_DEFINED));
+    assert!(tok
+        .token_attr(oslash)
+        .unwrap()
+        .intersects(TokenAttr::USER_DEFINED));
     let ids = tok.encode("søster", false, false).unwrap();
     assert!(ids.contains(&oslash), "{ids:?}");
     assert_eq!(tok.decode(&ids).unwrap(), "søster");
@@ -154,5 +175,8 @@ fn wordpiece_wraps_in_cls_and_sep() {
     let ids = tok.encode("Hello world", true, false).unwrap();
     assert_eq!(ids.first(), Some(&101));
     assert_eq!(ids.last(), Some(&102));
-    assert_eq!(tok.encode("Hello world", false, false).unwrap(), [7592, 2088]);
+    assert_eq!(
+        tok.encode("Hello world", false, false).unwrap(),
+        [7592, 2088]
+    );
 }

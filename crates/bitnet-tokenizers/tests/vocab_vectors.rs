@@ -70,14 +70,20 @@ fn run_vocab(name: &'static str, cases: &[Case]) -> Result<Outcome, TokenizerErr
 #[test]
 fn llama_cpp_vocab_vectors() {
     let mut failures = Vec::new();
-    println!("{:<16} {:<28} {:>6} {:>7}", "vocab", "kind/pre", "cases", "passed");
+    println!(
+        "{:<16} {:<28} {:>6} {:>7}",
+        "vocab", "kind/pre", "cases", "passed"
+    );
     for &(name, floor) in VOCABS {
         let Some(floor) = floor else {
             assert!(
                 read_cases(name).is_none(),
                 "{name} now ships test vectors: add a floor for it"
             );
-            println!("{name:<16} {:<28} {:>6} {:>7}", "(no test vectors)", "-", "-");
+            println!(
+                "{name:<16} {:<28} {:>6} {:>7}",
+                "(no test vectors)", "-", "-"
+            );
             continue;
         };
         let cases = read_cases(name).unwrap_or_else(|| panic!("{name}: test vectors missing"));
@@ -109,7 +115,11 @@ fn llama_cpp_vocab_vectors() {
             ));
         }
     }
-    assert!(failures.is_empty(), "vocabularies below their floor:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "vocabularies below their floor:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// How `decode(encode(x))` relates to `x` for a vocabulary, following what llama.cpp's
@@ -177,7 +187,13 @@ fn decode_round_trips_where_llama_cpp_does() {
                 ));
             }
         }
-        println!("{name:<16} round trip checked on {checked} cases, {excluded} excluded ({mode:?})");
+        println!(
+            "{name:<16} round trip checked on {checked} cases, {excluded} excluded ({mode:?})"
+        );
     }
-    assert!(failures.is_empty(), "round trip failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "round trip failures:\n{}",
+        failures.join("\n")
+    );
 }

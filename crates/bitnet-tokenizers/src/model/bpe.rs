@@ -13,6 +13,21 @@ use crate::vocab::Vocab;
 
 use super::Symbol;
 
+/// A candidate merge of two adjacent symbols. The derived order compares the rank first,
+/// then the left index, so in a min-heap the lowest rank wins and ties go to the leftmost
+/// pair (llama.cpp's `llm_bigram_bpe::comparator`). The lengths recognise candidates made
+/// stale by another merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    rank: u32,
+    left: usize,
+    right: usize,
+    left_len: usize,
+    right_len: usize,
+}
+
+type Queue = BinaryHeap<Reverse<Candidate>>;
+
 /// The BPE model: merge table and word splitting.
 #[derive(Debug)]
 pub(crate) struct Bpe {
@@ -103,11 +118,10 @@ impl Bpe {
             .iter()
             .map(|s| word.get(s.start..s.start + s.len).and_then(|t| vocab.id(t)))
             .collect();
-        // Min-heap on (rank, left index): the lowest rank first, then the leftmost pair.
-        let mut queue: BinaryHeap<Reverse<(u32, usize, usize, usize, usize)>> = BinaryHeap::new();
+        let mut queue = Queue::new();
         let try_add = |symbols: &[Symbol],
                        ids: &[Option<u32>],
-                       queue: &mut BinaryHeap<Reverse<(u32, usize, usize, usize, usize)>>,
+                       queue: &mut Queue,
                        left: Option<usize>,
                        right: Option<usize>| {
             let (Some(left), Some(right)) = (left, right) else {
@@ -122,12 +136,25 @@ impl Bpe {
             let (Some(ls), Some(rs)) = (symbols.get(left), symbols.get(right)) else {
                 return;
             };
-            queue.push(Reverse((rank, left, right, ls.len, rs.len)));
+            queue.push(Reverse(Candidate {
+                rank,
+                left,
+                right,
+                left_len: ls.len,
+                right_len: rs.len,
+            }));
         };
         for i in 1..symbols.len() {
             try_add(&symbols, &ids, &mut queue, Some(i - 1), Some(i));
         }
-        while let Some(Reverse((_, left, right, left_len, right_len))) = queue.pop() {
+        while let Some(Reverse(Candidate {
+            left,
+            right,
+            left_len,
+            right_len,
+            ..
+        })) = queue.pop()
+        {
             let (Some(l), Some(r)) = (symbols.get(left), symbols.get(right)) else {
                 continue;
             };
@@ -151,7 +178,9 @@ impl Bpe {
             match id {
                 Some(id) => out.push(*id),
                 None => {
-                    let piece = word.get(symbol.start..symbol.start + symbol.len).unwrap_or_default();
+                    let piece = word
+                        .get(symbol.start..symbol.start + symbol.len)
+                        .unwrap_or_default();
                     self.byte_fallback(vocab, piece, out);
                 }
             }
@@ -215,15 +244,24 @@ mod tests {
         let err = |m: &str| Bpe::new(&vocab, &strings(&[m]), &gpt2_config()).unwrap_err();
         assert!(matches!(
             err("ab"),
-            TokenizerError::BadMerge { problem: MergeProblem::SpaceCount { spaces: 0 }, .. }
+            TokenizerError::BadMerge {
+                problem: MergeProblem::SpaceCount { spaces: 0 },
+                ..
+            }
         ));
         assert!(matches!(
             err("a b b"),
-            TokenizerError::BadMerge { problem: MergeProblem::SpaceCount { spaces: 2 }, .. }
+            TokenizerError::BadMerge {
+                problem: MergeProblem::SpaceCount { spaces: 2 },
+                ..
+            }
         ));
         assert!(matches!(
             err("a c"),
-            TokenizerError::BadMerge { problem: MergeProblem::UnknownToken { side: "right", .. }, .. }
+            TokenizerError::BadMerge {
+                problem: MergeProblem::UnknownToken { side: "right", .. },
+                ..
+            }
         ));
     }
 }

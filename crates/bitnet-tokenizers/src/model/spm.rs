@@ -45,10 +45,17 @@ impl PartialEq for Bigram {
 impl Eq for Bigram {}
 
 /// Tokenizes `text` (spaces already escaped as `▁`) and appends the ids to `out`.
-pub(crate) fn tokenize(vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+pub(crate) fn tokenize(
+    vocab: &Vocab,
+    text: &str,
+    out: &mut Vec<u32>,
+) -> Result<(), TokenizerError> {
     let mut symbols = Symbol::chars_of(text);
     let mut queue = BinaryHeap::new();
-    let try_add = |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
+    let try_add = |symbols: &[Symbol],
+                   queue: &mut BinaryHeap<Bigram>,
+                   left: Option<usize>,
+                   right: Option<usize>| {
         let (Some(left), Some(right)) = (left, right) else {
             return;
         };
@@ -83,7 +90,9 @@ pub(crate) fn tokenize(vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<
         try_add(&symbols, &mut queue, Some(bigram.left), right_next);
     }
     for symbol in symbols.iter().filter(|s| s.len > 0) {
-        let piece = text.get(symbol.start..symbol.start + symbol.len).unwrap_or_default();
+        let piece = text
+            .get(symbol.start..symbol.start + symbol.len)
+            .unwrap_or_default();
         match vocab.id(piece) {
             Some(id) => out.push(id),
             None => {
@@ -112,7 +121,14 @@ mod tests {
 
     #[test]
     fn best_scoring_merges_win() {
-        let v = vocab(&[("a", -1.0), ("b", -1.0), ("c", -1.0), ("ab", -5.0), ("bc", -2.0), ("abc", -3.0)]);
+        let v = vocab(&[
+            ("a", -1.0),
+            ("b", -1.0),
+            ("c", -1.0),
+            ("ab", -5.0),
+            ("bc", -2.0),
+            ("abc", -3.0),
+        ]);
         let mut out = Vec::new();
         tokenize(&v, "abc", &mut out).unwrap();
         // "bc" (-2) merges before "ab" (-5); then "a"+"bc" = "abc" exists.

@@ -48,7 +48,10 @@ impl Wpm {
                 }
             }
             if out.len() == before {
-                out.push(self.unk.ok_or(TokenizerError::MissingSpecialToken { which: "unknown" })?);
+                out.push(
+                    self.unk
+                        .ok_or(TokenizerError::MissingSpecialToken { which: "unknown" })?,
+                );
             }
         }
         Ok(())
@@ -112,7 +115,10 @@ mod tests {
             strip_accents: true,
             unk: Some(0),
         };
-        assert_eq!(wpm.words("Héllo, 世界!  x"), ["hello", ",", "世", "界", "!", "x"]);
+        assert_eq!(
+            wpm.words("Héllo, 世界!  x"),
+            ["hello", ",", "世", "界", "!", "x"]
+        );
     }
 
     #[test]

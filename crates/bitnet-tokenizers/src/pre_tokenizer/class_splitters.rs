@@ -255,7 +255,10 @@ mod tests {
             ["a b", "  "]
         );
         assert_eq!(
-            split(ClassSplit::LiteralSpaceThenRun(CharClass::NotBloomSeparator), "hi there, you"),
+            split(
+                ClassSplit::LiteralSpaceThenRun(CharClass::NotBloomSeparator),
+                "hi there, you"
+            ),
             ["hi", " there", ",", " you"]
         );
     }

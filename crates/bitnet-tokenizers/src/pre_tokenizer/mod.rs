@@ -159,9 +159,7 @@ impl PreConfig {
             "falcon" => base(P::Falcon),
             "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
             | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "jina-v1-en"
-            | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo" | "jais" | "exaone4" => {
-                base(P::Gpt2)
-            }
+            | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo" | "jais" | "exaone4" => base(P::Gpt2),
             "trillion" | "granite-docling" => PreConfig {
                 clean_spaces: false,
                 ..base(P::Gpt2)
@@ -287,7 +285,8 @@ impl PreTokenizerPasses {
     /// Splits `text` into words (as code point ranges), running every pass over the pieces
     /// of the previous one.
     pub(crate) fn split(&self, text: &[char]) -> Vec<Range<usize>> {
-        let mut pieces = vec![0..text.len()];
+        let mut pieces = Vec::with_capacity(text.len() / 2);
+        pieces.push(0..text.len());
         let mut next = Vec::with_capacity(text.len() / 2);
         for pass in &self.passes {
             next.clear();

