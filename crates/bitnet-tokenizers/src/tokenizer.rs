@@ -28,7 +28,7 @@ pub enum TokenizerKind {
     Wpm,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Model {
     Spm,
     Bpe(Bpe),
@@ -57,6 +57,9 @@ pub(crate) struct SpecialIds {
 /// assert_eq!(tok.decode(&ids)?, "<|begin_of_text|>Hello");
 /// # Ok(()) }
 /// ```
+///
+/// Cloning copies the vocabulary (use an `Arc` to share one tokenizer between threads).
+#[derive(Clone)]
 pub struct Tokenizer {
     pub(crate) kind: TokenizerKind,
     pub(crate) pre: Option<PreTokenizer>,
@@ -211,29 +214,7 @@ impl Tokenizer {
                 }
                 Fragment::Text(range) => {
                     let piece = text.get(range.clone()).unwrap_or_default();
-                    match &self.model {
-                        Model::Spm => {
-                            let prefix = if self.add_space_prefix && after_special {
-                                "\u{2581}"
-                            } else {
-                                ""
-                            };
-                            let escaped = format!("{prefix}{}", piece.replace(' ', "\u{2581}"));
-                            spm::tokenize(&self.vocab, &escaped, &mut out)?;
-                        }
-                        Model::Bpe(bpe) => {
-                            if self.escape_whitespaces {
-                                bpe.tokenize(
-                                    &self.vocab,
-                                    &piece.replace(' ', "\u{2581}"),
-                                    &mut out,
-                                );
-                            } else {
-                                bpe.tokenize(&self.vocab, piece, &mut out);
-                            }
-                        }
-                        Model::Wpm(wpm) => wpm.tokenize(&self.vocab, piece, &mut out)?,
-                    }
+                    self.tokenize_text(piece, after_special, &mut out)?;
                     after_special = false;
                 }
             }
@@ -245,6 +226,36 @@ impl Tokenizer {
             out.push(required(self.ids.sep, "SEP")?);
         }
         Ok(out)
+    }
+
+    /// Runs the model over one fragment of raw text.
+    fn tokenize_text(
+        &self,
+        piece: &str,
+        after_special: bool,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        const ESCAPED_SPACE: &str = "\u{2581}";
+        match &self.model {
+            Model::Spm => {
+                let prefix = if self.add_space_prefix && after_special {
+                    ESCAPED_SPACE
+                } else {
+                    ""
+                };
+                let escaped = format!("{prefix}{}", piece.replace(' ', ESCAPED_SPACE));
+                spm::tokenize(&self.vocab, &escaped, out)
+            }
+            Model::Bpe(bpe) => {
+                if self.escape_whitespaces {
+                    bpe.tokenize(&self.vocab, &piece.replace(' ', ESCAPED_SPACE), out);
+                } else {
+                    bpe.tokenize(&self.vocab, piece, out);
+                }
+                Ok(())
+            }
+            Model::Wpm(wpm) => wpm.tokenize(&self.vocab, piece, out),
+        }
     }
 
     /// Decodes to text, rendering special tokens (see [`DecodeOptions::default`]). Bytes

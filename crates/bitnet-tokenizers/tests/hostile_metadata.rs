@@ -32,6 +32,21 @@ fn the_tiny_vocabularies_are_valid() {
 }
 
 #[test]
+fn a_missing_file_is_an_io_error() {
+    let err = Tokenizer::from_gguf("/nonexistent/model.gguf").unwrap_err();
+    assert!(
+        matches!(err, TokenizerError::Gguf(GgufError::Io { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_tokenizer_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+}
+
+#[test]
 fn missing_model_or_tokens_are_named() {
     assert!(matches!(
         load_err(without(tiny_bpe(), "tokenizer.ggml.model")),

@@ -3,30 +3,15 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use bitnet_tokenizers::Tokenizer;
-use common::vocab_path;
+use common::tokenizer;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-fn cached(cell: &'static OnceLock<Tokenizer>, name: &str) -> &'static Tokenizer {
-    cell.get_or_init(|| Tokenizer::from_gguf(vocab_path(name)).unwrap())
-}
-
-fn qwen2() -> &'static Tokenizer {
-    static CELL: OnceLock<Tokenizer> = OnceLock::new();
-    cached(&CELL, "qwen2")
-}
-
-fn llama_spm() -> &'static Tokenizer {
-    static CELL: OnceLock<Tokenizer> = OnceLock::new();
-    cached(&CELL, "llama-spm")
-}
-
-fn llama_bpe() -> &'static Tokenizer {
-    static CELL: OnceLock<Tokenizer> = OnceLock::new();
-    cached(&CELL, "llama-bpe")
+fn real(name: &str) -> Arc<Tokenizer> {
+    tokenizer(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Text mixing the characters tokenizers treat specially: spaces and newlines, digits,
@@ -56,7 +41,7 @@ proptest! {
 
     #[test]
     fn byte_level_bpe_without_cleaning_round_trips(s in text()) {
-        let tok = qwen2();
+        let tok = real("qwen2");
         let ids = tok.encode(&s, false, false).unwrap();
         prop_assert_eq!(tok.decode_bytes(&ids).unwrap(), s.as_bytes());
     }
@@ -64,14 +49,14 @@ proptest! {
     // SPM writes spaces as "▁", so a "▁" in the input decodes as a space (in llama.cpp too).
     #[test]
     fn spm_with_byte_fallback_round_trips(s in text().prop_filter("no ▁", |s| !s.contains('\u{2581}'))) {
-        let tok = llama_spm();
+        let tok = real("llama-spm");
         let ids = tok.encode(&s, false, false).unwrap();
         prop_assert_eq!(tok.decode_bytes(&ids).unwrap(), s.as_bytes());
     }
 
     #[test]
     fn parsing_special_tokens_never_fails(s in text(), add in any::<bool>()) {
-        let tok = llama_bpe();
+        let tok = real("llama-bpe");
         let ids = tok.encode(&s, add, true).unwrap();
         prop_assert!(ids.iter().all(|&id| (id as usize) < tok.n_vocab()));
         tok.decode_bytes(&ids).unwrap();

@@ -4,10 +4,16 @@
 mod common;
 
 use bitnet_tokenizers::{DecodeOptions, PreTokenizer, TokenAttr, Tokenizer, TokenizerKind};
-use common::{gguf, tiny_bpe, tiny_spm, vocab_path, with, without};
+use std::sync::Arc;
 
-fn llama_bpe() -> Tokenizer {
-    Tokenizer::from_gguf(vocab_path("llama-bpe")).expect("llama-bpe loads")
+use common::{gguf, tiny_bpe, tiny_spm, tokenizer, with, without};
+
+fn real(name: &str) -> Arc<Tokenizer> {
+    tokenizer(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn llama_bpe() -> Arc<Tokenizer> {
+    real("llama-bpe")
 }
 
 #[test]
@@ -78,7 +84,9 @@ fn llama_bpe_adds_bos_by_default_from_its_pre_tokenizer() {
     assert_eq!(tok.encode("Hello", true, false).unwrap(), [128_000, 9906]);
     assert_eq!(tok.encode("Hello", false, false).unwrap(), [9906]);
     assert_eq!(tok.encode("", true, false).unwrap(), [128_000]);
-    let tok = tok.with_add_bos(false).with_add_eos(true);
+    let tok = Tokenizer::clone(&tok)
+        .with_add_bos(false)
+        .with_add_eos(true);
     assert_eq!(tok.encode("Hello", true, false).unwrap(), [9906, 128_001]);
     // remove_special drops the BOS/EOS the tokenizer adds.
     let tok = tok.with_add_bos(true);
@@ -94,7 +102,7 @@ fn llama_bpe_adds_bos_by_default_from_its_pre_tokenizer() {
 #[test]
 fn spm_and_gpt2_follow_their_metadata() {
     // llama-spm says add_bos_token = true; SPM also prefixes a space.
-    let spm = Tokenizer::from_gguf(vocab_path("llama-spm")).unwrap();
+    let spm = real("llama-spm");
     assert!(spm.add_bos());
     let ids = spm.encode("Hello", true, false).unwrap();
     assert_eq!(ids, [1, 15043]);
@@ -102,7 +110,7 @@ fn spm_and_gpt2_follow_their_metadata() {
     // The leading space SPM added is removed again when decoding.
     assert_eq!(spm.decode(&ids[1..]).unwrap(), "Hello");
     // gpt-2 has no add_bos key and its type/pre default is not to add one.
-    let gpt2 = Tokenizer::from_gguf(vocab_path("gpt-2")).unwrap();
+    let gpt2 = real("gpt-2");
     assert!(!gpt2.add_bos());
     assert_eq!(gpt2.encode("Hello", true, false).unwrap(), [15496]);
 }
@@ -144,7 +152,7 @@ fn add_bos_and_eos_metadata_override_the_type_defaults() {
 fn user_defined_tokens_are_matched_without_parse_special() {
     // deepseek-llm marks single characters like "ø" as user-defined: llama.cpp cuts them
     // out of the text before BPE even when special tokens are not parsed.
-    let tok = Tokenizer::from_gguf(vocab_path("deepseek-llm")).unwrap();
+    let tok = real("deepseek-llm");
     let oslash = tok.token_id("ø").expect("ø is a token");
     assert!(tok
         .token_attr(oslash)
@@ -159,7 +167,7 @@ fn user_defined_tokens_are_matched_without_parse_special() {
 fn phi3_special_tokens_swallow_whitespace_after_them() {
     // llama.cpp sets RSTRIP on Phi-3's special tokens (by model name), so the whitespace
     // after "<|user|>" is dropped.
-    let tok = Tokenizer::from_gguf(vocab_path("phi-3")).unwrap();
+    let tok = real("phi-3");
     let user = tok.token_id("<|user|>").expect("<|user|> is a token");
     assert!(tok.token_attr(user).unwrap().intersects(TokenAttr::RSTRIP));
     let a = tok.encode("<|user|>\n  Hi", false, true).unwrap();
@@ -170,7 +178,7 @@ fn phi3_special_tokens_swallow_whitespace_after_them() {
 
 #[test]
 fn wordpiece_wraps_in_cls_and_sep() {
-    let tok = Tokenizer::from_gguf(vocab_path("bert-bge")).unwrap();
+    let tok = real("bert-bge");
     assert_eq!(tok.kind(), TokenizerKind::Wpm);
     let ids = tok.encode("Hello world", true, false).unwrap();
     assert_eq!(ids.first(), Some(&101));

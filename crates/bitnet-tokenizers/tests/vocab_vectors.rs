@@ -4,8 +4,7 @@
 
 mod common;
 
-use bitnet_tokenizers::{Tokenizer, TokenizerError};
-use common::{read_cases, vocab_path, Case};
+use common::{read_cases, tokenizer, Case};
 
 /// Every vocabulary llama.cpp ships, with the fewest cases we must pass: the floor is the
 /// count reached when this table was last updated (every case, for all fifteen), so any
@@ -43,12 +42,14 @@ struct Outcome {
     first_failure: Option<String>,
 }
 
-fn run_vocab(name: &'static str, cases: &[Case]) -> Result<Outcome, TokenizerError> {
-    let tok = Tokenizer::from_gguf(vocab_path(name))?;
+fn run_vocab(name: &'static str, cases: &[Case]) -> Result<Outcome, String> {
+    let tok = tokenizer(name)?;
     let mut passed = 0;
     let mut first_failure = None;
     for case in cases {
-        let got = tok.encode(&case.text, false, false)?;
+        let got = tok
+            .encode(&case.text, false, false)
+            .map_err(|e| format!("{name}: encoding {:?}: {e}", case.text))?;
         if got == case.ids {
             passed += 1;
         } else if first_failure.is_none() {
@@ -90,7 +91,7 @@ fn llama_cpp_vocab_vectors() {
         let outcome = match run_vocab(name, &cases) {
             Ok(o) => o,
             Err(e) => {
-                failures.push(format!("{name}: {e}"));
+                failures.push(e);
                 continue;
             }
         };
@@ -164,7 +165,7 @@ fn decode_round_trips_where_llama_cpp_does() {
     let mut failures = Vec::new();
     for &(name, mode) in ROUND_TRIPS {
         let cases = read_cases(name).unwrap_or_else(|| panic!("{name}: test vectors missing"));
-        let tok = Tokenizer::from_gguf(vocab_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let tok = tokenizer(name).unwrap_or_else(|e| panic!("{e}"));
         let (mut checked, mut excluded) = (0, 0);
         for case in &cases {
             let ids = tok.encode(&case.text, false, false).unwrap();

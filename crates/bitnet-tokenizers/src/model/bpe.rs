@@ -29,7 +29,7 @@ struct Candidate {
 type Queue = BinaryHeap<Reverse<Candidate>>;
 
 /// The BPE model: merge table and word splitting.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Bpe {
     /// (left, right) token pair → rank (position in the merges list).
     merges: HashMap<(u32, u32), u32>,

@@ -213,32 +213,45 @@ impl PreConfig {
     }
 }
 
-/// A pre-tokenizer's passes, in order.
-pub(crate) struct PreTokenizerPasses {
-    passes: Vec<Box<dyn Split + Send + Sync>>,
+/// One splitting pass.
+#[derive(Debug, Clone)]
+enum Pass {
+    Gpt2(Gpt2Words),
+    Llama3(Llama3Words),
+    Newlines(NewlineRuns),
+    Class(ClassSplit),
 }
 
-impl std::fmt::Debug for PreTokenizerPasses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreTokenizerPasses")
-            .field("passes", &self.passes.len())
-            .finish()
+impl Split for Pass {
+    fn split(&self, text: &[char], piece: Range<usize>, out: &mut Vec<Range<usize>>) {
+        match self {
+            Pass::Gpt2(s) => s.split(text, piece, out),
+            Pass::Llama3(s) => s.split(text, piece, out),
+            Pass::Newlines(s) => s.split(text, piece, out),
+            Pass::Class(s) => s.split(text, piece, out),
+        }
     }
+}
+
+/// A pre-tokenizer's passes, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct PreTokenizerPasses {
+    passes: Vec<Pass>,
 }
 
 impl PreTokenizerPasses {
     pub(crate) fn new(pre: PreTokenizer) -> PreTokenizerPasses {
         use CharClass as C;
         use ClassSplit as S;
-        let gpt2 = || -> Box<dyn Split + Send + Sync> { Box::new(Gpt2Words) };
-        let llama3 = |max_digits, marks_in_words| -> Box<dyn Split + Send + Sync> {
-            Box::new(Llama3Words {
+        let gpt2 = || Pass::Gpt2(Gpt2Words);
+        let llama3 = |max_digits, marks_in_words| {
+            Pass::Llama3(Llama3Words {
                 max_digits,
                 marks_in_words,
             })
         };
-        let class = |s: ClassSplit| -> Box<dyn Split + Send + Sync> { Box::new(s) };
-        let newlines = || -> Box<dyn Split + Send + Sync> { Box::new(NewlineRuns) };
+        let class = Pass::Class;
+        let newlines = || Pass::Newlines(NewlineRuns);
         let passes = match pre {
             PreTokenizer::Default => vec![
                 class(S::Runs(C::PunctuationAnd(b"$+<=>^~|"))),

@@ -67,7 +67,7 @@ impl Window<'_> {
 }
 
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Gpt2Words;
 
 impl Split for Gpt2Words {
@@ -134,7 +134,7 @@ impl Split for Gpt2Words {
 /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
 /// Qwen 2 takes numbers one digit at a time (`max_digits` 1); Qwen 3.5 also counts
 /// combining marks as part of words (`marks_in_words`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Llama3Words {
     pub(crate) max_digits: usize,
     pub(crate) marks_in_words: bool,
@@ -233,7 +233,7 @@ impl Split for Llama3Words {
 }
 
 /// `[^\n]+|[\n]+`: alternating runs of newlines and of everything else.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct NewlineRuns;
 
 impl Split for NewlineRuns {

@@ -3,7 +3,11 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bitnet_tokenizers::Tokenizer;
 
 /// The separator between cases in a `.gguf.inp` file (llama.cpp's test-tokenizer-0).
 const CASE_SEPARATOR: &str = "\n__ggml_vocab_test__\n";
@@ -13,7 +17,11 @@ const CASE_SEPARATOR: &str = "\n__ggml_vocab_test__\n";
 pub fn vocab_dir() -> PathBuf {
     let data = std::env::var_os("BITNET_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/data"));
+        .unwrap_or_else(|| {
+            // crates/bitnet-tokenizers → the workspace root.
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
+            root.unwrap_or(Path::new(".")).join("target/data")
+        });
     let dir = data.join("vocab");
     assert!(
         dir.join("ggml-vocab-llama-bpe.gguf").is_file(),
@@ -28,6 +36,26 @@ pub fn vocab_dir() -> PathBuf {
 /// The path of `ggml-vocab-<name>.gguf`.
 pub fn vocab_path(name: &str) -> PathBuf {
     vocab_dir().join(format!("ggml-vocab-{name}.gguf"))
+}
+
+/// The tokenizer of `ggml-vocab-<name>.gguf`, loaded once per test binary (loading the
+/// large vocabularies dominates an unoptimised test run). A load error is returned as its
+/// message, so a test can report it instead of poisoning the cache.
+pub fn tokenizer(name: &str) -> Result<Arc<Tokenizer>, String> {
+    type Cache = Mutex<HashMap<String, Result<Arc<Tokenizer>, String>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    cache
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            Tokenizer::from_gguf(vocab_path(name))
+                .map(Arc::new)
+                .map_err(|e| format!("{name}: {e}"))
+        })
+        .clone()
 }
 
 /// One test vector: input text and the ids llama.cpp produced for it.
