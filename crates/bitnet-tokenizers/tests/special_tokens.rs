@@ -188,3 +188,25 @@ fn wordpiece_wraps_in_cls_and_sep() {
         [7592, 2088]
     );
 }
+
+#[test]
+fn a_token_can_end_inside_a_utf8_sequence() {
+    // SPM byte fallback spells the llama emoji as four byte tokens.
+    let tok = real("llama-spm");
+    let ids = tok.encode("🦙", false, false).unwrap();
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| tok.token_to_piece(id, false).unwrap().into_owned())
+        .collect();
+    assert!(bytes.ends_with("🦙".as_bytes()), "{bytes:?}");
+    let split = ids.len() - 2;
+    let head = tok.decode_bytes(&ids[..split]).unwrap();
+    let tail = tok.decode_bytes(&ids[split..]).unwrap();
+    assert_eq!(
+        [head.clone(), tail].concat(),
+        tok.decode_bytes(&ids).unwrap()
+    );
+    // `decode` of the cut-off half replaces the incomplete sequence instead of failing.
+    assert!(tok.decode(&ids[..split]).unwrap().ends_with('\u{FFFD}'));
+    assert!(std::str::from_utf8(&head).is_err());
+}
