@@ -1,19 +1,16 @@
-//! Encoding 10 KB takes milliseconds and loading a 128k vocabulary well under a second in
-//! release builds. The bounds here are generous (unoptimised test builds on a shared
-//! machine) and only catch algorithmic regressions: a quadratic merge loop or splitter
-//! turns milliseconds into seconds.
+//! Tokenizer timings (`make bench`, or `cargo bench -p bitnet-tokenizers`): vocabulary
+//! load, encoding and decoding 10 KB of each vocabulary's own test inputs, and
+//! pathological inputs (one long word, runs of spaces/digits/emoji, special-token
+//! prefixes) that a quadratic merge loop or splitter would turn from milliseconds into
+//! seconds. Numbers are printed, never asserted.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use bitnet_tokenizers::Tokenizer;
 use common::{read_cases, vocab_path};
-
-/// Upper bound for encoding or decoding 10 KB in any build profile.
-const MAX_10KB: Duration = Duration::from_secs(2);
-/// Upper bound for loading the 128k-token LLaMA 3 vocabulary in any build profile.
-const MAX_LOAD: Duration = Duration::from_secs(15);
 
 /// About 10 KB of the vocabulary's own test inputs (mixed scripts, digits, whitespace).
 fn ten_kb(name: &str) -> String {
@@ -31,8 +28,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-#[test]
-fn encoding_10kb_takes_milliseconds() {
+fn encoding_10kb() {
     for name in [
         "llama-bpe",
         "llama-spm",
@@ -41,7 +37,6 @@ fn encoding_10kb_takes_milliseconds() {
         "deepseek-llm",
     ] {
         let (tok, load) = timed(|| Tokenizer::from_gguf(vocab_path(name)).unwrap());
-        assert!(load < MAX_LOAD, "loading {name} took {load:?}");
         let text = ten_kb(name);
         let (ids, encode) = timed(|| tok.encode(&text, false, true).unwrap());
         let (_, decode) = timed(|| tok.decode_bytes(&ids).unwrap());
@@ -50,13 +45,10 @@ fn encoding_10kb_takes_milliseconds() {
             ids.len(),
             tok.n_vocab()
         );
-        assert!(encode < MAX_10KB, "{name}: encoding 10 KB took {encode:?}");
-        assert!(decode < MAX_10KB, "{name}: decoding took {decode:?}");
     }
 }
 
-#[test]
-fn pathological_inputs_stay_fast() {
+fn pathological_inputs() {
     let bpe = Tokenizer::from_gguf(vocab_path("llama-bpe")).unwrap();
     let spm = Tokenizer::from_gguf(vocab_path("llama-spm")).unwrap();
     let inputs = [
@@ -73,7 +65,11 @@ fn pathological_inputs_stay_fast() {
         for (name, tok) in [("llama-bpe", &bpe), ("llama-spm", &spm)] {
             let (ids, took) = timed(|| tok.encode(text, false, true).unwrap());
             println!("{name:<10} {what:<32} {:>6} tokens in {took:?}", ids.len());
-            assert!(took < MAX_10KB, "{name}: {what} took {took:?}");
         }
     }
+}
+
+fn main() {
+    encoding_10kb();
+    pathological_inputs();
 }
