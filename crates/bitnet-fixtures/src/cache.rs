@@ -342,3 +342,51 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink<F>(regions: &[(u64, u64)], fill: F) -> Substitute<'_, Vec<u8>, F> {
+        Substitute {
+            out: Vec::new(),
+            pos: 0,
+            regions,
+            next: 0,
+            current: Vec::new(),
+            fill,
+            failure: None,
+            progress: Progress {
+                id: "test".into(),
+                verbose: false,
+                started: Instant::now(),
+                last: Instant::now(),
+            },
+        }
+    }
+
+    #[test]
+    fn substitute_replaces_regions_whatever_the_chunking() {
+        // Header "hhh", region 0 (2 bytes), padding "ppp", region 1 (3 bytes), padding "p".
+        let input = b"hhh__ppp___p";
+        let regions = [(3, 2), (8, 3)];
+        for chunk in [1, 2, 5, input.len()] {
+            let mut s = sink(&regions, |i: usize| Ok(vec![b'A' + i as u8; [2, 3][i]]));
+            for c in input.chunks(chunk) {
+                s.write_all(c).unwrap();
+            }
+            assert_eq!(s.out, b"hhhAApppBBBp", "chunks of {chunk}");
+            assert_eq!(s.next, 2);
+        }
+    }
+
+    #[test]
+    fn a_generation_error_is_kept_for_the_caller() {
+        let regions = [(1, 2)];
+        let mut s = sink(&regions, |_| {
+            Err(FixtureError::NotTernary { name: "x".into() })
+        });
+        assert!(s.write_all(b"h__").is_err());
+        assert!(matches!(s.failure, Some(FixtureError::NotTernary { .. })));
+    }
+}

@@ -23,13 +23,18 @@
 //! that `make setup` fetches; without it every call fails with
 //! [`FixtureError::DataMissing`] saying so.
 //!
-//! Which reference loads which fixture (from their loaders and type tables):
+//! Which reference loads which fixture (read from their loaders and type tables, and
+//! checked by loading the tiny fixtures, and the 2B-4T ones marked ✓², in each runner):
 //!
-//! | reference | arch | weight formats | `.scale` tensors |
+//! | reference | arch | loads and computes | refuses |
 //! |---|---|---|---|
-//! | upstream llama.cpp | `bitnet` | F32, F16, TQ1_0, TQ2_0 (no I2_S, IQ2_BN types) | optional: both styles |
-//! | bitnet.cpp | `bitnet` | I2_S, TQ1_0, TQ2_0 (F32, F16 through plain ggml) | optional: both styles |
-//! | ik_llama.cpp | `bitnet-b1.58` | IQ2_BN, F16, F32; I2_S only after converting to IQ2_BN | none (extra tensors are refused) |
+//! | upstream llama.cpp | `bitnet` | F32, F16, TQ1_0, TQ2_0 ✓²; `.scale` tensors optional, both styles | I2_S (type 36 is a removed type there), IQ2_BN (unknown type 135), arch `bitnet-b1.58` |
+//! | bitnet.cpp | `bitnet` | I2_S ✓², TQ1_0, TQ2_0, F32, F16; both styles | IQ2_BN (aborts), arch `bitnet-b1.58` |
+//! | ik_llama.cpp | `bitnet-b1.58` | IQ2_BN ✓², F16, F32 (also arch `bitnet` with IQ2_BN/F32, both styles) | TQ1_0, TQ2_0 (SIGFPE at load); `.scale` tensors (extra tensors are an error) |
+//!
+//! ik_llama.cpp *loads* an I2_S file but computes garbage; converting it with ik's
+//! `llama_model_quantize` to IQ2_BN (ftype 137) gives tensors byte-identical to the IQ2_BN
+//! fixture of the same spec.
 
 mod cache;
 mod data;
