@@ -30,10 +30,8 @@ data:
 REFS := llama-cpp ik-llama bitnet-cpp
 refs: prereqs
 	@set -e; for r in $(REFS); do \
-	  if [ -f refs/$$r/Cargo.toml ]; then \
-	    echo "refs: building $$r (first build takes minutes; cached in target/refs)"; \
-	    (cd refs/$$r && $(CARGO) build --release --locked); \
-	  fi; \
+	  echo "refs: building $$r (first build takes minutes; cached in target/refs)"; \
+	  (cd refs/$$r && $(CARGO) build --release --locked); \
 	done
 
 setup: prereqs data refs
@@ -49,6 +47,9 @@ test: setup lint unit
 
 crossval: setup
 	INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests
+
+bench: setup
+	$(CARGO) bench --workspace
 
 golden: setup
 	@command -v cargo-insta >/dev/null || $(CARGO) install cargo-insta --locked

@@ -156,7 +156,7 @@ impl GgmlType {
     /// the block size or the size overflows. Excludes any per-tensor suffix.
     pub fn row_size(self, ne0: u64) -> Option<u64> {
         let l = self.layout();
-        if ne0 % l.block_size != 0 {
+        if !ne0.is_multiple_of(l.block_size) {
             return None;
         }
         (ne0 / l.block_size)

@@ -70,7 +70,7 @@ pub(crate) fn block_count(
     len: usize,
     block: usize,
 ) -> Result<usize, KernelError> {
-    if len % block == 0 {
+    if len.is_multiple_of(block) {
         Ok(len / block)
     } else {
         Err(KernelError::NotBlockMultiple { format, len, block })

@@ -51,7 +51,7 @@ fn code(b: &BlockI2s, e: usize) -> u8 {
 
 /// Checks that rows of `n_per_row` weights are whole, non-empty blocks.
 fn check_row_len(n_per_row: usize) -> Result<(), KernelError> {
-    if n_per_row % QK_I2_S != 0 {
+    if !n_per_row.is_multiple_of(QK_I2_S) {
         return Err(KernelError::NotBlockMultiple {
             format: GgmlType::I2_S,
             len: n_per_row,
@@ -80,7 +80,7 @@ fn tensor_bytes(n: usize) -> usize {
 /// leaves them as it found them).
 pub fn quantize_i2_s_ref(x: &[f32], n_per_row: usize, out: &mut [u8]) -> Result<(), KernelError> {
     check_row_len(n_per_row)?;
-    if x.len() % n_per_row != 0 {
+    if !x.len().is_multiple_of(n_per_row) {
         return Err(KernelError::NotBlockMultiple {
             format: GgmlType::I2_S,
             len: x.len(),
@@ -215,7 +215,7 @@ pub fn dequantize_row_i2_s(
 
 /// Checks that a buffer of `len` elements matches `blocks` (128 per block).
 fn check_lengths(blocks: &[BlockI2s], len: usize, what: &'static str) -> Result<(), KernelError> {
-    if len % QK_I2_S != 0 {
+    if !len.is_multiple_of(QK_I2_S) {
         return Err(KernelError::NotBlockMultiple {
             format: GgmlType::I2_S,
             len,

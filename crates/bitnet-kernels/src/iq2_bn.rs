@@ -51,7 +51,7 @@ const _: () = assert!(std::mem::size_of::<BlockIq2Bn>() == 16);
 
 /// Checks that `k` is a whole number of blocks.
 fn check_block_multiple(k: usize) -> Result<(), KernelError> {
-    if k % QK_IQ2_BN != 0 {
+    if !k.is_multiple_of(QK_IQ2_BN) {
         return Err(KernelError::NotBlockMultiple {
             format: GgmlType::IQ2_BN,
             len: k,

@@ -43,7 +43,7 @@ pub(crate) fn check_blocks(
     blocks: usize,
     what: &'static str,
 ) -> Result<(), KernelError> {
-    if values % QK_K != 0 {
+    if !values.is_multiple_of(QK_K) {
         return Err(KernelError::NotBlockMultiple {
             format,
             len: values,
@@ -225,7 +225,7 @@ pub(crate) fn vec_dot_ternary_rows<B: TernaryBlock>(
     let whole_rows = if nb == 0 {
         x.is_empty()
     } else {
-        x.len() % nb == 0 && x.len() / nb == out.len()
+        x.len().is_multiple_of(nb) && x.len() / nb == out.len()
     };
     if !whole_rows {
         return Err(KernelError::LengthMismatch {

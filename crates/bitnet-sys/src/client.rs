@@ -162,6 +162,9 @@ impl RefRunner {
             return Err(RefError::RunnerMissing { reference, path });
         }
         let mut child = Command::new(&path)
+            // Upstream ggml runs gdb for a backtrace on an assertion; its output would push
+            // the assertion message out of the stderr tail an error carries.
+            .env("GGML_NO_BACKTRACE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
