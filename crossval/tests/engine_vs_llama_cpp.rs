@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use bitnet_fixtures::{fixture, Arch as FixtureArch, FixtureSpec, ScaleStyle, WeightFormat};
 use bitnet_inference::{GenerateOptions, Session, SessionConfig};
 use bitnet_models::{KvType, Model, Numerics, Reference as EngineRef};
 use bitnet_sys::{CapturedTensor, RefError, RefSession, Reference, SessionConfig as RefConfig};
@@ -130,8 +131,22 @@ fn rows(flat: Vec<f32>, n_vocab: usize) -> Vec<Vec<f32>> {
 #[derive(Debug, Clone)]
 struct Ours {
     name: String,
-    shape: Vec<usize>,
     data: Vec<f32>,
+}
+
+/// A capture hook collecting into `ours`; checks that each shape describes its data.
+fn collector(ours: &mut Vec<Ours>) -> impl FnMut(&str, &[usize], &[f32]) + Send + '_ {
+    |name, shape, data| {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "{name}: shape {shape:?}"
+        );
+        ours.push(Ours {
+            name: name.to_owned(),
+            data: data.to_vec(),
+        })
+    }
 }
 
 /// Drops views: reference tensors whose name carries a view suffix (`Qcur-0 (reshaped)`),
@@ -223,14 +238,7 @@ fn smollm2_layer0_intermediates_match_llama_cpp() {
     let model = Model::load(&path).expect("load");
     let mut s = engine_session(&model);
     let mut ours = Vec::new();
-    let mut hook = |name: &str, shape: &[usize], data: &[f32]| {
-        ours.push(Ours {
-            name: name.to_owned(),
-            shape: shape.to_vec(),
-            data: data.to_vec(),
-        })
-    };
-    s.eval_with_capture(&toks, Some(&mut hook))
+    s.eval_with_capture(&toks, Some(&mut collector(&mut ours)))
         .expect("engine eval");
     let first = first_divergence(&ours, &out.captured);
     assert_eq!(first, None, "first op that differs from llama.cpp");
@@ -373,40 +381,103 @@ fn smollm2_logits_match_bitnet_cpp() {
     }
 }
 
-#[test]
-fn explore_fixture_files() {
-    let Ok(list) = std::env::var("EXPLORE") else {
+/// The parity bar on the synthetic BitNet fixtures, for every reference and format: exact.
+const FIXTURE_MAX_ABS_DIFF: f32 = 0.0;
+
+const FIXTURE_PROMPT: &str = "The capital of France is Paris, and the capital of Italy is";
+
+/// One fixture against one reference: the prompt batched and token by token on both
+/// sides, every position compared; on failure, the intermediates locate the first op.
+fn fixture_parity(which: Reference, spec: &FixtureSpec) {
+    let path = fixture(spec).unwrap_or_else(|e| panic!("fixture {}: {e}", spec.id()));
+    let numerics = Numerics::for_reference(match which {
+        Reference::LlamaCpp => EngineRef::LlamaCpp,
+        Reference::IkLlamaCpp => EngineRef::IkLlamaCpp,
+        Reference::BitnetCpp => EngineRef::BitnetCpp,
+    });
+    let Some(mut r) = reference_with(which, numerics.kv_type, &path, &[]) else {
         return;
     };
-    for item in list.split(',') {
-        let (which, file) = item.split_once('=').unwrap();
-        let (rr, er) = match which {
-            "llama" => (Reference::LlamaCpp, EngineRef::LlamaCpp),
-            "bitnet" => (Reference::BitnetCpp, EngineRef::BitnetCpp),
-            _ => (Reference::IkLlamaCpp, EngineRef::IkLlamaCpp),
-        };
-        let path = PathBuf::from(file);
-        let num = Numerics::for_reference(er);
-        let names = ["*"];
-        let Some(mut r) = reference_with(rr, num.kv_type, &path, &names) else {
-            return;
-        };
-        let toks: Vec<u32> = vec![128000, 791, 6864, 315, 9822, 374, 12366, 13];
-        let out = r.eval(&toks, 0).expect("eval");
-        let model = Model::load(&path).expect("load");
-        let mut s = engine_session_with(&model, num);
+    let toks = r.tokenize(FIXTURE_PROMPT, true, false).expect("tokenize");
+    let model = Model::load(&path).expect("load");
+    let nv = model.config().n_vocab;
+    let mut s = engine_session_with(&model, numerics);
+    let label = format!("{which} {}", spec.id());
+
+    let theirs_b = r.eval_and_get_logits(&toks, 0).expect("reference batched");
+    let ours_b = rows(s.eval(&toks).expect("engine batched"), nv);
+    r.reset().expect("reset");
+    s.reset();
+    let mut theirs_s = Vec::new();
+    let mut ours_s = Vec::new();
+    for (i, &t) in toks.iter().enumerate() {
+        theirs_s.extend(
+            r.eval_and_get_logits(&[t], i as u32)
+                .expect("reference step"),
+        );
+        ours_s.push(s.eval(&[t]).expect("engine step"));
+    }
+    let b = report(&format!("{label} batched"), &ours_b, &theirs_b);
+    let st = report(&format!("{label} stepped"), &ours_s, &theirs_s);
+    let worst = b
+        .iter()
+        .chain(&st)
+        .map(|p| p.max_abs)
+        .fold(0.0f32, f32::max);
+    if worst > FIXTURE_MAX_ABS_DIFF {
+        // Locate the first op that differs, then fail.
+        drop(r);
+        let mut rc = reference_with(which, numerics.kv_type, &path, &["*"]).expect("reference");
+        let out = rc.eval(&toks, 0).expect("reference capture");
+        s.reset();
         let mut ours = Vec::new();
-        let mut hook = |name: &str, shape: &[usize], data: &[f32]| {
-            ours.push(Ours {
-                name: name.to_owned(),
-                shape: shape.to_vec(),
-                data: data.to_vec(),
-            })
-        };
-        s.eval_with_capture(&toks, Some(&mut hook))
-            .expect("engine eval");
-        eprintln!("== {which} {file}");
+        s.eval_with_capture(&toks, Some(&mut collector(&mut ours)))
+            .expect("engine capture");
         let first = first_divergence(&ours, &out.captured);
-        eprintln!("== first divergence {first:?}");
+        panic!("{label}: max|Δ| {worst} > {FIXTURE_MAX_ABS_DIFF}; first differing op {first:?}");
+    }
+    for (i, (pb, ps)) in b.iter().zip(&st).enumerate() {
+        assert!(
+            pb.top1_same && ps.top1_same,
+            "{label} pos {i}: top-1 differs"
+        );
+    }
+}
+
+#[test]
+fn tiny_bitnet_fixtures_match_llama_cpp() {
+    for format in [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::TQ1_0,
+        WeightFormat::TQ2_0,
+    ] {
+        for scales in ScaleStyle::ALL {
+            let spec = FixtureSpec::tiny(FixtureArch::Bitnet, format).with_scales(scales);
+            fixture_parity(Reference::LlamaCpp, &spec);
+        }
+    }
+}
+
+#[test]
+fn tiny_bitnet_fixtures_match_bitnet_cpp() {
+    for format in [
+        WeightFormat::I2_S,
+        WeightFormat::TQ1_0,
+        WeightFormat::TQ2_0,
+        WeightFormat::F16,
+    ] {
+        for scales in ScaleStyle::ALL {
+            let spec = FixtureSpec::tiny(FixtureArch::Bitnet, format).with_scales(scales);
+            fixture_parity(Reference::BitnetCpp, &spec);
+        }
+    }
+}
+
+#[test]
+fn tiny_bitnet_b158_fixtures_match_ik_llama_cpp() {
+    for format in [WeightFormat::IQ2_BN, WeightFormat::F16, WeightFormat::F32] {
+        let spec = FixtureSpec::tiny(FixtureArch::BitnetB158, format);
+        fixture_parity(Reference::IkLlamaCpp, &spec);
     }
 }
