@@ -30,8 +30,7 @@ pub(crate) enum KvStore {
 
 /// Keys and values of every layer for up to `capacity` positions.
 #[derive(Debug, Clone)]
-pub struct KvCache {
-    kv_type: KvType,
+pub(crate) struct KvCache {
     /// Positions the cache can hold (the session's context).
     n_ctx: usize,
     /// Allocated positions: `n_ctx` rounded up to [`KV_STEP`]; the cells past the context
@@ -47,7 +46,6 @@ impl KvCache {
         let capacity = n_ctx.div_ceil(KV_STEP) * KV_STEP;
         let n = n_layer * capacity * n_embd_kv;
         KvCache {
-            kv_type,
             n_ctx,
             capacity,
             n_embd_kv,
@@ -64,13 +62,8 @@ impl KvCache {
         }
     }
 
-    /// The element type.
-    pub fn kv_type(&self) -> KvType {
-        self.kv_type
-    }
-
     /// Positions the cache holds.
-    pub fn n_ctx(&self) -> usize {
+    pub(crate) fn n_ctx(&self) -> usize {
         self.n_ctx
     }
 

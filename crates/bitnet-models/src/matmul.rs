@@ -341,6 +341,7 @@ fn cast<T: bytemuck::AnyBitPattern>(bytes: &[u8]) -> &[T] {
 /// `out = W · x` for `n_tok` activation rows (without the `.scale`, see [`apply_scale`]): x: (n_tok, k), out: (n_tok, n). `tmp` holds at
 /// least `n · n_tok` floats (rows are computed as (n, n_tok) so that one thread walks one
 /// weight row across every token, then transposed).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     file: &GgufFile,
     w: &Linear,

@@ -279,6 +279,43 @@ mod tests {
     }
 
     #[test]
+    fn ik_dot_is_one_fma_chain_per_lane_with_4_wide_tails() {
+        // n = 12: one 8-wide step (a plain product per lane), then a 4-wide tail into lanes
+        // 0..4, then the pairwise lane sum.
+        let x: Vec<f32> = (0..12).map(|i| 1.0 + i as f32 * 0.1).collect();
+        let y: Vec<f32> = (0..12).map(|i| 0.5 - i as f32 * 0.07).collect();
+        let mut l: Vec<f32> = (0..8).map(|i| x[i] * y[i]).collect();
+        for i in 0..4 {
+            l[i] = x[8 + i].mul_add(y[8 + i], l[i]);
+        }
+        let want = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+        assert_eq!(ik_dot(|i| x[i], &y), want);
+        let exact: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        assert!((f64::from(want) - exact).abs() < 1e-5);
+    }
+
+    #[test]
+    fn norm_orders_agree_to_rounding() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..64)
+            .map(|i| 1.0 + (i as f32 * 0.11).cos() * 0.1)
+            .collect();
+        let (mut a, mut b) = (vec![0.0; 64], vec![0.0; 64]);
+        rms_norm(&x, &w, 1e-5, NormOrder::ScaleThenWeight, &mut a);
+        rms_norm(&x, &w, 1e-5, NormOrder::WeightScaleFirst, &mut b);
+        for (p, q) in a.iter().zip(&b) {
+            assert!(
+                (p - q).abs() <= 2.0 * f32::EPSILON * p.abs().max(1e-30),
+                "{p} {q}"
+            );
+        }
+    }
+
+    #[test]
     fn swiglu_uses_the_vector_path_on_whole_chunks_only() {
         let g: Vec<f32> = (0..11).map(|i| i as f32 * 0.3 - 1.5).collect();
         let u = vec![1.0f32; 11];
