@@ -38,7 +38,17 @@ fn reference_with(
     path: &std::path::Path,
     capture: &[&str],
 ) -> Option<RefSession> {
-    let mut cfg = RefConfig::deterministic(which, N_CTX);
+    reference_ctx(which, kv, path, capture, N_CTX)
+}
+
+fn reference_ctx(
+    which: Reference,
+    kv: KvType,
+    path: &std::path::Path,
+    capture: &[&str],
+    n_ctx: u32,
+) -> Option<RefSession> {
+    let mut cfg = RefConfig::deterministic(which, n_ctx);
     cfg.capture = capture.iter().map(|s| s.to_string()).collect();
     let t = match kv {
         KvType::F32 => bitnet_sys::KvType::F32,
@@ -62,8 +72,12 @@ fn engine_session(model: &Model) -> Session<'_> {
 }
 
 fn engine_session_with(model: &Model, numerics: Numerics) -> Session<'_> {
-    let mut cfg = SessionConfig::new(N_CTX as usize);
-    cfg.n_batch = N_CTX as usize;
+    engine_session_ctx(model, numerics, N_CTX as usize)
+}
+
+fn engine_session_ctx(model: &Model, numerics: Numerics, n_ctx: usize) -> Session<'_> {
+    let mut cfg = SessionConfig::new(n_ctx);
+    cfg.n_batch = n_ctx;
     cfg.numerics = numerics;
     Session::new(model, &cfg).expect("session")
 }
@@ -341,6 +355,52 @@ fn smollm2_long_sequence_matches_llama_cpp_with_f32_and_f16_kv() {
             );
         }
     }
+}
+
+/// A long context: 300 positions (llama.cpp's attended KV length grows past one 256-cell
+/// pad) with a 512-cell cache, teacher-forced on the reference's own continuation; the whole
+/// sequence batched, then the last 16 positions again token by token after truncating the
+/// cache on both sides.
+#[test]
+fn smollm2_300_positions_match_llama_cpp() {
+    const N: usize = 300;
+    let path = smollm2();
+    let Some(mut r) = reference_ctx(Reference::LlamaCpp, KvType::F32, &path, &[], 512) else {
+        return;
+    };
+    let model = Model::load(&path).expect("load");
+    let nv = model.config().n_vocab;
+    let mut toks = r.tokenize(PROMPT, true, false).expect("tokenize");
+    let gen = r
+        .generate_greedy(&toks, N - toks.len())
+        .expect("reference generate");
+    toks.extend(&gen.tokens);
+    // EOS may end the continuation early; pad with a fixed token to keep N positions.
+    toks.resize(N, 504);
+    r.reset().expect("reset");
+    let theirs = r.eval_and_get_logits(&toks, 0).expect("reference eval");
+    let mut s = engine_session_ctx(&model, Numerics::default(), 512);
+    let ours = rows(s.eval(&toks).expect("engine eval"), nv);
+    let worst = report("300 positions", &ours, &theirs)
+        .iter()
+        .map(|p| p.max_abs)
+        .fold(0.0f32, f32::max);
+    assert!(worst <= SMOLLM2_MAX_ABS_DIFF, "max|Δ| {worst}");
+
+    let start = N - 16;
+    s.truncate(start).expect("truncate");
+    let mut theirs_s = Vec::new();
+    let mut ours_s = Vec::new();
+    for (i, &t) in toks[start..].iter().enumerate() {
+        let pos = (start + i) as u32;
+        theirs_s.extend(r.eval_and_get_logits(&[t], pos).expect("reference step"));
+        ours_s.push(s.eval(&[t]).expect("engine step"));
+    }
+    let worst = report("last 16 stepped", &ours_s, &theirs_s)
+        .iter()
+        .map(|p| p.max_abs)
+        .fold(0.0f32, f32::max);
+    assert!(worst <= SMOLLM2_MAX_ABS_DIFF, "stepped max|Δ| {worst}");
 }
 
 /// bitnet.cpp (its Oct-2024 llama.cpp fork) on SmolLM2 with its F16 KV cache, batched and
