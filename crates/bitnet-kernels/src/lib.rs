@@ -13,6 +13,7 @@ pub mod round;
 pub mod float;
 pub mod i2_s;
 pub mod i8_s;
+pub mod ik_float;
 pub mod iq2_bn;
 pub mod q4_0;
 pub mod q4_1;

@@ -24,6 +24,7 @@ use bitnet_kernels::float::{
 };
 use bitnet_kernels::i2_s::{i2_s_dot_to_f32, vec_dot_i2_s_i8_s, I2sTensor};
 use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
+use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
 use bitnet_kernels::iq2_bn::{vec_dot_iq2_bn_q8_k64, Iq2BnRow};
 use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
@@ -38,7 +39,7 @@ use bytemuck::Zeroable;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::ops::{ik_dot, FloatDot};
+use crate::ops::FloatDot;
 use crate::ModelError;
 
 /// The activation format a weight format is multiplied against.
@@ -289,11 +290,11 @@ impl Operands<'_> {
             }
             Operands::IkF32(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
-                Ok(ik_dot(|i| w[i], a))
+                ik_dot_f32(w, a)
             }
             Operands::IkF16(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
-                Ok(ik_dot(|i| w[i].to_f32(), a))
+                ik_dot_f16_f32(w, a)
             }
             Operands::Bf16(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);

@@ -4,14 +4,14 @@ use std::path::Path;
 
 use bitnet_gguf::GgufFile;
 use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16, vec_dot_f32};
+use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
 use half::f16;
 
 use crate::config::{Config, FfnActivation};
 use crate::kv_cache::{KvCache, KvStore, KvType, KV_STEP};
 use crate::matmul::{apply_scale, matmul, Activations, Linear};
 use crate::ops::{
-    ik_dot, relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot,
-    NormOrder,
+    relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot, NormOrder,
 };
 use crate::weights::{bind, vocab_size, Weights};
 use crate::ModelError;
@@ -530,12 +530,8 @@ fn attention(
                 match (&kv.store, fdot) {
                     (KvStore::F32 { k, .. }, FloatDot::Ggml) => vec_dot_f32(&k[r], qh),
                     (KvStore::F16 { k, .. }, FloatDot::Ggml) => vec_dot_f16(&k[r], q16),
-                    (KvStore::F32 { k, .. }, FloatDot::IkGemm) => {
-                        Ok(ik_dot(|j| k[r.start + j], qh))
-                    }
-                    (KvStore::F16 { k, .. }, FloatDot::IkGemm) => {
-                        Ok(ik_dot(|j| k[r.start + j].to_f32(), qh))
-                    }
+                    (KvStore::F32 { k, .. }, FloatDot::IkGemm) => ik_dot_f32(&k[r], qh),
+                    (KvStore::F16 { k, .. }, FloatDot::IkGemm) => ik_dot_f16_f32(&k[r], qh),
                 }
                 .map_err(kerr)
             };
@@ -572,12 +568,8 @@ fn attention(
                 *o = match (&kv.store, fdot) {
                     (KvStore::F32 { vt, .. }, FloatDot::Ggml) => vec_dot_f32(&vt[r], row),
                     (KvStore::F16 { vt, .. }, FloatDot::Ggml) => vec_dot_f16(&vt[r], p16),
-                    (KvStore::F32 { vt, .. }, FloatDot::IkGemm) => {
-                        Ok(ik_dot(|j| vt[r.start + j], row))
-                    }
-                    (KvStore::F16 { vt, .. }, FloatDot::IkGemm) => {
-                        Ok(ik_dot(|j| vt[r.start + j].to_f32(), row))
-                    }
+                    (KvStore::F32 { vt, .. }, FloatDot::IkGemm) => ik_dot_f32(&vt[r], row),
+                    (KvStore::F16 { vt, .. }, FloatDot::IkGemm) => ik_dot_f16_f32(&vt[r], row),
                 }
                 .map_err(kerr)?;
             }

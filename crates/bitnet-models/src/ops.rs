@@ -158,35 +158,9 @@ pub enum FloatDot {
     #[default]
     Ggml,
     /// ik_llama.cpp's `iqk_mul_mat` float GEMM (`mul_mat_Qx_Qy_MxN`, AVX2): F16 widened to
-    /// f32, the F32 operand kept as is; one 8-lane accumulator started with a product and
-    /// continued with FMAs per 8 elements, then 4-element tails into lanes 0..4, then
-    /// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+    /// f32, the F32 operand kept as is, one 8-lane FMA accumulator
+    /// (`bitnet_kernels::ik_float`).
     IkGemm,
-}
-
-/// ik_llama.cpp's AVX2 float dot (see [`FloatDot::IkGemm`]) of `x(i)` and `y`, over
-/// `y.len()` elements (a multiple of 4; ik refuses other lengths).
-#[inline]
-pub fn ik_dot(x: impl Fn(usize) -> f32, y: &[f32]) -> f32 {
-    let n = y.len();
-    let nb = n / SIMD_LANES;
-    let mut acc = [0.0f32; SIMD_LANES];
-    for (l, a) in acc.iter_mut().enumerate() {
-        *a = if nb > 0 { x(l) * y[l] } else { 0.0 };
-    }
-    for c in 1..nb {
-        for (l, a) in acc.iter_mut().enumerate() {
-            let i = c * SIMD_LANES + l;
-            *a = x(i).mul_add(y[i], *a);
-        }
-    }
-    for c in (2 * nb)..(n / 4) {
-        for (l, a) in acc[..4].iter_mut().enumerate() {
-            let i = 4 * c + l;
-            *a = x(i).mul_add(y[i], *a);
-        }
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 /// How RoPE pairs a head's dimensions.
@@ -276,26 +250,6 @@ mod tests {
         assert_eq!(h, orig);
         rope_head(&mut h, &cache, RopeStyle::Normal);
         assert_eq!(h, orig);
-    }
-
-    #[test]
-    fn ik_dot_is_one_fma_chain_per_lane_with_4_wide_tails() {
-        // n = 12: one 8-wide step (a plain product per lane), then a 4-wide tail into lanes
-        // 0..4, then the pairwise lane sum.
-        let x: Vec<f32> = (0..12).map(|i| 1.0 + i as f32 * 0.1).collect();
-        let y: Vec<f32> = (0..12).map(|i| 0.5 - i as f32 * 0.07).collect();
-        let mut l: Vec<f32> = (0..8).map(|i| x[i] * y[i]).collect();
-        for i in 0..4 {
-            l[i] = x[8 + i].mul_add(y[8 + i], l[i]);
-        }
-        let want = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
-        assert_eq!(ik_dot(|i| x[i], &y), want);
-        let exact: f64 = x
-            .iter()
-            .zip(&y)
-            .map(|(a, b)| f64::from(*a) * f64::from(*b))
-            .sum();
-        assert!((f64::from(want) - exact).abs() < 1e-5);
     }
 
     #[test]
