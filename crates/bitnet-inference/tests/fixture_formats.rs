@@ -15,6 +15,8 @@ use bitnet_models::{Model, Numerics, Reference};
 const QUANTIZED_VS_F32_MAX_REL: f32 = 0.05;
 const QUANTIZED_VS_F32_MIN_COSINE: f64 = 0.999;
 
+/// Arbitrary ids inside the fixtures' 128256-token vocabulary (BOS first); format
+/// equivalence holds for any input.
 const TOKENS: [u32; 8] = [128000, 791, 6864, 315, 9822, 374, 12366, 11];
 
 fn logits(arch: Arch, format: WeightFormat, scales: ScaleStyle, numerics: Numerics) -> Vec<f32> {
