@@ -65,8 +65,6 @@ const Q4_1_BYTES: usize = 20;
 /// Elements per Q8_0 / Q8_1 / Q4_0 / Q4_1 block.
 const QK32: usize = QK8_0;
 
-// Harness
-
 fn spawn(r: Reference) -> RefCell<RefRunner> {
     RefCell::new(RefRunner::spawn(r).unwrap_or_else(|e| panic!("{e}")))
 }
@@ -131,8 +129,6 @@ fn blocks<B: Pod>(bytes: &[u8]) -> Vec<B> {
     bytemuck::cast_slice_mut::<B, u8>(&mut v).copy_from_slice(bytes);
     v
 }
-
-// Inputs
 
 /// Values of one block of `n` from one adversarial family.
 fn block(n: usize) -> BoxedStrategy<Vec<f32>> {
@@ -388,8 +384,6 @@ fn raw_blocks(
 /// a float row (`None`, the first row), and an activation row.
 type DotCase = (Option<Vec<u8>>, Vec<f32>, Vec<f32>);
 
-// Shared checks
-
 /// A block format with a reference quantizer and a dequantizer in both implementations.
 struct BlockFormat<B> {
     ty: GgmlType,
@@ -490,8 +484,6 @@ fn vec_dot_matches<W: Pod, A: Pod>(
     }
     Ok(())
 }
-
-// Upstream llama.cpp and bitnet.cpp: TQ1_0, TQ2_0, Q8_K
 
 #[rstest]
 #[case::llama_cpp(Reference::LlamaCpp)]
@@ -661,10 +653,10 @@ fn tq2_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
     );
 }
 
-// Upstream llama.cpp: Q8_0, Q4_0, Q4_1, Q8_1. bitnet.cpp (which also runs SmolLM2's Q4_1 and
-// Q8_0 tensors) shares the activation quantizers and the dots; its reference weight
-// quantizers are compiled with FMA contraction and are not ours to match (its Q4_0 one
-// rounds `x·id + 8.5f` in one FMA and differs on near-ties), so those are upstream-only.
+// The formats with 32-element blocks. bitnet.cpp (which also runs SmolLM2's Q4_1 and Q8_0 tensors)
+// shares upstream's activation quantizers and dots; its reference weight quantizers are
+// compiled with FMA contraction and are not ours to match (its Q4_0 one rounds
+// `x·id + 8.5f` in one FMA and differs on near-ties), so those are checked upstream only.
 
 #[test]
 fn q8_0_quantize_ref_and_dequantize_are_identical() {
@@ -890,8 +882,6 @@ fn q4_1_dot_q8_1_is_bit_identical(#[case] reference: Reference) {
         },
     );
 }
-
-// bitnet.cpp: I2_S, I8_S
 
 /// Bytes of an I2_S tensor we compare: the codes and the f32 scale. bitnet.cpp's
 /// `quantize_i2_s` leaves the 28 padding bytes after the scale as it found them (the
@@ -1139,8 +1129,6 @@ fn i2_s_dot_i8_s_wraps_its_16_bit_lanes_like_bitnet_cpp() {
     }
 }
 
-// ik_llama.cpp: IQ2_BN, Q8_K64
-
 /// Our IQ2_BN rows of `x` (rows of `k`), as bytes.
 fn our_iq2_bn(x: &[f32], k: usize) -> Result<Vec<u8>, String> {
     let size = iq2_bn_row_size(k).map_err(err)?;
@@ -1362,8 +1350,6 @@ fn iq2_bn_dot_q8_k64_odd_block_counts_read_the_wrong_half_in_ik() {
         },
     );
 }
-
-// Fixed single checks that need no property
 
 #[test]
 fn i8_s_row_layout_is_codes_then_scale_then_sum() {
