@@ -1,0 +1,33 @@
+//! Inference over [`bitnet_models`]: sessions (batched prefill, incremental decode,
+//! `reset`/`truncate`), seeded sampling and generation.
+//!
+//! ```no_run
+//! use bitnet_inference::{GenerateOptions, Session, SessionConfig};
+//! use bitnet_models::Model;
+//!
+//! # fn main() -> Result<(), bitnet_inference::InferenceError> {
+//! let model = Model::load("model.gguf")?;
+//! let mut session = Session::new(&model, &SessionConfig::new(256))?;
+//! let all = session.eval(&[504, 3575, 282, 4649, 314])?; // (5, n_vocab)
+//! session.reset();
+//! let gen = session.generate(&[504, 3575, 282, 4649, 314], &GenerateOptions::greedy(8))?;
+//! # let _ = (all, gen); Ok(()) }
+//! ```
+//!
+//! Determinism: every logit is computed by one thread (threads split matmul rows, never a
+//! sum), so results are identical for any thread count (`BITNET_THREADS`, or rayon's
+//! `RAYON_NUM_THREADS`) and for any batch split. Sampling draws from a seeded SplitMix64
+//! stream: [`SamplingParams::from_env`] reads `BITNET_SEED`, and `BITNET_DETERMINISTIC=1`
+//! fixes the seed (42) when none is given.
+
+mod error;
+mod sampling;
+mod session;
+
+pub use error::InferenceError;
+pub use sampling::{
+    argmax, Rng, Sampler, SamplingParams, DETERMINISTIC_ENV, DETERMINISTIC_SEED, SEED_ENV,
+};
+pub use session::{
+    eval_logits_once, GenerateOptions, Generation, Session, SessionConfig, StopReason, THREADS_ENV,
+};

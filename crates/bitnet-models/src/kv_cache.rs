@@ -1,0 +1,104 @@
+//! The KV cache: per layer, K as one row per position and V transposed (one row per
+//! channel, positions contiguous), as llama.cpp lays it out without flash attention, in
+//! F32 or F16.
+
+use half::f16;
+
+/// Element type of the KV cache; part of the numerics (an F16 cache rounds K and V, and
+/// then Q and the attention weights, to f16 before their dot products).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KvType {
+    /// Upstream llama.cpp's parity setting.
+    #[default]
+    F32,
+    /// What ik_llama.cpp and bitnet.cpp run (they refuse an F32 V cache without flash
+    /// attention).
+    F16,
+}
+
+/// Positions are stored in chunks of this many so that every attention dot product covers
+/// whole SIMD steps: ggml pads the KV length to 256 with masked (zero-weight) cells, and its
+/// AVX2 dot sums 32 elements per step, so only the real positions rounded up to 32 matter.
+pub(crate) const KV_STEP: usize = 32;
+
+/// K: (n_layer, capacity, n_embd_kv); V transposed: (n_layer, n_embd_kv, capacity).
+#[derive(Debug, Clone)]
+pub(crate) enum KvStore {
+    F32 { k: Vec<f32>, vt: Vec<f32> },
+    F16 { k: Vec<f16>, vt: Vec<f16> },
+}
+
+/// Keys and values of every layer for up to `capacity` positions.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    kv_type: KvType,
+    /// Positions the cache can hold (the session's context).
+    n_ctx: usize,
+    /// Allocated positions: `n_ctx` rounded up to [`KV_STEP`]; the cells past the context
+    /// stay zero (ggml's buffer is cleared at creation too).
+    capacity: usize,
+    /// K/V width per position: `n_head_kv · head_dim`.
+    n_embd_kv: usize,
+    pub(crate) store: KvStore,
+}
+
+impl KvCache {
+    pub(crate) fn new(kv_type: KvType, n_layer: usize, n_ctx: usize, n_embd_kv: usize) -> KvCache {
+        let capacity = n_ctx.div_ceil(KV_STEP) * KV_STEP;
+        let n = n_layer * capacity * n_embd_kv;
+        KvCache {
+            kv_type,
+            n_ctx,
+            capacity,
+            n_embd_kv,
+            store: match kv_type {
+                KvType::F32 => KvStore::F32 {
+                    k: vec![0.0; n],
+                    vt: vec![0.0; n],
+                },
+                KvType::F16 => KvStore::F16 {
+                    k: vec![f16::ZERO; n],
+                    vt: vec![f16::ZERO; n],
+                },
+            },
+        }
+    }
+
+    /// The element type.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
+    }
+
+    /// Positions the cache holds.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Writes position `pos` of layer `layer`: k, v: (n_embd_kv,).
+    pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let (cap, w) = (self.capacity, self.n_embd_kv);
+        let krow = (layer * cap + pos) * w;
+        let vbase = layer * w * cap;
+        match &mut self.store {
+            KvStore::F32 { k: kc, vt: vc } => {
+                kc[krow..krow + w].copy_from_slice(k);
+                for (c, &x) in v.iter().enumerate() {
+                    vc[vbase + c * cap + pos] = x;
+                }
+            }
+            KvStore::F16 { k: kc, vt: vc } => {
+                // ggml's F16 `set_rows`: round to nearest even.
+                for (o, &x) in kc[krow..krow + w].iter_mut().zip(k) {
+                    *o = f16::from_f32(x);
+                }
+                for (c, &x) in v.iter().enumerate() {
+                    vc[vbase + c * cap + pos] = f16::from_f32(x);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Row-parallel matrix × activations products, each weight format paired with the
+//! activation format ggml pairs it with (`type_traits_cpu[..].vec_dot_type`), quantized by
+//! the quantizer the reference's x86 build runs (`from_float`):
+//!
+//! | weights | activations | quantizer |
+//! |---|---|---|
+//! | F32 | F32 | none |
+//! | F16 | F16 | round to nearest even (F16C) |
+//! | BF16 | BF16 | `GGML_FP32_TO_BF16` |
+//! | Q8_0, Q4_0 | Q8_0 | ggml-cpu x86 `quantize_row_q8_0` (ties to even, `id = 127/amax`) |
+//! | Q4_1 | Q8_1 | ggml-cpu x86 `quantize_row_q8_1` |
+//! | TQ1_0, TQ2_0 | Q8_K | `quantize_row_q8_K_ref` (the only one x86 has) |
+//! | I2_S | I8_S | bitnet.cpp `quantize_row_i8_s` (per row) |
+//! | IQ2_BN | Q8_K64 | ik_llama.cpp x86 `quantize_row_q8_K64` (per row) |
+//!
+//! Every output element is one dot product of one weight row with one activation row, so
+//! threads split output rows and never a reduction: the result does not depend on the
+//! thread count. Activations are quantized once per input ([`Activations`]) and shared by
+//! every matmul reading that input (Q/K/V, gate/up).
+
+use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
+use bitnet_kernels::float::{
+    f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16, vec_dot_f32,
+};
+use bitnet_kernels::i2_s::{i2_s_dot_to_f32, vec_dot_i2_s_i8_s, I2sTensor};
+use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
+use bitnet_kernels::iq2_bn::{vec_dot_iq2_bn_q8_k64, Iq2BnRow};
+use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
+use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
+use bitnet_kernels::q8_0::{quantize_row_q8_0_x86, vec_dot_q8_0_q8_0, BlockQ8_0, QK8_0};
+use bitnet_kernels::q8_1::{quantize_row_q8_1_x86, BlockQ8_1};
+use bitnet_kernels::q8_k::{quantize_row_q8_k, BlockQ8K, SumOrder, QK_K};
+use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header, Q8K64Row};
+use bitnet_kernels::tq1_0::{vec_dot_tq1_0_q8_k, BlockTQ1_0};
+use bitnet_kernels::tq2_0::{vec_dot_tq2_0_q8_k, BlockTQ2_0};
+use bitnet_kernels::KernelError;
+use bytemuck::Zeroable;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::ops::{ik_dot, FloatDot};
+use crate::ModelError;
+
+/// The activation format a weight format is multiplied against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ActKind {
+    F32,
+    F16,
+    Bf16,
+    Q8_0,
+    Q8_1,
+    Q8K,
+    I8s,
+    Q8K64,
+}
+
+impl ActKind {
+    const ALL: [ActKind; 8] = [
+        ActKind::F32,
+        ActKind::F16,
+        ActKind::Bf16,
+        ActKind::Q8_0,
+        ActKind::Q8_1,
+        ActKind::Q8K,
+        ActKind::I8s,
+        ActKind::Q8K64,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The weight formats a [`Linear`] can hold, with their activation format; `None` for types
+/// that cannot be matmul weights.
+pub(crate) fn act_kind(t: GgmlType) -> Option<ActKind> {
+    Some(match t {
+        GgmlType::F32 => ActKind::F32,
+        GgmlType::F16 => ActKind::F16,
+        GgmlType::BF16 => ActKind::Bf16,
+        GgmlType::Q8_0 | GgmlType::Q4_0 => ActKind::Q8_0,
+        GgmlType::Q4_1 => ActKind::Q8_1,
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => ActKind::Q8K,
+        GgmlType::I2_S => ActKind::I8s,
+        GgmlType::IQ2_BN => ActKind::Q8K64,
+        _ => return None,
+    })
+}
+
+/// A weight matrix `(n, k)`: `n` rows of `k` weights (ggml dims `[k, n]`), with the
+/// optional scalar that upstream's `bitnet` graph multiplies its output by.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub(crate) name: String,
+    pub(crate) info: TensorInfo,
+    pub(crate) act: ActKind,
+    /// Row length (input width).
+    pub k: usize,
+    /// Rows (output width).
+    pub n: usize,
+    /// `{name}.scale`, applied as `y · scale` after the product (`ggml_mul`).
+    pub scale: Option<f32>,
+}
+
+impl Linear {
+    /// The tensor's name in the file.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tensor's storage type.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.info.ggml_type
+    }
+
+    /// Checks at load that the kernels accept this tensor's bytes (block alignment,
+    /// format-specific row constraints), so that [`matmul`] cannot fail on it later.
+    pub(crate) fn check(&self, file: &GgufFile) -> Result<(), ModelError> {
+        let bytes = file.tensor_data(&self.info);
+        let bad = |reason: String| ModelError::InvalidTensor {
+            name: self.name.clone(),
+            reason,
+        };
+        let misaligned = |_| bad("tensor data is not aligned for its block type".into());
+        match self.info.ggml_type {
+            GgmlType::F32 => bytemuck::try_cast_slice::<u8, f32>(bytes).map(drop),
+            GgmlType::F16 => bytemuck::try_cast_slice::<u8, f16>(bytes).map(drop),
+            GgmlType::BF16 => bytemuck::try_cast_slice::<u8, bf16>(bytes).map(drop),
+            GgmlType::Q8_0 => bytemuck::try_cast_slice::<u8, BlockQ8_0>(bytes).map(drop),
+            GgmlType::Q4_0 => bytemuck::try_cast_slice::<u8, BlockQ4_0>(bytes).map(drop),
+            GgmlType::Q4_1 => bytemuck::try_cast_slice::<u8, BlockQ4_1>(bytes).map(drop),
+            GgmlType::TQ1_0 => bytemuck::try_cast_slice::<u8, BlockTQ1_0>(bytes).map(drop),
+            GgmlType::TQ2_0 => bytemuck::try_cast_slice::<u8, BlockTQ2_0>(bytes).map(drop),
+            GgmlType::I2_S => {
+                return I2sTensor::from_bytes(bytes, self.k, self.n)
+                    .map(drop)
+                    .map_err(|e| bad(e.to_string()))
+            }
+            GgmlType::IQ2_BN => {
+                if self.k < bitnet_kernels::q8_k64::Q8_K64_MIN_K {
+                    return Err(bad(format!(
+                        "IQ2_BN rows need at least 512 weights (ik_llama.cpp's limit), got {}",
+                        self.k
+                    )));
+                }
+                return Ok(());
+            }
+            other => {
+                return Err(ModelError::UnsupportedType {
+                    name: self.name.clone(),
+                    ggml_type: other,
+                    role: "a matmul weight",
+                })
+            }
+        }
+        .map_err(misaligned)
+    }
+}
+
+/// Quantized copies of one matmul input (`n_tok` rows of `k` floats), one slot per
+/// activation format, filled on first use and shared until [`Activations::invalidate`].
+/// Buffers are sized once for the largest batch and row, so a forward pass allocates
+/// nothing here.
+#[derive(Debug)]
+pub struct Activations {
+    valid: [bool; ActKind::ALL.len()],
+    f16: Vec<f16>,
+    bf16: Vec<bf16>,
+    q8_0: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
+    q8k: Vec<BlockQ8K>,
+    /// I8_S and Q8_K64 quants (never both live: one input has one per-row format of each).
+    i8s: Vec<i8>,
+    i8s_meta: Vec<I8sRowMeta>,
+    q8k64: Vec<i8>,
+    q8k64_head: Vec<Q8K64Header>,
+}
+
+impl Activations {
+    /// Buffers for up to `n_tok` rows of up to `k_max` values, for the formats in `kinds`.
+    pub(crate) fn new(kinds: &[ActKind], n_tok: usize, k_max: usize) -> Activations {
+        let has = |k: ActKind| kinds.contains(&k);
+        let n = n_tok * k_max;
+        let sized = |k: ActKind, len: usize| if has(k) { len } else { 0 };
+        Activations {
+            valid: [false; ActKind::ALL.len()],
+            f16: vec![f16::ZERO; sized(ActKind::F16, n)],
+            bf16: vec![bf16::ZERO; sized(ActKind::Bf16, n)],
+            q8_0: vec![BlockQ8_0::zeroed(); sized(ActKind::Q8_0, n / QK8_0)],
+            q8_1: vec![BlockQ8_1::zeroed(); sized(ActKind::Q8_1, n / QK8_0)],
+            q8k: vec![BlockQ8K::zeroed(); sized(ActKind::Q8K, n / QK_K)],
+            i8s: vec![0; sized(ActKind::I8s, n)],
+            i8s_meta: vec![I8sRowMeta { scale: 0.0, sum: 0 }; sized(ActKind::I8s, n_tok)],
+            q8k64: vec![0; sized(ActKind::Q8K64, n)],
+            q8k64_head: vec![Q8K64Header::zeroed(); sized(ActKind::Q8K64, n_tok)],
+        }
+    }
+
+    /// Forgets every quantized copy: the next matmul reads a new input.
+    pub(crate) fn invalidate(&mut self) {
+        self.valid = [false; ActKind::ALL.len()];
+    }
+
+    /// Quantizes `x` (`n_tok` rows of `k`) to `kind` unless already done.
+    fn prepare(
+        &mut self,
+        kind: ActKind,
+        x: &[f32],
+        n_tok: usize,
+        k: usize,
+        w: &str,
+    ) -> Result<(), ModelError> {
+        if self.valid[kind.index()] {
+            return Ok(());
+        }
+        let n = n_tok * k;
+        let x = &x[..n];
+        let kerr = |source: KernelError| ModelError::Kernel {
+            tensor: w.to_owned(),
+            source,
+        };
+        match kind {
+            ActKind::F32 => {}
+            ActKind::F16 => f32_to_f16_row(x, &mut self.f16[..n]).map_err(kerr)?,
+            ActKind::Bf16 => f32_to_bf16_row(x, &mut self.bf16[..n]).map_err(kerr)?,
+            ActKind::Q8_0 => quantize_row_q8_0_x86(x, &mut self.q8_0[..n / QK8_0]).map_err(kerr)?,
+            ActKind::Q8_1 => quantize_row_q8_1_x86(x, &mut self.q8_1[..n / QK8_0]).map_err(kerr)?,
+            ActKind::Q8K => quantize_row_q8_k(x, &mut self.q8k[..n / QK_K]).map_err(kerr)?,
+            ActKind::I8s => {
+                for ((xr, qr), m) in x
+                    .chunks_exact(k)
+                    .zip(self.i8s.chunks_exact_mut(k))
+                    .zip(&mut self.i8s_meta)
+                {
+                    *m = quantize_row_i8_s(xr, qr).map_err(kerr)?;
+                }
+            }
+            ActKind::Q8K64 => {
+                for ((xr, qr), h) in x
+                    .chunks_exact(k)
+                    .zip(self.q8k64.chunks_exact_mut(k))
+                    .zip(&mut self.q8k64_head)
+                {
+                    *h = quantize_row_q8_k64(xr, qr).map_err(kerr)?;
+                }
+            }
+        }
+        self.valid[kind.index()] = true;
+        Ok(())
+    }
+}
+
+/// Typed views of one weight tensor and its prepared activations.
+enum Operands<'a> {
+    F32(&'a [f32], &'a [f32]),
+    F16(&'a [f16], &'a [f16]),
+    IkF32(&'a [f32], &'a [f32]),
+    IkF16(&'a [f16], &'a [f32]),
+    Bf16(&'a [bf16], &'a [bf16]),
+    Q8_0(&'a [BlockQ8_0], &'a [BlockQ8_0]),
+    Q4_0(&'a [BlockQ4_0], &'a [BlockQ8_0]),
+    Q4_1(&'a [BlockQ4_1], &'a [BlockQ8_1]),
+    Tq1(&'a [BlockTQ1_0], &'a [BlockQ8K]),
+    Tq2(&'a [BlockTQ2_0], &'a [BlockQ8K]),
+    I2s(I2sTensor<'a>, &'a [i8], &'a [I8sRowMeta]),
+    Iq2Bn(&'a [u8], usize, &'a [i8], &'a [Q8K64Header]),
+}
+
+impl Operands<'_> {
+    /// Weight row `r` · activation row `t`; rows have `k` elements.
+    fn dot(&self, r: usize, t: usize, k: usize) -> Result<f32, KernelError> {
+        fn rows<'s, W, A>(
+            w: &'s [W],
+            a: &'s [A],
+            r: usize,
+            t: usize,
+            per: usize,
+        ) -> (&'s [W], &'s [A]) {
+            (&w[r * per..(r + 1) * per], &a[t * per..(t + 1) * per])
+        }
+        match self {
+            Operands::F32(w, a) => {
+                let (w, a) = rows(w, a, r, t, k);
+                vec_dot_f32(w, a)
+            }
+            Operands::F16(w, a) => {
+                let (w, a) = rows(w, a, r, t, k);
+                vec_dot_f16(w, a)
+            }
+            Operands::IkF32(w, a) => {
+                let (w, a) = rows(w, a, r, t, k);
+                Ok(ik_dot(|i| w[i], a))
+            }
+            Operands::IkF16(w, a) => {
+                let (w, a) = rows(w, a, r, t, k);
+                Ok(ik_dot(|i| w[i].to_f32(), a))
+            }
+            Operands::Bf16(w, a) => {
+                let (w, a) = rows(w, a, r, t, k);
+                vec_dot_bf16(w, a)
+            }
+            Operands::Q8_0(w, a) => {
+                let (w, a) = rows(w, a, r, t, k / QK8_0);
+                vec_dot_q8_0_q8_0(w, a)
+            }
+            Operands::Q4_0(w, a) => {
+                let (w, a) = rows(w, a, r, t, k / QK8_0);
+                vec_dot_q4_0_q8_0(w, a)
+            }
+            Operands::Q4_1(w, a) => {
+                let (w, a) = rows(w, a, r, t, k / QK8_0);
+                vec_dot_q4_1_q8_1(w, a)
+            }
+            Operands::Tq1(w, a) => {
+                let (w, a) = rows(w, a, r, t, k / QK_K);
+                vec_dot_tq1_0_q8_k(SumOrder::GgmlAvx2, w, a)
+            }
+            Operands::Tq2(w, a) => {
+                let (w, a) = rows(w, a, r, t, k / QK_K);
+                vec_dot_tq2_0_q8_k(SumOrder::GgmlAvx2, w, a)
+            }
+            Operands::I2s(w, q, meta) => {
+                let row = w.row(r).unwrap_or_default();
+                let sumi = vec_dot_i2_s_i8_s(row, &q[t * k..(t + 1) * k])?;
+                Ok(i2_s_dot_to_f32(sumi, &meta[t], w.scale()))
+            }
+            Operands::Iq2Bn(bytes, row_size, q, heads) => {
+                let w = Iq2BnRow::from_bytes(&bytes[r * row_size..(r + 1) * row_size], k)?;
+                let a = Q8K64Row::new(heads[t], &q[t * k..(t + 1) * k])?;
+                vec_dot_iq2_bn_q8_k64(&w, &a)
+            }
+        }
+    }
+}
+
+fn cast<T: bytemuck::AnyBitPattern>(bytes: &[u8]) -> &[T] {
+    // Alignment and size were checked at load (`Linear::check`).
+    bytemuck::try_cast_slice(bytes).unwrap_or_default()
+}
+
+/// `out = W · x` for `n_tok` activation rows (without the `.scale`, see [`apply_scale`]): x: (n_tok, k), out: (n_tok, n). `tmp` holds at
+/// least `n · n_tok` floats (rows are computed as (n, n_tok) so that one thread walks one
+/// weight row across every token, then transposed).
+pub(crate) fn matmul(
+    file: &GgufFile,
+    w: &Linear,
+    acts: &mut Activations,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+    tmp: &mut [f32],
+    float_dot: FloatDot,
+) -> Result<(), ModelError> {
+    let (k, n) = (w.k, w.n);
+    let ik = float_dot == FloatDot::IkGemm;
+    // ik's float GEMM keeps the activations in f32 even against F16 weights.
+    let act = if ik && w.act == ActKind::F16 {
+        ActKind::F32
+    } else {
+        w.act
+    };
+    acts.prepare(act, x, n_tok, k, &w.name)?;
+    let bytes = file.tensor_data(&w.info);
+    let nk = n_tok * k;
+    let ops = match w.info.ggml_type {
+        GgmlType::F32 if ik => Operands::IkF32(cast(bytes), &x[..nk]),
+        GgmlType::F16 if ik => Operands::IkF16(cast(bytes), &x[..nk]),
+        GgmlType::F32 => Operands::F32(cast(bytes), &x[..nk]),
+        GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16[..nk]),
+        GgmlType::BF16 => Operands::Bf16(cast(bytes), &acts.bf16[..nk]),
+        GgmlType::Q8_0 => Operands::Q8_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
+        GgmlType::Q4_0 => Operands::Q4_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
+        GgmlType::Q4_1 => Operands::Q4_1(cast(bytes), &acts.q8_1[..nk / QK8_0]),
+        GgmlType::TQ1_0 => Operands::Tq1(cast(bytes), &acts.q8k[..nk / QK_K]),
+        GgmlType::TQ2_0 => Operands::Tq2(cast(bytes), &acts.q8k[..nk / QK_K]),
+        GgmlType::I2_S => Operands::I2s(
+            I2sTensor::from_bytes(bytes, k, n).map_err(|source| ModelError::Kernel {
+                tensor: w.name.clone(),
+                source,
+            })?,
+            &acts.i8s[..nk],
+            &acts.i8s_meta[..n_tok],
+        ),
+        GgmlType::IQ2_BN => Operands::Iq2Bn(
+            bytes,
+            4 + k / 4,
+            &acts.q8k64[..nk],
+            &acts.q8k64_head[..n_tok],
+        ),
+        other => {
+            return Err(ModelError::UnsupportedType {
+                name: w.name.clone(),
+                ggml_type: other,
+                role: "a matmul weight",
+            })
+        }
+    };
+    let kerr = |source| ModelError::Kernel {
+        tensor: w.name.clone(),
+        source,
+    };
+    // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
+    let rows_per_task = n.div_ceil(rayon::current_num_threads() * 8).max(4);
+    if n_tok == 1 {
+        out[..n]
+            .par_chunks_mut(rows_per_task)
+            .enumerate()
+            .try_for_each(|(c, o)| {
+                // Shape: o: (rows,) outputs of rows c·rows_per_task.. for the one token.
+                for (i, y) in o.iter_mut().enumerate() {
+                    *y = ops.dot(c * rows_per_task + i, 0, k)?;
+                }
+                Ok(())
+            })
+            .map_err(kerr)?;
+    } else {
+        tmp[..n * n_tok]
+            .par_chunks_mut(rows_per_task * n_tok)
+            .enumerate()
+            .try_for_each(|(c, o)| {
+                // Shape: o: (rows, n_tok), weight row-major.
+                for (i, row) in o.chunks_exact_mut(n_tok).enumerate() {
+                    for (t, y) in row.iter_mut().enumerate() {
+                        *y = ops.dot(c * rows_per_task + i, t, k)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(kerr)?;
+        for (t, orow) in out[..n_tok * n].chunks_exact_mut(n).enumerate() {
+            for (r, y) in orow.iter_mut().enumerate() {
+                *y = tmp[r * n_tok + t];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Multiplies a matmul output by the weight's `.scale`, if it has one (`ggml_mul` with a
+/// `{1}` tensor). out: (n_tok, n).
+pub(crate) fn apply_scale(w: &Linear, out: &mut [f32]) {
+    if let Some(s) = w.scale {
+        for y in out {
+            *y *= s;
+        }
+    }
+}

@@ -1,0 +1,689 @@
+//! The loaded model, its per-session run state, and the forward pass.
+
+use std::path::Path;
+
+use bitnet_gguf::GgufFile;
+use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16, vec_dot_f32};
+use half::f16;
+
+use crate::config::{Config, FfnActivation};
+use crate::kv_cache::{KvCache, KvStore, KvType, KV_STEP};
+use crate::matmul::{apply_scale, matmul, Activations, Linear};
+use crate::ops::{
+    ik_dot, relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot,
+    NormOrder,
+};
+use crate::weights::{bind, vocab_size, Weights};
+use crate::ModelError;
+
+/// A capture hook: called with a tensor's name as llama.cpp's `cb_eval` sees it
+/// (`attn_norm-0`, `Qcur-0`, `kq_soft_max-0`, `l_out-29`, `result_output`, ...), its shape
+/// in ggml order (`shape[0]` is the contiguous dimension) and its values. `Send` so that a
+/// forward pass may run inside a thread pool; it is only ever called from the thread that
+/// runs the pass.
+pub type CaptureFn<'a> = dyn FnMut(&str, &[usize], &[f32]) + Send + 'a;
+
+/// The C++ reference whose arithmetic a session reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reference {
+    /// Upstream llama.cpp (x86 AVX2+FMA build, llamafile sgemm off).
+    LlamaCpp,
+    /// ik_llama.cpp.
+    IkLlamaCpp,
+    /// Microsoft bitnet.cpp.
+    BitnetCpp,
+}
+
+/// Where the references compute the same graph differently, as explicit settings.
+///
+/// Everything else (rounding of activations per weight format, summation orders,
+/// `ggml_v_expf` in softmax and SiLU, RoPE's FMA contraction, the f64 sums of RMSNorm) is
+/// upstream llama.cpp's, which is also what the forks inherit from ggml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Numerics {
+    /// KV cache element type: F32 for upstream parity, F16 for ik_llama.cpp and bitnet.cpp
+    /// (which refuse an F32 V cache without flash attention).
+    pub kv_type: KvType,
+    /// RMSNorm's product order: ik_llama.cpp's fused norm multiplies the scale into the
+    /// weight first.
+    pub norm: NormOrder,
+    /// Multiple the reference pads the attended KV length to with masked cells: 256 in
+    /// upstream llama.cpp, 32 in ik_llama.cpp and bitnet.cpp. Masked cells weigh exactly 0
+    /// and every pad keeps the real cells in the same SIMD lanes, so only the shape of the
+    /// captured `kq`/`kq_soft_max` depends on it.
+    pub kv_pad: usize,
+    /// F32/F16 dot products (F32/F16 weights and attention): ggml's `vec_dot_*` or
+    /// ik_llama.cpp's float GEMM.
+    pub float_dot: FloatDot,
+}
+
+impl Default for Numerics {
+    /// Upstream llama.cpp's arithmetic.
+    fn default() -> Numerics {
+        Numerics {
+            kv_type: KvType::F32,
+            norm: NormOrder::ScaleThenWeight,
+            kv_pad: 256,
+            float_dot: FloatDot::Ggml,
+        }
+    }
+}
+
+impl Numerics {
+    /// The settings that match `reference` as the parity suite runs it
+    /// (`bitnet_sys::SessionConfig::deterministic`).
+    pub fn for_reference(reference: Reference) -> Numerics {
+        match reference {
+            Reference::LlamaCpp => Numerics::default(),
+            Reference::BitnetCpp => Numerics {
+                kv_type: KvType::F16,
+                kv_pad: 32,
+                ..Numerics::default()
+            },
+            Reference::IkLlamaCpp => Numerics {
+                kv_type: KvType::F16,
+                norm: NormOrder::WeightScaleFirst,
+                kv_pad: 32,
+                float_dot: FloatDot::IkGemm,
+            },
+        }
+    }
+}
+
+/// Which positions of a batch get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Logits {
+    /// Every position (llama.cpp with `logits = true` on every token).
+    All,
+    /// Only the last position (generation).
+    Last,
+}
+
+/// A GGUF model: memory-mapped weights bound to the graph of its architecture.
+#[derive(Debug)]
+pub struct Model {
+    file: GgufFile,
+    config: Config,
+    weights: Weights,
+}
+
+impl Model {
+    /// Maps `path`, reads the hyper-parameters and validates every tensor's name, type and
+    /// shape against them.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        Model::from_gguf(GgufFile::open(path)?)
+    }
+
+    /// [`Model::load`] for a file already opened (or held in memory).
+    pub fn from_gguf(file: GgufFile) -> Result<Model, ModelError> {
+        // The architecture decides which keys exist; check it before the vocabulary so that
+        // an unsupported model is reported as such.
+        let arch = file.get_str("general.architecture").map_err(|e| match e {
+            bitnet_gguf::GgufError::MissingKey { key } => ModelError::MissingKey { key },
+            e => ModelError::Gguf(e),
+        })?;
+        if crate::Arch::from_name(arch).is_none() {
+            return Err(ModelError::UnsupportedArch {
+                arch: arch.to_owned(),
+            });
+        }
+        let config = Config::from_gguf(&file, vocab_size(&file)?)?;
+        let weights = bind(&file, &config)?;
+        Ok(Model {
+            file,
+            config,
+            weights,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The underlying file (metadata such as the tokenizer).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// Allocates the KV cache and every scratch buffer for `n_ctx` positions and batches of
+    /// up to `n_batch` tokens: after this, [`Model::forward`] allocates nothing unless a
+    /// capture hook is set.
+    pub fn new_state(
+        &self,
+        n_ctx: usize,
+        n_batch: usize,
+        numerics: Numerics,
+    ) -> Result<State, ModelError> {
+        if n_ctx == 0 || n_batch == 0 {
+            return Err(ModelError::InvalidArgument(
+                "n_ctx and n_batch must be positive".into(),
+            ));
+        }
+        let c = &self.config;
+        let n_batch = n_batch.min(n_ctx);
+        let kv = KvCache::new(numerics.kv_type, c.n_layer, n_ctx, c.n_embd_kv());
+        let k_max = c.n_embd.max(c.n_ff).max(c.n_embd_q());
+        let n_out_max = k_max.max(c.n_vocab);
+        let cap = kv.capacity();
+        Ok(State {
+            numerics,
+            n_batch,
+            n_past: 0,
+            acts: Activations::new(&self.weights.act_kinds(), n_batch, k_max),
+            kv,
+            x: vec![0.0; n_batch * c.n_embd],
+            xb: vec![0.0; n_batch * k_max],
+            q: vec![0.0; n_batch * c.n_embd_q()],
+            k: vec![0.0; n_batch * c.n_embd_kv()],
+            v: vec![0.0; n_batch * c.n_embd_kv()],
+            kqv: vec![0.0; n_batch * c.n_embd_q()],
+            hb: vec![0.0; n_batch * c.n_ff],
+            hb2: vec![0.0; n_batch * c.n_ff],
+            logits: vec![0.0; n_batch * c.n_vocab],
+            tmp: vec![0.0; n_batch * n_out_max],
+            rope: vec![0.0; c.n_rot],
+            att: vec![0.0; cap],
+            att16: vec![f16::ZERO; cap],
+            q16: vec![f16::ZERO; c.head_dim],
+        })
+    }
+
+    /// Runs `tokens` (at most the state's `n_batch`) at positions `state.n_past()..`,
+    /// appending their keys and values to the KV cache, and returns the logits
+    /// (`(n_tokens, n_vocab)` for [`Logits::All`], `(1, n_vocab)` for [`Logits::Last`]).
+    pub fn forward<'s>(
+        &self,
+        state: &'s mut State,
+        tokens: &[u32],
+        logits: Logits,
+        mut hook: Option<&mut CaptureFn<'_>>,
+    ) -> Result<&'s [f32], ModelError> {
+        let c = &self.config;
+        let n_tok = tokens.len();
+        if n_tok == 0 {
+            return Err(ModelError::InvalidArgument(
+                "forward of an empty batch".into(),
+            ));
+        }
+        if n_tok > state.n_batch {
+            return Err(ModelError::InvalidArgument(format!(
+                "batch of {n_tok} tokens exceeds the state's n_batch {}",
+                state.n_batch
+            )));
+        }
+        let n_past = state.n_past;
+        let n_ctx = state.kv.n_ctx();
+        if n_past + n_tok > n_ctx {
+            return Err(ModelError::ContextOverflow {
+                start: n_past,
+                end: n_past + n_tok,
+                n_ctx,
+            });
+        }
+        if let Some((index, &token)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= c.n_vocab)
+        {
+            return Err(ModelError::TokenOutOfRange {
+                token,
+                index,
+                n_vocab: c.n_vocab,
+            });
+        }
+        let mut tap = Tap { hook: hook.take() };
+        let (norm, kv_pad, fdot) = (
+            state.numerics.norm,
+            state.numerics.kv_pad.max(KV_STEP),
+            state.numerics.float_dot,
+        );
+        let State {
+            acts,
+            kv,
+            x,
+            xb,
+            q,
+            k,
+            v,
+            kqv,
+            hb,
+            hb2,
+            logits: out_logits,
+            tmp,
+            rope,
+            att,
+            att16,
+            q16,
+            ..
+        } = state;
+        let (d, nq, nkv, nff) = (c.n_embd, c.n_embd_q(), c.n_embd_kv(), c.n_ff);
+        let file = &self.file;
+        // W · x then W's `.scale` (`build_lora_mm` with a scale), out: (n_tok, W.n).
+        let mm = |w: &Linear,
+                  acts: &mut Activations,
+                  input: &[f32],
+                  out: &mut [f32],
+                  tmp: &mut [f32]| {
+            matmul(file, w, acts, input, n_tok, out, tmp, fdot)?;
+            apply_scale(w, &mut out[..n_tok * w.n]);
+            Ok::<(), ModelError>(())
+        };
+
+        // Shape: x: (n_tok, n_embd), the residual stream.
+        for (t, &tok) in tokens.iter().enumerate() {
+            self.weights
+                .token_embd
+                .row(file, tok as usize, &mut x[t * d..(t + 1) * d])?;
+        }
+        let theta_scale = c.rope_freq_base.powf(-2.0 / c.n_rot as f32);
+        let kq_scale = 1.0 / (c.head_dim as f32).sqrt();
+        let style = c.arch.rope_style();
+
+        for (layer, lw) in self.weights.layers.iter().enumerate() {
+            let il = Some(layer);
+            // Shape: xb: (n_tok, n_embd).
+            for t in 0..n_tok {
+                rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &lw.attn_norm,
+                    c.rms_eps,
+                    norm,
+                    &mut xb[t * d..(t + 1) * d],
+                );
+            }
+            tap.emit("attn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
+
+            acts.invalidate();
+            // Each projection is named twice before RoPE, as in llama.cpp's graph: the
+            // matmul output and its per-head reshape.
+            let (hd, nh, nhkv) = (c.head_dim, c.n_head, c.n_head_kv);
+            mm(&lw.wq, acts, xb, q, tmp)?;
+            tap.emit("Qcur", il, &[nq, n_tok], &q[..n_tok * nq]);
+            tap.emit("Qcur", il, &[hd, nh, n_tok], &q[..n_tok * nq]);
+            mm(&lw.wk, acts, xb, k, tmp)?;
+            tap.emit("Kcur", il, &[nkv, n_tok], &k[..n_tok * nkv]);
+            tap.emit("Kcur", il, &[hd, nhkv, n_tok], &k[..n_tok * nkv]);
+            mm(&lw.wv, acts, xb, v, tmp)?;
+            tap.emit("Vcur", il, &[nkv, n_tok], &v[..n_tok * nkv]);
+            tap.emit("Vcur", il, &[hd, nhkv, n_tok], &v[..n_tok * nkv]);
+
+            // Shape: q: (n_tok, n_head, head_dim), k: (n_tok, n_head_kv, head_dim).
+            for t in 0..n_tok {
+                rope_cache(n_past + t, theta_scale, c.rope_freq_scale, rope);
+                for head in q[t * nq..(t + 1) * nq].chunks_exact_mut(c.head_dim) {
+                    rope_head(head, rope, style);
+                }
+                for head in k[t * nkv..(t + 1) * nkv].chunks_exact_mut(c.head_dim) {
+                    rope_head(head, rope, style);
+                }
+            }
+            tap.emit("Qcur", il, &[hd, nh, n_tok], &q[..n_tok * nq]);
+            tap.emit("Kcur", il, &[hd, nhkv, n_tok], &k[..n_tok * nkv]);
+            for t in 0..n_tok {
+                let (kr, vr) = (&k[t * nkv..(t + 1) * nkv], &v[t * nkv..(t + 1) * nkv]);
+                kv.store(layer, n_past + t, kr, vr);
+            }
+
+            attention(
+                c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, att, att16, q16,
+                &mut tap,
+            )?;
+            tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
+
+            let attn_in: &[f32] = match &lw.attn_sub_norm {
+                Some(w) => {
+                    for t in 0..n_tok {
+                        rms_norm(
+                            &kqv[t * nq..(t + 1) * nq],
+                            w,
+                            c.rms_eps,
+                            norm,
+                            &mut xb[t * nq..(t + 1) * nq],
+                        );
+                    }
+                    tap.emit("attn_sub_norm", il, &[nq, n_tok], &xb[..n_tok * nq]);
+                    xb
+                }
+                None => kqv,
+            };
+            acts.invalidate();
+            // Shape: hb: (n_tok, n_embd) here, the attention output.
+            mm(&lw.wo, acts, attn_in, hb, tmp)?;
+            tap.emit("attn_out", il, &[d, n_tok], &hb[..n_tok * d]);
+            for (xv, &a) in x[..n_tok * d].iter_mut().zip(&hb[..n_tok * d]) {
+                *xv += a;
+            }
+            tap.emit("ffn_inp", il, &[d, n_tok], &x[..n_tok * d]);
+
+            for t in 0..n_tok {
+                rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &lw.ffn_norm,
+                    c.rms_eps,
+                    norm,
+                    &mut xb[t * d..(t + 1) * d],
+                );
+            }
+            tap.emit("ffn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
+            acts.invalidate();
+            // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
+            // build_ffn names the bare products and then, when scaled, `ffn_up_s`/`ffn_gate_s`.
+            matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, fdot)?;
+            tap.emit("ffn_up", il, &[nff, n_tok], &hb2[..n_tok * nff]);
+            if lw.ffn_up.scale.is_some() {
+                apply_scale(&lw.ffn_up, &mut hb2[..n_tok * nff]);
+                tap.emit("ffn_up_s", il, &[nff, n_tok], &hb2[..n_tok * nff]);
+            }
+            matmul(file, &lw.ffn_gate, acts, xb, n_tok, hb, tmp, fdot)?;
+            tap.emit("ffn_gate", il, &[nff, n_tok], &hb[..n_tok * nff]);
+            if lw.ffn_gate.scale.is_some() {
+                apply_scale(&lw.ffn_gate, &mut hb[..n_tok * nff]);
+                tap.emit("ffn_gate_s", il, &[nff, n_tok], &hb[..n_tok * nff]);
+            }
+            for t in 0..n_tok {
+                let r = t * nff..(t + 1) * nff;
+                let (g, u, o) = (&hb[r.clone()], &hb2[r.clone()], &mut xb[r]);
+                match c.ffn_activation {
+                    FfnActivation::Silu => swiglu(g, u, o),
+                    FfnActivation::ReluSqr => relu_sqr_mul(g, u, o),
+                }
+            }
+            let act_name = if c.arch.has_sub_norms() {
+                "ffn_sub_out"
+            } else {
+                "ffn_swiglu"
+            };
+            tap.emit(act_name, il, &[nff, n_tok], &xb[..n_tok * nff]);
+            let down_in: &[f32] = match &lw.ffn_sub_norm {
+                Some(w) => {
+                    for t in 0..n_tok {
+                        rms_norm(
+                            &xb[t * nff..(t + 1) * nff],
+                            w,
+                            c.rms_eps,
+                            norm,
+                            &mut hb[t * nff..(t + 1) * nff],
+                        );
+                    }
+                    tap.emit("ffn_sub_norm", il, &[nff, n_tok], &hb[..n_tok * nff]);
+                    hb
+                }
+                None => xb,
+            };
+            acts.invalidate();
+            // Shape: hb2: (n_tok, n_embd) here, the FFN output.
+            mm(&lw.ffn_down, acts, down_in, hb2, tmp)?;
+            let down_name = if c.arch.has_sub_norms() {
+                "ffn_down"
+            } else {
+                "ffn_out"
+            };
+            tap.emit(down_name, il, &[d, n_tok], &hb2[..n_tok * d]);
+            for (xv, &f) in x[..n_tok * d].iter_mut().zip(&hb2[..n_tok * d]) {
+                *xv += f;
+            }
+            tap.emit("l_out", il, &[d, n_tok], &x[..n_tok * d]);
+        }
+
+        // Only the rows that get logits go through the head.
+        let first = match logits {
+            Logits::All => 0,
+            Logits::Last => n_tok - 1,
+        };
+        let n_out = n_tok - first;
+        for t in 0..n_out {
+            let src = &x[(first + t) * d..(first + t + 1) * d];
+            rms_norm(
+                src,
+                &self.weights.output_norm,
+                c.rms_eps,
+                norm,
+                &mut xb[t * d..(t + 1) * d],
+            );
+        }
+        tap.emit("result_norm", None, &[d, n_out], &xb[..n_out * d]);
+        acts.invalidate();
+        let nv = c.n_vocab;
+        matmul(
+            file,
+            &self.weights.output,
+            acts,
+            xb,
+            n_out,
+            out_logits,
+            tmp,
+            fdot,
+        )?;
+        tap.emit(
+            "result_output",
+            None,
+            &[nv, n_out],
+            &out_logits[..n_out * nv],
+        );
+        state.n_past = n_past + n_tok;
+        Ok(&state.logits[..n_out * nv])
+    }
+}
+
+/// Causal multi-head attention for a batch at positions `n_past..n_past + n_tok` whose keys
+/// and values are already in the cache. Per (token, head): `kq[i] = k_i · q` over the
+/// positions `0..=pos`, ggml's scaled softmax, then `out[d] = Vᵀ[d] · p` over those
+/// positions rounded up to [`KV_STEP`] (the extra weights are exact zeros, as ggml's masked
+/// cells are). With an F16 cache, q and p are rounded to f16 first (ggml converts a matmul's
+/// F32 operand to its F16 partner's type). Shapes: q, kqv: (n_tok, n_head, head_dim).
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    c: &Config,
+    kv: &KvCache,
+    layer: usize,
+    n_past: usize,
+    n_tok: usize,
+    kq_scale: f32,
+    kv_pad: usize,
+    fdot: FloatDot,
+    q: &[f32],
+    kqv: &mut [f32],
+    att: &mut [f32],
+    att16: &mut [f16],
+    q16: &mut [f16],
+    tap: &mut Tap<'_, '_>,
+) -> Result<(), ModelError> {
+    let (hd, nq, nkv, cap) = (c.head_dim, c.n_embd_q(), c.n_embd_kv(), kv.capacity());
+    let group = c.n_head / c.n_head_kv;
+    let kerr = |source| ModelError::Kernel {
+        tensor: format!("kq-{layer}"),
+        source,
+    };
+    // The reference's KV length for this batch (capture shapes only): the cache size and
+    // the used cells each rounded up to `kv_pad`, the smaller of the two, at least one pad.
+    let n_kv_ggml = {
+        let pad = |n: usize| n.div_ceil(kv_pad) * kv_pad;
+        pad(kv.n_ctx()).min(pad(n_past + n_tok).max(kv_pad))
+    };
+    // Captured only when a hook is set: (n_head, n_tok, n_kv_ggml), masked cells 0.
+    let mut kq = tap
+        .is_on()
+        .then(|| vec![0.0f32; n_kv_ggml * n_tok * c.n_head]);
+    let mut probs = kq.clone();
+    for t in 0..n_tok {
+        let n = n_past + t + 1;
+        let n_step = n.div_ceil(KV_STEP) * KV_STEP;
+        for h in 0..c.n_head {
+            let g = h / group;
+            let qh = &q[t * nq + h * hd..t * nq + (h + 1) * hd];
+            let k_at = |i: usize| (layer * cap + i) * nkv + g * hd;
+            let v_at = |dd: usize| (layer * nkv + g * hd + dd) * cap;
+            let row = &mut att[..n_step];
+            let ggml_f16 = fdot == FloatDot::Ggml && matches!(kv.store, KvStore::F16 { .. });
+            if ggml_f16 {
+                // ggml rounds the F32 operand of an F16 product to f16.
+                f32_to_f16_row(qh, q16).map_err(kerr)?;
+            }
+            let q16: &[f16] = q16;
+            // k_i · q for cell i. Shape: K row (head_dim,).
+            let kq_at = |i: usize| -> Result<f32, ModelError> {
+                let r = k_at(i)..k_at(i) + hd;
+                match (&kv.store, fdot) {
+                    (KvStore::F32 { k, .. }, FloatDot::Ggml) => vec_dot_f32(&k[r], qh),
+                    (KvStore::F16 { k, .. }, FloatDot::Ggml) => vec_dot_f16(&k[r], q16),
+                    (KvStore::F32 { k, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| k[r.start + j], qh))
+                    }
+                    (KvStore::F16 { k, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| k[r.start + j].to_f32(), qh))
+                    }
+                }
+                .map_err(kerr)
+            };
+            for (i, a) in row[..n].iter_mut().enumerate() {
+                *a = kq_at(i)?;
+            }
+            if let Some(p) = kq.as_mut() {
+                // ggml's `kq` holds the product with every cell, masked or not; the cells
+                // past the causal position are computed here for the capture only.
+                let base = (h * n_tok + t) * n_kv_ggml;
+                p[base..base + n].copy_from_slice(&row[..n]);
+                for (i, o) in p[base..base + n_kv_ggml.min(cap)]
+                    .iter_mut()
+                    .enumerate()
+                    .skip(n)
+                {
+                    *o = kq_at(i)?;
+                }
+            }
+            softmax_scaled_row(&mut row[..n], kq_scale);
+            row[n..].fill(0.0);
+            if let Some(p) = probs.as_mut() {
+                let base = (h * n_tok + t) * n_kv_ggml;
+                p[base..base + n].copy_from_slice(&row[..n]);
+            }
+            let out = &mut kqv[t * nq + h * hd..t * nq + (h + 1) * hd];
+            if ggml_f16 {
+                f32_to_f16_row(row, &mut att16[..n_step]).map_err(kerr)?;
+            }
+            let (row, p16): (&[f32], &[f16]) = (row, &att16[..n_step]);
+            // Vᵀ[d] · p over the cells rounded up to KV_STEP. Shape: Vᵀ row (n_step,).
+            for (dd, o) in out.iter_mut().enumerate() {
+                let r = v_at(dd)..v_at(dd) + n_step;
+                *o = match (&kv.store, fdot) {
+                    (KvStore::F32 { vt, .. }, FloatDot::Ggml) => vec_dot_f32(&vt[r], row),
+                    (KvStore::F16 { vt, .. }, FloatDot::Ggml) => vec_dot_f16(&vt[r], p16),
+                    (KvStore::F32 { vt, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| vt[r.start + j], row))
+                    }
+                    (KvStore::F16 { vt, .. }, FloatDot::IkGemm) => {
+                        Ok(ik_dot(|j| vt[r.start + j].to_f32(), row))
+                    }
+                }
+                .map_err(kerr)?;
+            }
+        }
+    }
+    if let (Some(k), Some(p)) = (kq, probs) {
+        let shape = [n_kv_ggml, n_tok, c.n_head];
+        tap.emit("kq", Some(layer), &shape, &k);
+        tap.emit("kq_soft_max", Some(layer), &shape, &p);
+    }
+    Ok(())
+}
+
+/// Per-session buffers: the KV cache and every activation of one batch.
+#[derive(Debug)]
+pub struct State {
+    numerics: Numerics,
+    /// Largest batch one forward call takes.
+    n_batch: usize,
+    /// Positions already in the KV cache.
+    n_past: usize,
+    kv: KvCache,
+    acts: Activations,
+    /// Residual stream: (n_batch, n_embd).
+    x: Vec<f32>,
+    /// Norm outputs and the FFN activation: (n_batch, max(n_embd, n_ff, n_embd_q)).
+    xb: Vec<f32>,
+    /// Q: (n_batch, n_head · head_dim).
+    q: Vec<f32>,
+    /// K, V of the batch: (n_batch, n_head_kv · head_dim).
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention output: (n_batch, n_head · head_dim).
+    kqv: Vec<f32>,
+    /// FFN gate / attention output / sub-norm: (n_batch, n_ff).
+    hb: Vec<f32>,
+    /// FFN up / FFN output: (n_batch, n_ff).
+    hb2: Vec<f32>,
+    /// (n_batch, n_vocab).
+    logits: Vec<f32>,
+    /// Matmul transpose buffer: (max(n_ff, n_embd, n_vocab), n_batch).
+    tmp: Vec<f32>,
+    /// RoPE cos/sin of one position: (n_rot,).
+    rope: Vec<f32>,
+    /// One attention row: (KV capacity,).
+    att: Vec<f32>,
+    att16: Vec<f16>,
+    /// One query head rounded to f16: (head_dim,).
+    q16: Vec<f16>,
+}
+
+impl State {
+    /// Positions in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Context size (positions the KV cache holds).
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    /// Largest batch per forward call.
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
+    }
+
+    pub fn numerics(&self) -> Numerics {
+        self.numerics
+    }
+
+    /// Forgets every position (the cache contents are simply overwritten later).
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+    }
+
+    /// Keeps positions `< n_past` and drops the rest; `n_past` beyond the current length is
+    /// an error.
+    pub fn truncate(&mut self, n_past: usize) -> Result<(), ModelError> {
+        if n_past > self.n_past {
+            return Err(ModelError::InvalidArgument(format!(
+                "cannot truncate to {n_past}: only {} positions are cached",
+                self.n_past
+            )));
+        }
+        self.n_past = n_past;
+        Ok(())
+    }
+}
+
+/// The capture hook, checked once per op; names are formatted only when it is set.
+struct Tap<'h, 'a> {
+    hook: Option<&'h mut CaptureFn<'a>>,
+}
+
+impl Tap<'_, '_> {
+    fn is_on(&self) -> bool {
+        self.hook.is_some()
+    }
+
+    fn emit(&mut self, base: &str, layer: Option<usize>, shape: &[usize], data: &[f32]) {
+        if let Some(h) = self.hook.as_deref_mut() {
+            match layer {
+                Some(il) => h(&format!("{base}-{il}"), shape, data),
+                None => h(base, shape, data),
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Binding GGUF tensors to the graph: every tensor's name, type and shape is checked
+//! against the hyper-parameters before anything runs.
+
+use std::collections::HashSet;
+
+use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
+use bitnet_kernels::float::{bf16_to_f32_row, f16_to_f32_row};
+use bitnet_kernels::q4_0::{dequantize_row_q4_0, BlockQ4_0};
+use bitnet_kernels::q4_1::{dequantize_row_q4_1, BlockQ4_1};
+use bitnet_kernels::q8_0::{dequantize_row_q8_0, BlockQ8_0};
+use bitnet_kernels::tq1_0::{dequantize_row_tq1_0, BlockTQ1_0};
+use bitnet_kernels::tq2_0::{dequantize_row_tq2_0, BlockTQ2_0};
+use half::{bf16, f16};
+
+use crate::config::Config;
+use crate::matmul::{act_kind, ActKind, Linear};
+use crate::ModelError;
+
+/// The token embedding table `(n_vocab, n_embd)` (ggml dims `[n_embd, n_vocab]`), read a
+/// row at a time as ggml's `get_rows` does (dequantized to f32).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub(crate) info: TensorInfo,
+    pub(crate) n_embd: usize,
+}
+
+impl Embedding {
+    /// Writes row `token` as f32 into `out` (`n_embd` values). `token` must be in range.
+    pub(crate) fn row(
+        &self,
+        file: &GgufFile,
+        token: usize,
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let ty = self.info.ggml_type;
+        let bytes = file.tensor_data(&self.info);
+        let row_bytes = ty.row_size(self.n_embd as u64).unwrap_or(0) as usize;
+        let row = bytes
+            .get(token * row_bytes..(token + 1) * row_bytes)
+            .unwrap_or_default();
+        let kerr = |source| ModelError::Kernel {
+            tensor: self.info.name.clone(),
+            source,
+        };
+        // Rows of these types are whole blocks, so each row is aligned like the tensor.
+        match ty {
+            GgmlType::F32 => out.copy_from_slice(cast::<f32>(row)),
+            GgmlType::F16 => f16_to_f32_row(cast::<f16>(row), out).map_err(kerr)?,
+            GgmlType::BF16 => bf16_to_f32_row(cast::<bf16>(row), out).map_err(kerr)?,
+            GgmlType::Q8_0 => dequantize_row_q8_0(cast::<BlockQ8_0>(row), out).map_err(kerr)?,
+            GgmlType::Q4_0 => dequantize_row_q4_0(cast::<BlockQ4_0>(row), out).map_err(kerr)?,
+            GgmlType::Q4_1 => dequantize_row_q4_1(cast::<BlockQ4_1>(row), out).map_err(kerr)?,
+            GgmlType::TQ1_0 => dequantize_row_tq1_0(cast::<BlockTQ1_0>(row), out).map_err(kerr)?,
+            GgmlType::TQ2_0 => dequantize_row_tq2_0(cast::<BlockTQ2_0>(row), out).map_err(kerr)?,
+            other => {
+                return Err(ModelError::UnsupportedType {
+                    name: self.info.name.clone(),
+                    ggml_type: other,
+                    role: "the token embedding",
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cast<T: bytemuck::AnyBitPattern>(bytes: &[u8]) -> &[T] {
+    bytemuck::try_cast_slice(bytes).unwrap_or_default()
+}
+
+/// One transformer block's weights.
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    /// `blk.N.attn_norm.weight`: (n_embd,).
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    /// `blk.N.attn_sub_norm.weight` (BitNet archs): (n_embd_q,).
+    pub attn_sub_norm: Option<Vec<f32>>,
+    /// `blk.N.ffn_norm.weight`: (n_embd,).
+    pub ffn_norm: Vec<f32>,
+    pub ffn_gate: Linear,
+    pub ffn_up: Linear,
+    pub ffn_down: Linear,
+    /// `blk.N.ffn_sub_norm.weight` (BitNet archs): (n_ff,).
+    pub ffn_sub_norm: Option<Vec<f32>>,
+}
+
+/// Every weight of the model, bound and validated.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub token_embd: Embedding,
+    /// `output_norm.weight`: (n_embd,).
+    pub output_norm: Vec<f32>,
+    /// `output.weight`, or `token_embd.weight` when the head is tied.
+    pub output: Linear,
+    pub layers: Vec<LayerWeights>,
+}
+
+impl Weights {
+    /// The activation formats the model's matmuls need.
+    pub(crate) fn act_kinds(&self) -> Vec<ActKind> {
+        let mut v: Vec<ActKind> = vec![self.output.act];
+        for l in &self.layers {
+            for w in [
+                &l.wq,
+                &l.wk,
+                &l.wv,
+                &l.wo,
+                &l.ffn_gate,
+                &l.ffn_up,
+                &l.ffn_down,
+            ] {
+                if !v.contains(&w.act) {
+                    v.push(w.act);
+                }
+            }
+        }
+        v
+    }
+}
+
+/// Looks tensors up, checks them and records which were used.
+struct Binder<'f> {
+    file: &'f GgufFile,
+    used: HashSet<String>,
+}
+
+impl<'f> Binder<'f> {
+    fn info(&mut self, name: &str) -> Result<&'f TensorInfo, ModelError> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_owned(),
+            })?;
+        self.used.insert(name.to_owned());
+        Ok(info)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+
+    fn shaped(&mut self, name: &str, expected: &[usize]) -> Result<&'f TensorInfo, ModelError> {
+        let info = self.info(name)?;
+        check_shape(info, expected)?;
+        Ok(info)
+    }
+
+    /// An F32 vector of `n` values (norm weights), copied out of the mapping.
+    fn norm(&mut self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+        let info = self.shaped(name, &[n])?;
+        if info.ggml_type != GgmlType::F32 {
+            return Err(ModelError::UnsupportedType {
+                name: name.to_owned(),
+                ggml_type: info.ggml_type,
+                role: "a norm weight (F32 only)",
+            });
+        }
+        let bytes = self.file.tensor_data(info);
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// A weight matrix of `n` rows of `k`, with its optional `.scale`.
+    fn linear(
+        &mut self,
+        base: &str,
+        k: usize,
+        n: usize,
+        scales: bool,
+    ) -> Result<Linear, ModelError> {
+        let name = format!("{base}.weight");
+        let info = self.shaped(&name, &[k, n])?.clone();
+        let act = act_kind(info.ggml_type).ok_or_else(|| ModelError::UnsupportedType {
+            name: name.clone(),
+            ggml_type: info.ggml_type,
+            role: "a matmul weight",
+        })?;
+        let scale_name = format!("{base}.scale");
+        let scale = if scales && self.has(&scale_name) {
+            let v = self.norm(&scale_name, 1)?;
+            Some(v[0])
+        } else {
+            None
+        };
+        let lin = Linear {
+            name,
+            info,
+            act,
+            k,
+            n,
+            scale,
+        };
+        lin.check(self.file)?;
+        Ok(lin)
+    }
+}
+
+/// `found` equals `expected` up to trailing 1s (ggml compares all four dims, missing
+/// ones being 1).
+fn check_shape(info: &TensorInfo, expected: &[usize]) -> Result<(), ModelError> {
+    let dim = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(1);
+    let exp: Vec<u64> = expected.iter().map(|&d| d as u64).collect();
+    let n = info.dims.len().max(exp.len());
+    if (0..n).any(|i| dim(&info.dims, i) != dim(&exp, i)) {
+        return Err(ModelError::WrongShape {
+            name: info.name.clone(),
+            expected: exp,
+            found: info.dims.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads `n_vocab` from `token_embd.weight` (`[n_embd, n_vocab]`), before the rest of the
+/// hyper-parameters are known.
+pub(crate) fn vocab_size(file: &GgufFile) -> Result<usize, ModelError> {
+    let info = file
+        .tensor("token_embd.weight")
+        .ok_or_else(|| ModelError::MissingTensor {
+            name: "token_embd.weight".into(),
+        })?;
+    match info.dims.as_slice() {
+        [_, v] | [_, v, 1] | [_, v, 1, 1] if *v > 0 && *v <= u64::from(u32::MAX) => Ok(*v as usize),
+        _ => Err(ModelError::InvalidTensor {
+            name: info.name.clone(),
+            reason: format!("shape {:?} is not [n_embd, n_vocab]", info.dims),
+        }),
+    }
+}
+
+/// Binds and validates every tensor `config` calls for; any tensor left over is an error
+/// (llama.cpp refuses files with unused tensors too).
+pub(crate) fn bind(file: &GgufFile, c: &Config) -> Result<Weights, ModelError> {
+    let mut b = Binder {
+        file,
+        used: HashSet::new(),
+    };
+    let emb_info = b
+        .shaped("token_embd.weight", &[c.n_embd, c.n_vocab])?
+        .clone();
+    let token_embd = Embedding {
+        info: emb_info.clone(),
+        n_embd: c.n_embd,
+    };
+    // Validate the embedding's type up front (get_rows support).
+    if !matches!(
+        emb_info.ggml_type,
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q8_0
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::TQ1_0
+            | GgmlType::TQ2_0
+    ) {
+        return Err(ModelError::UnsupportedType {
+            name: emb_info.name.clone(),
+            ggml_type: emb_info.ggml_type,
+            role: "the token embedding",
+        });
+    }
+    let output_norm = b.norm("output_norm.weight", c.n_embd)?;
+    let output = if c.arch.allows_output_head() && b.has("output.weight") {
+        b.linear("output", c.n_embd, c.n_vocab, false)?
+    } else {
+        b.linear("token_embd", c.n_embd, c.n_vocab, false)?
+    };
+    let scales = c.arch.allows_scale_tensors();
+    let (nq, nkv) = (c.n_embd_q(), c.n_embd_kv());
+    let mut layers = Vec::with_capacity(c.n_layer);
+    for i in 0..c.n_layer {
+        let p = format!("blk.{i}");
+        let sub = c.arch.has_sub_norms();
+        layers.push(LayerWeights {
+            attn_norm: b.norm(&format!("{p}.attn_norm.weight"), c.n_embd)?,
+            wq: b.linear(&format!("{p}.attn_q"), c.n_embd, nq, scales)?,
+            wk: b.linear(&format!("{p}.attn_k"), c.n_embd, nkv, scales)?,
+            wv: b.linear(&format!("{p}.attn_v"), c.n_embd, nkv, scales)?,
+            wo: b.linear(&format!("{p}.attn_output"), nq, c.n_embd, scales)?,
+            attn_sub_norm: if sub {
+                Some(b.norm(&format!("{p}.attn_sub_norm.weight"), nq)?)
+            } else {
+                None
+            },
+            ffn_norm: b.norm(&format!("{p}.ffn_norm.weight"), c.n_embd)?,
+            ffn_gate: b.linear(&format!("{p}.ffn_gate"), c.n_embd, c.n_ff, scales)?,
+            ffn_up: b.linear(&format!("{p}.ffn_up"), c.n_embd, c.n_ff, scales)?,
+            ffn_down: b.linear(&format!("{p}.ffn_down"), c.n_ff, c.n_embd, scales)?,
+            ffn_sub_norm: if sub {
+                Some(b.norm(&format!("{p}.ffn_sub_norm.weight"), c.n_ff)?)
+            } else {
+                None
+            },
+        });
+    }
+    if let Some(extra) = file.tensors().iter().find(|t| !b.used.contains(&t.name)) {
+        return Err(ModelError::InvalidTensor {
+            name: extra.name.clone(),
+            reason: format!("not used by architecture '{}'", c.arch),
+        });
+    }
+    Ok(Weights {
+        token_embd,
+        output_norm,
+        output,
+        layers,
+    })
+}
