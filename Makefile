@@ -6,7 +6,7 @@ CARGO ?= cargo
 DATA_DIR ?= $(CURDIR)/target/data
 export BITNET_DATA_DIR := $(DATA_DIR)
 
-.PHONY: all setup prereqs data refs test lint unit crossval golden bench fixtures clean-refs help
+.PHONY: all setup prereqs data refs test lint unit crossval golden bench help
 
 all: test
 

@@ -4,7 +4,8 @@
 //! Upstream llama.cpp's x86 CPU backend quantizes activations with the reference quantizer
 //! itself (`quantize_row_q8_K` only calls `quantize_row_q8_K_ref`, in both upstream and
 //! bitnet.cpp's fork), so [`quantize_row_q8_k`] and [`quantize_row_q8_k_ref`] are one
-//! function.
+//! function. bitnet.cpp compiles that same C with FMA contraction, which rounds some
+//! near-ties the other way: [`quantize_row_q8_k_fma`] is its activation quantizer.
 //!
 //! This module also holds the ternary × Q8_K dot-product driver both TQ formats share
 //! ([`TernaryBlock`] is what each format supplies: its scale and its weight codes). The
@@ -82,6 +83,26 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelErro
     quantize_row_q8_k_ref(x, y)
 }
 
+/// bitnet.cpp's Q8_K activation quantizer as its x86 build runs it. Same C as
+/// [`quantize_row_q8_k_ref`], but bitnet.cpp's CMake applies `GGML_FMA` (`-mfma`) to every
+/// ggml source, ggml-quants.c included (upstream applies it to ggml-cpu only), and GCC's
+/// default `-ffp-contract=fast` fuses the inlined `nearest_int(iscale*x[j])`, i.e.
+/// `iscale*x + 12582912.f`, into one FMA. So each quant is the exact product `iscale·x`
+/// rounded once to the nearest integer (ties to even), not the f32 product rounded again.
+/// The two differ when the f32 product rounds onto a .5 tie the exact one is not on: with
+/// `max = -60000` (`iscale` = f32(127/60000)) and `x = -30000` the exact product is
+/// -63.4999992 → -63 here, while the f32 product -63.5 → -64 in the reference quantizer.
+/// Scales and `bsums` are computed as in [`quantize_row_q8_k_ref`].
+///
+/// `x.len()` must be a multiple of 256 and `y.len() == x.len() / 256`.
+pub fn quantize_row_q8_k_fma(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
+    check_blocks(GgmlType::Q8_K, x.len(), y.len(), "output blocks")?;
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
+        *yb = quantize_block_with(xb, q8_code_fma);
+    }
+    Ok(())
+}
+
 /// `y[i] = d · qs[i]` (ggml's `dequantize_row_q8_K`). `y.len()` must be `256 · x.len()`.
 pub fn dequantize_row_q8_k(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), KernelError> {
     check_blocks(GgmlType::Q8_K, y.len(), x.len(), "input blocks")?;
@@ -95,6 +116,11 @@ pub fn dequantize_row_q8_k(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), KernelEr
 
 /// One block of [`quantize_row_q8_k_ref`]; `x` has 256 values.
 fn quantize_block(x: &[f32]) -> BlockQ8K {
+    quantize_block_with(x, |iscale, v| q8_code(iscale * v))
+}
+
+/// One Q8_K block, with `code(iscale, x)` turning each value into its quant.
+fn quantize_block_with(x: &[f32], code: impl Fn(f32, f32) -> i8) -> BlockQ8K {
     // `>` keeps the first of equal magnitudes; NaNs never win the comparison.
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
@@ -113,7 +139,7 @@ fn quantize_block(x: &[f32]) -> BlockQ8K {
         bsums: [0; QK_K / 16],
     };
     for (q, &v) in block.qs.iter_mut().zip(x) {
-        *q = q8_code(iscale * v);
+        *q = code(iscale, v);
     }
     for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
         // 16 · 128 = 2048 fits in i16.
@@ -132,6 +158,24 @@ fn q8_code(v: f32) -> i8 {
     if v.abs() <= 4_194_303.0 {
         // In range, so the value is in [-128, 127] and the cast is exact.
         nearest_int(v).min(127) as i8
+    } else {
+        0
+    }
+}
+
+/// 1.5·2^52: adding and subtracting it rounds an f64 with |v| < 2^51 to an integer, ties
+/// to even, in one rounding.
+const ROUND_F64: f64 = 6_755_399_441_055_744.0;
+
+/// [`q8_code`] of `fma(iscale, x, 12582912.f)`: the product of two f32 is exact in f64 and
+/// 12582912 = 1.5·2^23 is even, so the single rounding of the FMA is the exact product
+/// rounded to the nearest integer, ties to even. Non-finite products (infinite `iscale`,
+/// inf/NaN inputs) give 0, as in [`q8_code`].
+fn q8_code_fma(iscale: f32, x: f32) -> i8 {
+    let p = f64::from(iscale) * f64::from(x);
+    if p.abs() <= 4_194_303.0 {
+        // In range, so the value is in [-128, 127] and the cast is exact.
+        (((p + ROUND_F64) - ROUND_F64) as i32).min(127) as i8
     } else {
         0
     }
@@ -597,5 +641,72 @@ mod tests {
         // 1e8 absorbs 1.0 unless it is cancelled first: ((1e8 + -1e8) + (1 + 0)) + …
         let a = [1e8, 1.0, 1.0, 0.0, -1e8, 0.0, 0.0, 0.0];
         assert_eq!(hsum8_ggml(a), 2.0);
+    }
+
+    fn quantize_fma(x: &[f32]) -> Vec<BlockQ8K> {
+        let mut y = vec![BlockQ8K::zeroed(); x.len() / QK_K];
+        quantize_row_q8_k_fma(x, &mut y).expect("whole blocks");
+        y
+    }
+
+    #[test]
+    fn fma_contraction_rounds_the_exact_product() {
+        // max = -60000: iscale = f32(127/60000) = 0.00211666664…, slightly below 127/60000.
+        //   x = -30000: exact product -63.4999992 → -63 (FMA); f32 product -63.5 (tie) → -64.
+        //   x = 2: exact product 0.0042333… → 0 both ways.
+        let mut x = [0.0f32; QK_K];
+        x[0] = -60000.0;
+        x[1] = -30000.0;
+        x[2] = 2.0;
+        let (r, f) = (quantize(&x)[0], quantize_fma(&x)[0]);
+        assert_eq!((r.qs[0], r.qs[1], r.qs[2]), (-127, -64, 0));
+        assert_eq!((f.qs[0], f.qs[1], f.qs[2]), (-127, -63, 0));
+        assert_eq!(f.d.to_bits(), r.d.to_bits());
+        assert_eq!((r.bsums[0], f.bsums[0]), (-191, -190));
+        // Exact ties (iscale = -127/-127 = 1) round to even both ways.
+        x[0] = -127.0;
+        x[1] = 63.5;
+        x[2] = -0.5;
+        let (r, f) = (quantize(&x)[0], quantize_fma(&x)[0]);
+        assert_eq!((r.qs[1], r.qs[2]), (64, 0));
+        assert_eq!(r, f);
+    }
+
+    #[test]
+    fn fma_variant_keeps_zero_and_non_finite_conventions() {
+        assert_eq!(quantize_fma(&[0.0; QK_K])[0], BlockQ8K::zeroed());
+        // A subnormal max makes iscale infinite: every quant is 0, as in the reference.
+        let mut x = [0.0f32; QK_K];
+        x[0] = f32::from_bits(1);
+        x[1] = -f32::from_bits(1);
+        assert_eq!(quantize_fma(&x), quantize(&x));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The two quantizers share scales and differ only by one step, and only where the
+        /// f32 product `iscale·x` is a .5 tie that the exact product is not.
+        #[test]
+        fn fma_variant_differs_only_at_rounded_ties(
+            x in prop::collection::vec(prop_oneof![
+                -4.0f32..4.0,
+                (-254i32..=254).prop_map(|k| k as f32 * 236.22047),
+            ], QK_K)
+        ) {
+            let (r, f) = (quantize(&x)[0], quantize_fma(&x)[0]);
+            prop_assert_eq!(r.d.to_bits(), f.d.to_bits());
+            for (i, (&a, &b)) in r.qs.iter().zip(&f.qs).enumerate() {
+                if a != b {
+                    let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                    let p = (-127.0 / max) * x[i];
+                    prop_assert!((i16::from(a) - i16::from(b)).abs() == 1, "element {}", i);
+                    prop_assert_eq!(p.fract().abs(), 0.5, "element {}: f32 product {}", i, p);
+                }
+            }
+            for (j, g) in f.qs.chunks_exact(16).enumerate() {
+                prop_assert_eq!(f.bsums[j], g.iter().map(|&q| i16::from(q)).sum::<i16>());
+            }
+        }
     }
 }

@@ -1,0 +1,423 @@
+//! Runs parity cases: our engine and a reference on the same model and prompt.
+//!
+//! Every case of one (model, reference, prompt) shares one run of each side: the prompt is
+//! evaluated as one batch, then [`MAX_NEW_TOKENS`] greedy tokens are decoded one at a time
+//! (the same evaluation order on both sides, since batched and token-by-token logits may
+//! legitimately differ in a reference). Cases slice that run by token count and mode.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bitnet_inference::{Session, SessionConfig as EngineConfig};
+use bitnet_models::{Model, Numerics};
+use bitnet_sys::{argmax, RefError, RefRunner, RefSession, Reference, SessionConfig};
+use bitnet_tokenizers::Tokenizer;
+
+use crate::cases::{Case, Mode, ModelCase, ModelSource, MAX_NEW_TOKENS, N_CTX};
+use crate::logits_compare::{
+    compare_per_position_logits_with, position_metrics, top_k, LogitsDivergence, Tolerance, TOP_K,
+};
+use crate::report::{CaseReport, Status};
+use crate::tolerance;
+
+/// `CROSSVAL_ALLOW_CPP_FAIL=1`: a reference that can't run becomes a visible skip instead
+/// of a failure (the only opt-in that turns anything into a skip).
+pub const ALLOW_CPP_FAIL_ENV: &str = "CROSSVAL_ALLOW_CPP_FAIL";
+
+/// The engine's numerics profile for a reference.
+pub fn numerics_for(reference: Reference) -> Numerics {
+    Numerics::for_reference(match reference {
+        Reference::LlamaCpp => bitnet_models::Reference::LlamaCpp,
+        Reference::IkLlamaCpp => bitnet_models::Reference::IkLlamaCpp,
+        Reference::BitnetCpp => bitnet_models::Reference::BitnetCpp,
+    })
+}
+
+/// A loaded model case: the file, our model and tokenizer, and the reference session.
+struct Loaded {
+    path: PathBuf,
+    model: Model,
+    tokenizer: Tokenizer,
+    reference: Mutex<RefSession>,
+    reference_version: String,
+}
+
+/// Both sides' run on one prompt.
+struct PromptRun {
+    prompt_tokens: Vec<u32>,
+    /// Reference logits: prompt positions, then one row per decoded token.
+    reference_rows: Vec<Vec<f32>>,
+    reference_generated: Vec<u32>,
+    /// Ours, fed the reference's tokens.
+    forced_rows: Vec<Vec<f32>>,
+    /// Ours, greedy on its own tokens.
+    free_rows: Vec<Vec<f32>>,
+    free_generated: Vec<u32>,
+}
+
+type Shared<T> = Arc<OnceLock<Result<Arc<T>, String>>>;
+
+fn shared<T>(map: &Mutex<BTreeMap<String, Shared<T>>>, key: &str) -> Shared<T> {
+    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+    Arc::clone(m.entry(key.to_owned()).or_default())
+}
+
+static MODELS: Mutex<BTreeMap<String, Shared<Loaded>>> = Mutex::new(BTreeMap::new());
+static RUNS: Mutex<BTreeMap<String, Shared<PromptRun>>> = Mutex::new(BTreeMap::new());
+
+/// Why a case could not produce a comparison.
+enum Setup {
+    /// The reference could not run at all (missing runner, spawn failure).
+    ReferenceUnavailable(String),
+    /// Anything else: a bug or bad data, always a failure.
+    Error(String),
+}
+
+fn setup_error(e: impl std::fmt::Display) -> Setup {
+    Setup::Error(e.to_string())
+}
+
+fn from_ref_error(e: RefError) -> Setup {
+    match e {
+        RefError::RunnerMissing { .. } | RefError::Spawn { .. } => {
+            Setup::ReferenceUnavailable(e.to_string())
+        }
+        other => Setup::Error(other.to_string()),
+    }
+}
+
+/// The model file of a case, generating or converting it on first use.
+fn model_path(source: &ModelSource) -> Result<PathBuf, Setup> {
+    match source {
+        ModelSource::Fixture(spec) => bitnet_fixtures::fixture(spec).map_err(setup_error),
+        ModelSource::SmolLm2 => bitnet_fixtures::smollm2_path().map_err(setup_error),
+        ModelSource::User(p) => Ok(p.clone()),
+        ModelSource::Converted {
+            from,
+            by,
+            ftype,
+            to,
+        } => {
+            let input = bitnet_fixtures::fixture(from).map_err(setup_error)?;
+            let output = input.with_extension(format!("to-{to}.gguf"));
+            if !output.is_file() {
+                eprintln!("crossval: converting {} with {by}", input.display());
+                let tmp = output.with_extension(format!("tmp{}", std::process::id()));
+                RefRunner::spawn(*by)
+                    .and_then(|mut r| r.convert_model(&input, &tmp, *ftype))
+                    .map_err(from_ref_error)?;
+                std::fs::rename(&tmp, &output).map_err(setup_error)?;
+            }
+            Ok(output)
+        }
+    }
+}
+
+fn load(model: &ModelCase) -> Result<Loaded, Setup> {
+    let path = model_path(&model.source)?;
+    let ours = Model::load(&path).map_err(|e| Setup::Error(format!("bitnet-rs: {e}")))?;
+    let tokenizer =
+        Tokenizer::from_gguf(&path).map_err(|e| Setup::Error(format!("tokenizer: {e}")))?;
+    let config = SessionConfig::deterministic(model.reference, N_CTX);
+    let reference = RefSession::load(model.reference, &path, &config).map_err(from_ref_error)?;
+    if reference.info().n_vocab as usize != ours.config().n_vocab {
+        return Err(Setup::Error(format!(
+            "vocab size {} in bitnet-rs but {} in {}",
+            ours.config().n_vocab,
+            reference.info().n_vocab,
+            model.reference
+        )));
+    }
+    Ok(Loaded {
+        path,
+        model: ours,
+        tokenizer,
+        reference_version: reference.version().to_owned(),
+        reference: Mutex::new(reference),
+    })
+}
+
+/// Stands for a setup failure in the shared caches (the message, with the kind kept by a
+/// prefix so a cached unavailability stays a skip for every case that shares it).
+const UNAVAILABLE: &str = "reference unavailable: ";
+
+fn cached<T>(
+    map: &Mutex<BTreeMap<String, Shared<T>>>,
+    key: &str,
+    make: impl FnOnce() -> Result<T, Setup>,
+) -> Result<Arc<T>, Setup> {
+    let cell = shared(map, key);
+    let r = cell.get_or_init(|| {
+        make().map(Arc::new).map_err(|e| match e {
+            Setup::ReferenceUnavailable(m) => format!("{UNAVAILABLE}{m}"),
+            Setup::Error(m) => m,
+        })
+    });
+    match r {
+        Ok(v) => Ok(Arc::clone(v)),
+        Err(m) => Err(match m.strip_prefix(UNAVAILABLE) {
+            Some(rest) => Setup::ReferenceUnavailable(rest.to_owned()),
+            None => Setup::Error(m.clone()),
+        }),
+    }
+}
+
+fn rows(flat: Vec<f32>, n_vocab: usize) -> Vec<Vec<f32>> {
+    flat.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect()
+}
+
+fn greedy(row: &[f32]) -> Result<u32, Setup> {
+    argmax(row)
+        .map(|i| i as u32)
+        .ok_or_else(|| Setup::Error("empty logits row".into()))
+}
+
+/// Our engine: the prompt in one batch, then `feed` (or, when `None`, our own greedy
+/// choices) one token at a time; returns every row and the tokens chosen.
+fn run_ours(
+    loaded: &Loaded,
+    reference: Reference,
+    prompt: &[u32],
+    feed: Option<&[u32]>,
+) -> Result<(Vec<Vec<f32>>, Vec<u32>), Setup> {
+    let mut config = EngineConfig::new(N_CTX as usize);
+    config.numerics = numerics_for(reference);
+    let mut session = Session::new(&loaded.model, &config).map_err(setup_error)?;
+    let n_vocab = session.n_vocab();
+    let mut all = rows(session.eval(prompt).map_err(setup_error)?, n_vocab);
+    let mut chosen = Vec::with_capacity(MAX_NEW_TOKENS);
+    for i in 0..MAX_NEW_TOKENS {
+        let own = greedy(all.last().map(Vec::as_slice).unwrap_or_default())?;
+        chosen.push(own);
+        if i + 1 == MAX_NEW_TOKENS {
+            break;
+        }
+        let next = feed.map_or(own, |f| f[i]);
+        all.push(session.decode(next).map_err(setup_error)?.to_vec());
+    }
+    Ok((all, chosen))
+}
+
+fn run_prompt(loaded: &Loaded, reference: Reference, text: &str) -> Result<PromptRun, Setup> {
+    let ours = loaded
+        .tokenizer
+        .encode(text, true, false)
+        .map_err(|e| Setup::Error(format!("bitnet-rs tokenizer: {e}")))?;
+    let mut r = loaded.reference.lock().unwrap_or_else(|e| e.into_inner());
+    let theirs = r.tokenize(text, true, false).map_err(from_ref_error)?;
+    if ours != theirs {
+        let at = ours.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+        return Err(Setup::Error(format!(
+            "tokenization differs at index {at}: bitnet-rs {:?} vs {reference} {:?} \
+             (bitnet-rs {} ids, {reference} {} ids)",
+            ours.get(at),
+            theirs.get(at),
+            ours.len(),
+            theirs.len()
+        )));
+    }
+    if ours.is_empty() || ours.len() + MAX_NEW_TOKENS > N_CTX as usize {
+        return Err(Setup::Error(format!(
+            "prompt of {} tokens does not fit",
+            ours.len()
+        )));
+    }
+    r.reset().map_err(from_ref_error)?;
+    let mut reference_rows = r.eval_and_get_logits(&ours, 0).map_err(from_ref_error)?;
+    let mut reference_generated = Vec::with_capacity(MAX_NEW_TOKENS);
+    for i in 0..MAX_NEW_TOKENS {
+        let t = greedy(reference_rows.last().map(Vec::as_slice).unwrap_or_default())?;
+        reference_generated.push(t);
+        if i + 1 == MAX_NEW_TOKENS {
+            break;
+        }
+        let pos = (ours.len() + i) as u32;
+        let mut row = r.eval_and_get_logits(&[t], pos).map_err(from_ref_error)?;
+        reference_rows.append(&mut row);
+    }
+    drop(r);
+    let (forced_rows, _) = run_ours(loaded, reference, &ours, Some(&reference_generated))?;
+    let (free_rows, free_generated) = run_ours(loaded, reference, &ours, None)?;
+    Ok(PromptRun {
+        prompt_tokens: ours,
+        reference_rows,
+        reference_generated,
+        forced_rows,
+        free_rows,
+        free_generated,
+    })
+}
+
+fn skip_allowed() -> bool {
+    std::env::var(ALLOW_CPP_FAIL_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn describe_top(loaded: &Loaded, top: &[(usize, f32)]) -> String {
+    top.iter()
+        .map(|&(id, logit)| {
+            let piece = loaded
+                .tokenizer
+                .token_to_piece(id as u32, true)
+                .map(|p| String::from_utf8_lossy(&p).into_owned())
+                .unwrap_or_default();
+            format!("{id} {piece:?} {logit:.4}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs one case and returns its report; [`CaseReport::status`] says whether it passed.
+pub fn run_case(case: &Case) -> CaseReport {
+    let model_id = case.model.id();
+    let mut report = CaseReport {
+        case: case.id(),
+        model: model_id.clone(),
+        format: case.model.format(),
+        reference: case.model.reference.name().to_owned(),
+        reference_version: String::new(),
+        prompt: case.prompt.id.to_owned(),
+        mode: case.mode,
+        n_tokens: case.n_tokens,
+        prompt_tokens: Vec::new(),
+        rust_generated: Vec::new(),
+        reference_generated: Vec::new(),
+        first_token_mismatch: None,
+        mismatch_was_near_tie: None,
+        divergence: None,
+        status: Status::Fail,
+        message: None,
+    };
+    let result = cached(&MODELS, &model_id, || load(&case.model)).and_then(|loaded| {
+        let key = format!("{model_id}/{}", case.prompt.id);
+        let run = cached(&RUNS, &key, || {
+            run_prompt(&loaded, case.model.reference, case.prompt.text)
+        })?;
+        Ok((loaded, run))
+    });
+    let (loaded, run) = match result {
+        Ok(v) => v,
+        Err(Setup::ReferenceUnavailable(m)) if skip_allowed() => {
+            report.status = Status::Skipped;
+            report.message = Some(format!("skipped ({ALLOW_CPP_FAIL_ENV}=1): {m}"));
+            return report;
+        }
+        Err(Setup::ReferenceUnavailable(m) | Setup::Error(m)) => {
+            report.message = Some(format!("case {}: {m}", report.case));
+            return report;
+        }
+    };
+    report.reference_version = loaded.reference_version.clone();
+    report.prompt_tokens = run.prompt_tokens.clone();
+    compare(case, &loaded, &run, &mut report);
+    report
+}
+
+fn compare(case: &Case, loaded: &Loaded, run: &PromptRun, report: &mut CaseReport) {
+    let tol = tolerance::for_model(&case.model);
+    let p = run.prompt_tokens.len();
+    let n = case.n_tokens;
+    report.reference_generated = run.reference_generated[..n].to_vec();
+    // Rows up to the one that chose generated token n - 1.
+    let mut upto = p + n - 1;
+    let ours = match case.mode {
+        Mode::TeacherForced => {
+            report.rust_generated = run.forced_rows[p - 1..upto]
+                .iter()
+                .map(|r| argmax(r).unwrap_or(0) as u32)
+                .collect();
+            &run.forced_rows
+        }
+        Mode::FreeRunning => {
+            report.rust_generated = run.free_generated[..n].to_vec();
+            let mismatch = (0..n).find(|&k| run.free_generated[k] != run.reference_generated[k]);
+            if let Some(k) = mismatch {
+                // Rows after the mismatch saw different tokens: not comparable.
+                upto = p + k;
+                let margin = position_metrics(
+                    p - 1 + k,
+                    &run.free_rows[p - 1 + k],
+                    &run.reference_rows[p - 1 + k],
+                )
+                .map(|m| m.ref_top1_margin)
+                .unwrap_or(f32::INFINITY);
+                report.mismatch_was_near_tie = Some(margin <= tol.near_tie_margin);
+            }
+            report.first_token_mismatch = mismatch;
+            &run.free_rows
+        }
+    };
+    let d = match compare_per_position_logits_with(&ours[..upto], &run.reference_rows[..upto], &tol)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            report.message = Some(format!(
+                "case {}: logits cannot be compared: {e}",
+                report.case
+            ));
+            return;
+        }
+    };
+    let failure = failure_message(case, loaded, &d, &tol, ours, &run.reference_rows, report);
+    report.status = if failure.is_none() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    report.message = failure;
+    report.divergence = Some(d);
+}
+
+/// A failure reads like a bug report: case, position, metric, value, threshold, and both
+/// sides' top-5 tokens at that position.
+fn failure_message(
+    case: &Case,
+    loaded: &Loaded,
+    d: &LogitsDivergence,
+    tol: &Tolerance,
+    ours: &[Vec<f32>],
+    theirs: &[Vec<f32>],
+    report: &CaseReport,
+) -> Option<String> {
+    let mut msg = None;
+    if let Some(div) = &d.divergence {
+        let pos = div.position;
+        msg = Some(format!(
+            "case {case_id}: position {pos} ({kind}) diverged on {metric}: {value:.6e} vs threshold {thr:.6e}\n  \
+             model {model} ({path}), reference {reference} [{version}], prompt '{prompt}', mode {mode:?}, {n} tokens\n  \
+             bitnet-rs top-{TOP_K}: {ours_top}\n  reference top-{TOP_K}: {ref_top}\n  \
+             at that position: max |Δ| {max_abs:.3e}, cosine {cos:.9}, KL {kl:.3e}",
+            case_id = report.case,
+            kind = if pos + 1 < report.prompt_tokens.len() { "prompt" } else { "generated" },
+            metric = div.metric,
+            value = div.value,
+            thr = div.threshold,
+            model = report.model,
+            path = loaded.path.display(),
+            reference = report.reference,
+            version = report.reference_version,
+            prompt = case.prompt.id,
+            mode = case.mode,
+            n = case.n_tokens,
+            ours_top = describe_top(loaded, &top_k(&ours[pos], TOP_K)),
+            ref_top = describe_top(loaded, &top_k(&theirs[pos], TOP_K)),
+            max_abs = d.per_token_max_abs[pos],
+            cos = d.per_token_cosine_sim[pos],
+            kl = d.per_token_kl[pos],
+        ));
+    }
+    if msg.is_none() && report.mismatch_was_near_tie == Some(false) {
+        msg =
+            Some(format!(
+            "case {}: free-running generation chose token {:?} where {} chose {:?} at index {:?}, \
+             and the reference's lead there exceeds the near-tie margin {}",
+            report.case,
+            report.first_token_mismatch.map(|k| report.rust_generated[k]),
+            report.reference,
+            report.first_token_mismatch.map(|k| report.reference_generated[k]),
+            report.first_token_mismatch,
+            tol.near_tie_margin
+        ));
+    }
+    msg
+}
