@@ -40,13 +40,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
+# Goldens are never written here (INSTA_UPDATE=no): a changed snapshot fails the run and
+# is reviewed with `make golden`.
 unit:
-	$(CARGO) test --workspace --all-features
+	INSTA_UPDATE=no $(CARGO) test --workspace --all-features
 
 test: setup lint unit
 
 crossval: setup
-	INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests
+	@INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
+	  rc=$$?; cat target/crossval/summary.txt 2>/dev/null; \
+	  echo "reports: target/crossval/summary.json, target/crossval/report.html"; exit $$rc
 
 bench: setup
 	$(CARGO) bench --workspace

@@ -451,6 +451,8 @@ pub struct Generation {
 pub struct RefSession {
     runner: RefRunner,
     info: ModelInfo,
+    /// Loaded with [`RefSession::load_vocab`]: tokenizer only, no context.
+    vocab_only: bool,
 }
 
 fn to_ids(tokens: &[u32]) -> Result<Vec<i32>, RefError> {
@@ -483,7 +485,7 @@ impl RefSession {
                 "n_ctx, n_batch and n_threads must be positive".into(),
             ));
         }
-        let mut runner = RefRunner::spawn(reference)?;
+        let runner = RefRunner::spawn(reference)?;
         let params = LoadParams {
             model_path: model.to_string_lossy().into_owned(),
             n_ctx: config.n_ctx,
@@ -492,12 +494,45 @@ impl RefSession {
             type_k: config.type_k,
             type_v: config.type_v,
             capture: config.capture.clone(),
+            vocab_only: false,
         };
+        RefSession::start(runner, params)
+    }
+
+    /// Starts `reference` and loads only the vocabulary of `path` (`vocab_only`: no tensors
+    /// are read and no context is created), as vocabulary-only GGUFs need. The session
+    /// serves [`RefSession::tokenize`] and [`RefSession::detokenize`]; evaluation is refused.
+    pub fn load_vocab(reference: Reference, path: &Path) -> Result<RefSession, RefError> {
+        let runner = RefRunner::spawn(reference)?;
+        let params = LoadParams {
+            model_path: path.to_string_lossy().into_owned(),
+            n_ctx: 0,
+            n_threads: 1,
+            n_batch: 0,
+            type_k: KvType::F32,
+            type_v: KvType::F32,
+            capture: Vec::new(),
+            vocab_only: true,
+        };
+        RefSession::start(runner, params)
+    }
+
+    fn start(mut runner: RefRunner, params: LoadParams) -> Result<RefSession, RefError> {
+        let vocab_only = params.vocab_only;
         let info = match runner.call(Request::Load(params))? {
             Response::Loaded(info) => info,
             other => return Err(runner.unexpected("load", &other)),
         };
-        Ok(RefSession { runner, info })
+        Ok(RefSession {
+            runner,
+            info,
+            vocab_only,
+        })
+    }
+
+    /// Whether only the vocabulary is loaded ([`RefSession::load_vocab`]).
+    pub fn is_vocab_only(&self) -> bool {
+        self.vocab_only
     }
 
     /// Vocabulary size, context, special tokens and description of the loaded model.
@@ -544,9 +579,15 @@ impl RefSession {
 
     /// The reference's detokenizer (special tokens rendered, no space stripping).
     pub fn detokenize(&mut self, tokens: &[u32]) -> Result<String, RefError> {
+        Ok(String::from_utf8_lossy(&self.detokenize_bytes(tokens)?).into_owned())
+    }
+
+    /// [`RefSession::detokenize`] as raw bytes (a token boundary may split a UTF-8
+    /// sequence; nothing is replaced).
+    pub fn detokenize_bytes(&mut self, tokens: &[u32]) -> Result<Vec<u8>, RefError> {
         let tokens = to_ids(tokens)?;
         match self.runner.call(Request::Detokenize { tokens })? {
-            Response::Bytes(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Response::Bytes(b) => Ok(b),
             other => Err(self.runner.unexpected("detokenize", &other)),
         }
     }
@@ -555,6 +596,12 @@ impl RefSession {
     /// every position and any captured intermediates. The KV cache keeps positions
     /// `< n_past` and drops anything after them, so `n_past` 0 starts afresh.
     pub fn eval(&mut self, tokens: &[u32], n_past: u32) -> Result<EvalOutput, RefError> {
+        if self.vocab_only {
+            return Err(RefError::InvalidArgument(format!(
+                "{}: eval on a vocabulary-only session (loaded with load_vocab: no context)",
+                self.reference()
+            )));
+        }
         if tokens.is_empty() {
             return Err(RefError::InvalidArgument("eval of an empty batch".into()));
         }

@@ -31,6 +31,9 @@ pub struct LoadParams {
     /// Names of intermediate tensors to capture through `cb_eval` (exact names, or a
     /// trailing `*` for a prefix); empty means capture is off.
     pub capture: Vec<String>,
+    /// Load only the vocabulary (`llama_model_params::vocab_only`): no tensors, no context,
+    /// so only `Tokenize`/`Detokenize` are served. Vocabulary-only GGUFs need it.
+    pub vocab_only: bool,
 }
 
 /// What a runner reports about a loaded model.
@@ -282,6 +285,7 @@ impl Request {
                 e.kv(p.type_k);
                 e.kv(p.type_v);
                 e.strs(&p.capture);
+                e.bool(p.vocab_only);
             }
             Request::Tokenize {
                 text,
@@ -355,6 +359,7 @@ impl Request {
                 type_k: d.kv()?,
                 type_v: d.kv()?,
                 capture: d.strs()?,
+                vocab_only: d.bool()?,
             }),
             2 => Request::Tokenize {
                 text: d.str()?,
@@ -547,6 +552,17 @@ mod tests {
                 type_k: KvType::F32,
                 type_v: KvType::F16,
                 capture: vec!["attn_norm-0".into(), "l_out-*".into()],
+                vocab_only: false,
+            }),
+            Request::Load(LoadParams {
+                model_path: "/v/ggml-vocab-llama-bpe.gguf".into(),
+                n_ctx: 0,
+                n_threads: 1,
+                n_batch: 0,
+                type_k: KvType::F16,
+                type_v: KvType::F32,
+                capture: Vec::new(),
+                vocab_only: true,
             }),
             Request::Tokenize {
                 text: "héllo 世界".into(),

@@ -58,6 +58,9 @@ pub trait LlamaApi {
     /// Frees any loaded model, then loads `params.model_path` and creates a context with the
     /// deterministic settings (flash attention off, no repacking, mmap on, `params`'s
     /// threads, KV types and sizes). `capture` must be passed to `cb_eval`'s user data.
+    /// With `params.vocab_only` it loads the vocabulary alone (`llama_model_params::
+    /// vocab_only`) and creates no context: only `tokenize` and `token_to_piece` are then
+    /// called, and the returned `n_ctx` is 0.
     fn load(&mut self, params: &LoadParams, capture: *mut Capture) -> Result<ModelInfo, String>;
     /// `llama_tokenize` into `out`; returns the count, or minus the needed size.
     fn tokenize(
@@ -186,6 +189,8 @@ struct LoadedState {
     n_batch: u32,
     /// Next free position in sequence 0.
     n_cur: u32,
+    /// Only the vocabulary is loaded: no context to evaluate in.
+    vocab_only: bool,
 }
 
 impl<A: LlamaApi> Runner<A> {
@@ -193,6 +198,17 @@ impl<A: LlamaApi> Runner<A> {
         self.loaded
             .as_mut()
             .ok_or_else(|| "no model loaded".to_string())
+    }
+
+    /// The loaded state, refusing a vocabulary-only load (it has no context).
+    fn with_context(&mut self, what: &str) -> Result<&mut LoadedState, String> {
+        let state = self.loaded()?;
+        if state.vocab_only {
+            return Err(format!(
+                "{what} needs a context; this model was loaded vocab_only"
+            ));
+        }
+        Ok(state)
     }
 }
 
@@ -215,6 +231,7 @@ impl<A: LlamaApi> Backend for Runner<A> {
             info: info.clone(),
             n_batch: params.n_batch.max(1),
             n_cur: 0,
+            vocab_only: params.vocab_only,
         });
         Ok(info)
     }
@@ -265,7 +282,7 @@ impl<A: LlamaApi> Backend for Runner<A> {
     }
 
     fn eval(&mut self, tokens: &[i32], n_past: u32) -> Result<EvalOutput, String> {
-        let state = self.loaded()?.clone();
+        let state = self.with_context("eval")?.clone();
         let n_vocab = state.info.n_vocab;
         if tokens.is_empty() {
             return Err("eval of an empty batch".into());
@@ -328,7 +345,7 @@ impl<A: LlamaApi> Backend for Runner<A> {
     }
 
     fn reset(&mut self) -> Result<(), String> {
-        self.loaded()?.n_cur = 0;
+        self.with_context("reset")?.n_cur = 0;
         self.api.clear();
         Ok(())
     }

@@ -178,10 +178,25 @@ impl LlamaApi for Ik {
         mp.flash_attn = false;
         mp.type_k = ggml_kv(p.type_k);
         mp.type_v = ggml_kv(p.type_v);
+        // Vocabulary-only GGUFs have no tensors; the tokenizer needs none.
+        mp.vocab_only = p.vocab_only;
         // SAFETY: path is a valid C string; mp is initialised above.
         self.model = unsafe { sys::llama_model_load_from_file(path.as_ptr(), mp) };
         if self.model.is_null() {
             return Err(format!("ik_llama.cpp could not load {}", p.model_path));
+        }
+        if p.vocab_only {
+            // No context and no batch: the session serves the tokenizer only.
+            // SAFETY: the model (its vocabulary) is live.
+            return Ok(unsafe {
+                ModelInfo {
+                    n_vocab: sys::llama_n_vocab(self.model) as u32,
+                    n_ctx: 0,
+                    bos: sys::llama_token_bos(self.model),
+                    eos: sys::llama_token_eos(self.model),
+                    description: format!("vocab only: {}", p.model_path),
+                }
+            });
         }
         // SAFETY: plain C struct returned by value.
         let mut cp = unsafe { sys::llama_context_default_params() };

@@ -106,10 +106,26 @@ impl LlamaApi for Upstream {
         mp.n_gpu_layers = 0;
         // No repacked weight layouts (they change the kernels that run: DESIGN.md §3).
         mp.use_extra_bufts = false;
+        // Vocabulary-only GGUFs have no tensors; the tokenizer needs none.
+        mp.vocab_only = p.vocab_only;
         // SAFETY: path is a valid C string; mp is initialised above.
         self.model = unsafe { sys::llama_model_load_from_file(path.as_ptr(), mp) };
         if self.model.is_null() {
             return Err(format!("llama.cpp could not load {}", p.model_path));
+        }
+        if p.vocab_only {
+            // No context and no batch: the session serves the tokenizer only.
+            let vocab = self.vocab();
+            // SAFETY: the model (its vocabulary) is live.
+            return Ok(unsafe {
+                ModelInfo {
+                    n_vocab: sys::llama_vocab_n_tokens(vocab) as u32,
+                    n_ctx: 0,
+                    bos: sys::llama_vocab_bos(vocab),
+                    eos: sys::llama_vocab_eos(vocab),
+                    description: format!("vocab only: {}", p.model_path),
+                }
+            });
         }
         // SAFETY: plain C struct returned by value.
         let mut cp = unsafe { sys::llama_context_default_params() };
