@@ -43,6 +43,7 @@
 //! | [`Numerics::kv_type`] | F32 | F16 | F16 |
 //! | [`Numerics::norm`] | `(x·s)·w` | `(x·s)·w` | `(s·w)·x` (fused norm) |
 //! | [`Numerics::float_dot`] | ggml `vec_dot` | ggml `vec_dot` | iqk float GEMM, F32 operand unrounded |
+//! | [`Numerics::q8k`] (TQ1_0/TQ2_0 activations) | `nearest_int(iscale·x)` | FMA-contracted | (no TQ types) |
 //! | [`Numerics::kv_pad`] (capture shapes only) | 256 | 32 | 32 |
 //!
 //! Every output element is one dot product, so the thread count (rayon's pool) never
@@ -62,5 +63,5 @@ pub use error::ModelError;
 pub use kv_cache::KvType;
 pub use matmul::Linear;
 pub use model::{CaptureFn, Logits, Model, Numerics, Reference, State};
-pub use ops::{FloatDot, NormOrder, RopeStyle};
+pub use ops::{FloatDot, NormOrder, Q8KRounding, RopeStyle};
 pub use weights::{Embedding, LayerWeights, Weights};

@@ -9,7 +9,7 @@
 //! | BF16 | BF16 | `GGML_FP32_TO_BF16` |
 //! | Q8_0, Q4_0 | Q8_0 | ggml-cpu x86 `quantize_row_q8_0` (ties to even, `id = 127/amax`) |
 //! | Q4_1 | Q8_1 | ggml-cpu x86 `quantize_row_q8_1` |
-//! | TQ1_0, TQ2_0 | Q8_K | `quantize_row_q8_K_ref` (the only one x86 has) |
+//! | TQ1_0, TQ2_0 | Q8_K | `quantize_row_q8_K_ref` (the only one x86 has; bitnet.cpp's build FMA-contracts its rounding, [`Q8KRounding`]) |
 //! | I2_S | I8_S | bitnet.cpp `quantize_row_i8_s` (per row) |
 //! | IQ2_BN | Q8_K64 | ik_llama.cpp x86 `quantize_row_q8_K64` (per row) |
 //!
@@ -30,7 +30,7 @@ use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
 use bitnet_kernels::q8_0::{quantize_row_q8_0_x86, vec_dot_q8_0_q8_0, BlockQ8_0, QK8_0};
 use bitnet_kernels::q8_1::{quantize_row_q8_1_x86, BlockQ8_1};
-use bitnet_kernels::q8_k::{quantize_row_q8_k, BlockQ8K, SumOrder, QK_K};
+use bitnet_kernels::q8_k::{quantize_row_q8_k, quantize_row_q8_k_fma, BlockQ8K, SumOrder, QK_K};
 use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header, Q8K64Row};
 use bitnet_kernels::tq1_0::{vec_dot_tq1_0_q8_k, BlockTQ1_0};
 use bitnet_kernels::tq2_0::{vec_dot_tq2_0_q8_k, BlockTQ2_0};
@@ -39,7 +39,8 @@ use bytemuck::Zeroable;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::ops::FloatDot;
+use crate::model::Numerics;
+use crate::ops::{FloatDot, Q8KRounding};
 use crate::ModelError;
 
 /// The activation format a weight format is multiplied against.
@@ -206,6 +207,7 @@ impl Activations {
     fn prepare(
         &mut self,
         kind: ActKind,
+        q8k: Q8KRounding,
         x: &[f32],
         n_tok: usize,
         k: usize,
@@ -226,7 +228,14 @@ impl Activations {
             ActKind::Bf16 => f32_to_bf16_row(x, &mut self.bf16[..n]).map_err(kerr)?,
             ActKind::Q8_0 => quantize_row_q8_0_x86(x, &mut self.q8_0[..n / QK8_0]).map_err(kerr)?,
             ActKind::Q8_1 => quantize_row_q8_1_x86(x, &mut self.q8_1[..n / QK8_0]).map_err(kerr)?,
-            ActKind::Q8K => quantize_row_q8_k(x, &mut self.q8k[..n / QK_K]).map_err(kerr)?,
+            ActKind::Q8K => {
+                let y = &mut self.q8k[..n / QK_K];
+                match q8k {
+                    Q8KRounding::Ref => quantize_row_q8_k(x, y),
+                    Q8KRounding::FmaContracted => quantize_row_q8_k_fma(x, y),
+                }
+                .map_err(kerr)?
+            }
             ActKind::I8s => {
                 for ((xr, qr), m) in x
                     .chunks_exact(k)
@@ -351,17 +360,17 @@ pub(crate) fn matmul(
     n_tok: usize,
     out: &mut [f32],
     tmp: &mut [f32],
-    float_dot: FloatDot,
+    numerics: &Numerics,
 ) -> Result<(), ModelError> {
     let (k, n) = (w.k, w.n);
-    let ik = float_dot == FloatDot::IkGemm;
+    let ik = numerics.float_dot == FloatDot::IkGemm;
     // ik's float GEMM keeps the activations in f32 even against F16 weights.
     let act = if ik && w.act == ActKind::F16 {
         ActKind::F32
     } else {
         w.act
     };
-    acts.prepare(act, x, n_tok, k, &w.name)?;
+    acts.prepare(act, numerics.q8k, x, n_tok, k, &w.name)?;
     let bytes = file.tensor_data(&w.info);
     let nk = n_tok * k;
     let ops = match w.info.ggml_type {

@@ -12,6 +12,7 @@ use crate::kv_cache::{KvCache, KvStore, KvType, KV_STEP};
 use crate::matmul::{apply_scale, matmul, Activations, Linear};
 use crate::ops::{
     relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot, NormOrder,
+    Q8KRounding,
 };
 use crate::weights::{bind, vocab_size, Weights};
 use crate::ModelError;
@@ -55,6 +56,9 @@ pub struct Numerics {
     /// F32/F16 dot products (F32/F16 weights and attention): ggml's `vec_dot_*` or
     /// ik_llama.cpp's float GEMM.
     pub float_dot: FloatDot,
+    /// Rounding of the Q8_K activations of TQ1_0/TQ2_0 weights (bitnet.cpp's is
+    /// FMA-contracted).
+    pub q8k: Q8KRounding,
 }
 
 impl Default for Numerics {
@@ -65,6 +69,7 @@ impl Default for Numerics {
             norm: NormOrder::ScaleThenWeight,
             kv_pad: 256,
             float_dot: FloatDot::Ggml,
+            q8k: Q8KRounding::Ref,
         }
     }
 }
@@ -78,6 +83,7 @@ impl Numerics {
             Reference::BitnetCpp => Numerics {
                 kv_type: KvType::F16,
                 kv_pad: 32,
+                q8k: Q8KRounding::FmaContracted,
                 ..Numerics::default()
             },
             Reference::IkLlamaCpp => Numerics {
@@ -85,6 +91,7 @@ impl Numerics {
                 norm: NormOrder::WeightScaleFirst,
                 kv_pad: 32,
                 float_dot: FloatDot::IkGemm,
+                q8k: Q8KRounding::Ref,
             },
         }
     }
@@ -236,10 +243,11 @@ impl Model {
             });
         }
         let mut tap = Tap { hook: hook.take() };
+        let numerics = state.numerics;
         let (norm, kv_pad, fdot) = (
-            state.numerics.norm,
-            state.numerics.kv_pad.max(KV_STEP),
-            state.numerics.float_dot,
+            numerics.norm,
+            numerics.kv_pad.max(KV_STEP),
+            numerics.float_dot,
         );
         let State {
             acts,
@@ -268,7 +276,7 @@ impl Model {
                   input: &[f32],
                   out: &mut [f32],
                   tmp: &mut [f32]| {
-            matmul(file, w, acts, input, n_tok, out, tmp, fdot)?;
+            matmul(file, w, acts, input, n_tok, out, tmp, &numerics)?;
             apply_scale(w, &mut out[..n_tok * w.n]);
             Ok::<(), ModelError>(())
         };
@@ -372,13 +380,13 @@ impl Model {
             acts.invalidate();
             // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
             // build_ffn names the bare products and then, when scaled, `ffn_up_s`/`ffn_gate_s`.
-            matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, fdot)?;
+            matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, &numerics)?;
             tap.emit("ffn_up", il, &[nff, n_tok], &hb2[..n_tok * nff]);
             if lw.ffn_up.scale.is_some() {
                 apply_scale(&lw.ffn_up, &mut hb2[..n_tok * nff]);
                 tap.emit("ffn_up_s", il, &[nff, n_tok], &hb2[..n_tok * nff]);
             }
-            matmul(file, &lw.ffn_gate, acts, xb, n_tok, hb, tmp, fdot)?;
+            matmul(file, &lw.ffn_gate, acts, xb, n_tok, hb, tmp, &numerics)?;
             tap.emit("ffn_gate", il, &[nff, n_tok], &hb[..n_tok * nff]);
             if lw.ffn_gate.scale.is_some() {
                 apply_scale(&lw.ffn_gate, &mut hb[..n_tok * nff]);
@@ -456,7 +464,7 @@ impl Model {
             n_out,
             out_logits,
             tmp,
-            fdot,
+            &numerics,
         )?;
         tap.emit(
             "result_output",

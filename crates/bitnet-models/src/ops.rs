@@ -163,6 +163,17 @@ pub enum FloatDot {
     IkGemm,
 }
 
+/// How the Q8_K activation quantizer (for TQ1_0/TQ2_0 weights) rounds `iscale · x`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Q8KRounding {
+    /// `nearest_int` of the f32 product (upstream's `quantize_row_q8_K_ref`).
+    #[default]
+    Ref,
+    /// The exact product rounded once: bitnet.cpp compiles ggml-quants.c with `-mfma`, and
+    /// GCC contracts `iscale·x + 1.5·2²³` into one FMA (`quantize_row_q8_k_fma`).
+    FmaContracted,
+}
+
 /// How RoPE pairs a head's dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RopeStyle {
