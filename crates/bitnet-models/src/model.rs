@@ -6,6 +6,7 @@ use bitnet_gguf::GgufFile;
 use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16, vec_dot_f32};
 use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
 use half::f16;
+use rayon::prelude::*;
 
 use crate::config::{Config, FfnActivation};
 use crate::kv_cache::{KvCache, KvStore, KvType, KV_STEP};
@@ -193,9 +194,12 @@ impl Model {
             logits: vec![0.0; n_batch * c.n_vocab],
             tmp: vec![0.0; n_batch * n_out_max],
             rope: vec![0.0; c.n_rot],
-            att: vec![0.0; cap],
-            att16: vec![f16::ZERO; cap],
-            q16: vec![f16::ZERO; c.head_dim],
+            attn: AttnScratch {
+                out: vec![0.0; c.n_head * n_batch * c.head_dim],
+                att: vec![0.0; c.n_head * cap],
+                att16: vec![f16::ZERO; c.n_head * cap],
+                q16: vec![f16::ZERO; c.n_head * c.head_dim],
+            },
         })
     }
 
@@ -263,9 +267,7 @@ impl Model {
             logits: out_logits,
             tmp,
             rope,
-            att,
-            att16,
-            q16,
+            attn,
             ..
         } = state;
         let (d, nq, nkv, nff) = (c.n_embd, c.n_embd_q(), c.n_embd_kv(), c.n_ff);
@@ -337,8 +339,7 @@ impl Model {
             }
 
             attention(
-                c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, att, att16, q16,
-                &mut tap,
+                c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, attn, &mut tap,
             )?;
             tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
 
@@ -478,11 +479,8 @@ impl Model {
 }
 
 /// Causal multi-head attention for a batch at positions `n_past..n_past + n_tok` whose keys
-/// and values are already in the cache. Per (token, head): `kq[i] = k_i · q` over the
-/// positions `0..=pos`, ggml's scaled softmax, then `out[d] = Vᵀ[d] · p` over those
-/// positions rounded up to [`KV_STEP`] (the extra weights are exact zeros, as ggml's masked
-/// cells are). With an F16 cache, q and p are rounded to f16 first (ggml converts a matmul's
-/// F32 operand to its F16 partner's type). Shapes: q, kqv: (n_tok, n_head, head_dim).
+/// and values are already in the cache, one head per task. Shapes: q, kqv:
+/// (n_tok, n_head, head_dim); `scratch` holds the per-head buffers.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     c: &Config,
@@ -495,40 +493,130 @@ fn attention(
     fdot: FloatDot,
     q: &[f32],
     kqv: &mut [f32],
-    att: &mut [f32],
-    att16: &mut [f16],
-    q16: &mut [f16],
+    scratch: &mut AttnScratch,
     tap: &mut Tap<'_, '_>,
 ) -> Result<(), ModelError> {
-    let (hd, nq, nkv, cap) = (c.head_dim, c.n_embd_q(), c.n_embd_kv(), kv.capacity());
-    let group = c.n_head / c.n_head_kv;
-    let kerr = |source| ModelError::Kernel {
-        tensor: format!("kq-{layer}"),
-        source,
+    let (hd, nq, cap) = (c.head_dim, c.n_embd_q(), kv.capacity());
+    let head = Head {
+        c,
+        kv,
+        layer,
+        n_past,
+        kq_scale,
+        fdot,
+        q,
     };
-    // The reference's KV length for this batch (capture shapes only): the cache size and
-    // the used cells each rounded up to `kv_pad`, the smaller of the two, at least one pad.
-    let n_kv_ggml = {
-        let pad = |n: usize| n.div_ceil(kv_pad) * kv_pad;
-        pad(kv.n_ctx()).min(pad(n_past + n_tok).max(kv_pad))
-    };
-    // Captured only when a hook is set: (n_head, n_tok, n_kv_ggml), masked cells 0.
-    let mut kq = tap
-        .is_on()
-        .then(|| vec![0.0f32; n_kv_ggml * n_tok * c.n_head]);
-    let mut probs = kq.clone();
-    for t in 0..n_tok {
-        let n = n_past + t + 1;
-        let n_step = n.div_ceil(KV_STEP) * KV_STEP;
-        for h in 0..c.n_head {
-            let g = h / group;
-            let qh = &q[t * nq + h * hd..t * nq + (h + 1) * hd];
-            let k_at = |i: usize| (layer * cap + i) * nkv + g * hd;
-            let v_at = |dd: usize| (layer * nkv + g * hd + dd) * cap;
-            let row = &mut att[..n_step];
-            let ggml_f16 = fdot == FloatDot::Ggml && matches!(kv.store, KvStore::F16 { .. });
+    let AttnScratch {
+        out,
+        att,
+        att16,
+        q16,
+    } = scratch;
+    // Shape: out: (n_head, n_tok, head_dim), head-major so that heads split into chunks.
+    let out = &mut out[..c.n_head * n_tok * hd];
+    if tap.is_on() {
+        // The reference's KV length for this batch (capture shapes only): the cache size
+        // and the used cells each rounded up to `kv_pad`, the smaller, at least one pad.
+        let n_kv = {
+            let pad = |n: usize| n.div_ceil(kv_pad) * kv_pad;
+            pad(kv.n_ctx()).min(pad(n_past + n_tok).max(kv_pad))
+        };
+        // (n_head, n_tok, n_kv), masked cells 0.
+        let mut kq = vec![0.0f32; n_kv * n_tok * c.n_head];
+        let mut probs = kq.clone();
+        for (h, ((o, kqh), ph)) in out
+            .chunks_mut(n_tok * hd)
+            .zip(kq.chunks_mut(n_tok * n_kv))
+            .zip(probs.chunks_mut(n_tok * n_kv))
+            .enumerate()
+        {
+            let capture = Some((kqh, ph, n_kv));
+            head.run(
+                h,
+                o,
+                &mut att[..cap],
+                &mut att16[..cap],
+                &mut q16[..hd],
+                capture,
+            )?;
+        }
+        let shape = [n_kv, n_tok, c.n_head];
+        tap.emit("kq", Some(layer), &shape, &kq);
+        tap.emit("kq_soft_max", Some(layer), &shape, &probs);
+    } else {
+        out.par_chunks_mut(n_tok * hd)
+            .zip(att.par_chunks_mut(cap))
+            .zip(att16.par_chunks_mut(cap))
+            .zip(q16.par_chunks_mut(hd))
+            .enumerate()
+            .try_for_each(|(h, (((o, a), a16), q16))| head.run(h, o, a, a16, q16, None))?;
+    }
+    // (n_head, n_tok, head_dim) → (n_tok, n_head, head_dim).
+    for (h, oh) in out.chunks_exact(n_tok * hd).enumerate() {
+        for (t, ot) in oh.chunks_exact(hd).enumerate() {
+            kqv[t * nq + h * hd..t * nq + (h + 1) * hd].copy_from_slice(ot);
+        }
+    }
+    Ok(())
+}
+
+/// Per-head attention buffers, allocated once per session.
+#[derive(Debug)]
+struct AttnScratch {
+    /// Head-major attention output: (n_head, n_batch, head_dim).
+    out: Vec<f32>,
+    /// One attention row per head: (n_head, KV capacity).
+    att: Vec<f32>,
+    att16: Vec<f16>,
+    /// One query head rounded to f16, per head: (n_head, head_dim).
+    q16: Vec<f16>,
+}
+
+/// What every head of one attention call shares.
+struct Head<'a> {
+    c: &'a Config,
+    kv: &'a KvCache,
+    layer: usize,
+    n_past: usize,
+    kq_scale: f32,
+    fdot: FloatDot,
+    /// (n_tok, n_head, head_dim).
+    q: &'a [f32],
+}
+
+impl Head<'_> {
+    /// Head `h` for every token of the batch. Per token at position `pos`:
+    /// `kq[i] = k_i · q` over the cells `0..=pos`, ggml's scaled softmax, then
+    /// `out[d] = Vᵀ[d] · p` over those cells rounded up to [`KV_STEP`] (the extra weights are
+    /// exact zeros, as ggml's masked cells are). With an F16 cache and ggml's dots, q and p
+    /// are rounded to f16 first (ggml converts a matmul's F32 operand to its F16 partner's
+    /// type). Shapes: out: (n_tok, head_dim); att, att16: (capacity,); q16: (head_dim,);
+    /// capture: (n_tok, n_kv) for `kq` and for the probabilities.
+    fn run(
+        &self,
+        h: usize,
+        out: &mut [f32],
+        att: &mut [f32],
+        att16: &mut [f16],
+        q16: &mut [f16],
+        mut capture: Option<(&mut [f32], &mut [f32], usize)>,
+    ) -> Result<(), ModelError> {
+        let (c, kv, fdot) = (self.c, self.kv, self.fdot);
+        let (hd, nq, nkv, cap) = (c.head_dim, c.n_embd_q(), c.n_embd_kv(), kv.capacity());
+        let g = h / (c.n_head / c.n_head_kv);
+        let layer = self.layer;
+        let kerr = |source| ModelError::Kernel {
+            tensor: format!("kq-{layer}"),
+            source,
+        };
+        let k_at = |i: usize| (layer * cap + i) * nkv + g * hd;
+        let v_at = |dd: usize| (layer * nkv + g * hd + dd) * cap;
+        let ggml_f16 = fdot == FloatDot::Ggml && matches!(kv.store, KvStore::F16 { .. });
+        for (t, o) in out.chunks_exact_mut(hd).enumerate() {
+            let n = self.n_past + t + 1;
+            let n_step = n.div_ceil(KV_STEP) * KV_STEP;
+            let qh = &self.q[t * nq + h * hd..t * nq + (h + 1) * hd];
             if ggml_f16 {
-                // ggml rounds the F32 operand of an F16 product to f16.
                 f32_to_f16_row(qh, q16).map_err(kerr)?;
             }
             let q16: &[f16] = q16;
@@ -543,37 +631,32 @@ fn attention(
                 }
                 .map_err(kerr)
             };
+            let row = &mut att[..n_step];
             for (i, a) in row[..n].iter_mut().enumerate() {
                 *a = kq_at(i)?;
             }
-            if let Some(p) = kq.as_mut() {
+            if let Some((kq, _, n_kv)) = capture.as_mut() {
                 // ggml's `kq` holds the product with every cell, masked or not; the cells
                 // past the causal position are computed here for the capture only.
-                let base = (h * n_tok + t) * n_kv_ggml;
-                p[base..base + n].copy_from_slice(&row[..n]);
-                for (i, o) in p[base..base + n_kv_ggml.min(cap)]
-                    .iter_mut()
-                    .enumerate()
-                    .skip(n)
-                {
-                    *o = kq_at(i)?;
+                let dst = &mut kq[t * *n_kv..(t + 1) * *n_kv];
+                dst[..n].copy_from_slice(&row[..n]);
+                for (i, x) in dst.iter_mut().enumerate().take(cap).skip(n) {
+                    *x = kq_at(i)?;
                 }
             }
-            softmax_scaled_row(&mut row[..n], kq_scale);
+            softmax_scaled_row(&mut row[..n], self.kq_scale);
             row[n..].fill(0.0);
-            if let Some(p) = probs.as_mut() {
-                let base = (h * n_tok + t) * n_kv_ggml;
-                p[base..base + n].copy_from_slice(&row[..n]);
+            if let Some((_, probs, n_kv)) = capture.as_mut() {
+                probs[t * *n_kv..t * *n_kv + n].copy_from_slice(&row[..n]);
             }
-            let out = &mut kqv[t * nq + h * hd..t * nq + (h + 1) * hd];
             if ggml_f16 {
                 f32_to_f16_row(row, &mut att16[..n_step]).map_err(kerr)?;
             }
             let (row, p16): (&[f32], &[f16]) = (row, &att16[..n_step]);
             // Vᵀ[d] · p over the cells rounded up to KV_STEP. Shape: Vᵀ row (n_step,).
-            for (dd, o) in out.iter_mut().enumerate() {
+            for (dd, y) in o.iter_mut().enumerate() {
                 let r = v_at(dd)..v_at(dd) + n_step;
-                *o = match (&kv.store, fdot) {
+                *y = match (&kv.store, fdot) {
                     (KvStore::F32 { vt, .. }, FloatDot::Ggml) => vec_dot_f32(&vt[r], row),
                     (KvStore::F16 { vt, .. }, FloatDot::Ggml) => vec_dot_f16(&vt[r], p16),
                     (KvStore::F32 { vt, .. }, FloatDot::IkGemm) => ik_dot_f32(&vt[r], row),
@@ -582,13 +665,8 @@ fn attention(
                 .map_err(kerr)?;
             }
         }
+        Ok(())
     }
-    if let (Some(k), Some(p)) = (kq, probs) {
-        let shape = [n_kv_ggml, n_tok, c.n_head];
-        tap.emit("kq", Some(layer), &shape, &k);
-        tap.emit("kq_soft_max", Some(layer), &shape, &p);
-    }
-    Ok(())
 }
 
 /// Per-session buffers: the KV cache and every activation of one batch.
@@ -622,11 +700,7 @@ pub struct State {
     tmp: Vec<f32>,
     /// RoPE cos/sin of one position: (n_rot,).
     rope: Vec<f32>,
-    /// One attention row: (KV capacity,).
-    att: Vec<f32>,
-    att16: Vec<f16>,
-    /// One query head rounded to f16: (head_dim,).
-    q16: Vec<f16>,
+    attn: AttnScratch,
 }
 
 impl State {
