@@ -32,11 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = t.elapsed().as_secs_f64();
     let decode = total - prefill;
     println!(
-        "{path}: prefill {n_prompt} tokens {:.1} tok/s, decode {} tokens {:.1} tok/s ({} threads)",
+        "{path}: prefill {n_prompt} tokens {:.1} tok/s, decode {} tokens {:.1} tok/s (threads: {})",
         n_prompt as f64 / prefill,
         gen.tokens.len(),
         (gen.tokens.len() - 1) as f64 / decode,
-        rayon::current_num_threads()
+        std::env::var(bitnet_inference::THREADS_ENV)
+            .unwrap_or_else(|_| rayon::current_num_threads().to_string())
     );
     Ok(())
 }
