@@ -129,12 +129,22 @@ pub fn argmax(logits: &[f32]) -> Option<usize> {
 
 /// A sampler with its own random stream and a reusable candidate buffer (sized to the
 /// vocabulary once, so sampling allocates nothing per token).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
     /// (token, probability) candidates, reused.
     cand: Vec<(u32, f32)>,
+}
+
+/// Leaves out the candidate buffer (a vocabulary's worth of entries).
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("params", &self.params)
+            .field("rng", &self.rng)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sampler {

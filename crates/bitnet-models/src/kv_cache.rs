@@ -22,14 +22,14 @@ pub enum KvType {
 pub(crate) const KV_STEP: usize = 32;
 
 /// K: (n_layer, capacity, n_embd_kv); V transposed: (n_layer, n_embd_kv, capacity).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) enum KvStore {
     F32 { k: Vec<f32>, vt: Vec<f32> },
     F16 { k: Vec<f16>, vt: Vec<f16> },
 }
 
 /// Keys and values of every layer for up to `capacity` positions.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct KvCache {
     /// Positions the cache can hold (the session's context).
     n_ctx: usize,

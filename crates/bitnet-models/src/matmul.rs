@@ -163,7 +163,6 @@ impl Linear {
 /// activation format, filled on first use and shared until [`Activations::invalidate`].
 /// Buffers are sized once for the largest batch and row, so a forward pass allocates
 /// nothing here.
-#[derive(Debug)]
 pub struct Activations {
     valid: [bool; ActKind::ALL.len()],
     f16: Vec<f16>,
@@ -176,6 +175,15 @@ pub struct Activations {
     i8s_meta: Vec<I8sRowMeta>,
     q8k64: Vec<i8>,
     q8k64_head: Vec<Q8K64Header>,
+}
+
+/// Summarizes: the buffers hold megabytes.
+impl std::fmt::Debug for Activations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activations")
+            .field("valid", &self.valid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Activations {

@@ -560,8 +560,8 @@ fn attention(
     Ok(())
 }
 
-/// Per-head attention buffers, allocated once per session.
-#[derive(Debug)]
+/// Per-head attention buffers, allocated once per session (never printed: `State`'s
+/// `Debug` summarizes).
 struct AttnScratch {
     /// Head-major attention output: (n_head, n_batch, head_dim).
     out: Vec<f32>,
@@ -670,7 +670,6 @@ impl Head<'_> {
 }
 
 /// Per-session buffers: the KV cache and every activation of one batch.
-#[derive(Debug)]
 pub struct State {
     numerics: Numerics,
     /// Largest batch one forward call takes.
@@ -701,6 +700,18 @@ pub struct State {
     /// RoPE cos/sin of one position: (n_rot,).
     rope: Vec<f32>,
     attn: AttnScratch,
+}
+
+/// Summarizes: the buffers hold megabytes.
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("numerics", &self.numerics)
+            .field("n_ctx", &self.kv.n_ctx())
+            .field("n_batch", &self.n_batch)
+            .field("n_past", &self.n_past)
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {

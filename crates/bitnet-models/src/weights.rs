@@ -69,7 +69,7 @@ fn cast<T: bytemuck::AnyBitPattern>(bytes: &[u8]) -> &[T] {
 }
 
 /// One transformer block's weights.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LayerWeights {
     /// `blk.N.attn_norm.weight`: (n_embd,).
     pub attn_norm: Vec<f32>,
@@ -89,7 +89,7 @@ pub struct LayerWeights {
 }
 
 /// Every weight of the model, bound and validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Weights {
     pub token_embd: Embedding,
     /// `output_norm.weight`: (n_embd,).
@@ -97,6 +97,39 @@ pub struct Weights {
     /// `output.weight`, or `token_embd.weight` when the head is tied.
     pub output: Linear,
     pub layers: Vec<LayerWeights>,
+}
+
+/// Names and types rather than the norm vectors' values.
+impl std::fmt::Debug for LayerWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mats = [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.ffn_gate,
+            &self.ffn_up,
+            &self.ffn_down,
+        ];
+        f.debug_struct("LayerWeights")
+            .field(
+                "matrices",
+                &mats.map(|w| (w.name(), w.ggml_type(), w.n, w.k, w.scale)),
+            )
+            .field("sub_norms", &self.attn_sub_norm.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Names and types rather than the norm vectors' values.
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("token_embd", &self.token_embd.info.ggml_type)
+            .field("output", &(self.output.name(), self.output.ggml_type()))
+            .field("layers", &self.layers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Weights {
