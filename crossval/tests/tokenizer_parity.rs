@@ -102,24 +102,25 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     KnownDifference {
         reference: Some(Reference::IkLlamaCpp),
         vocab: "bert-bge",
-        cause: "ik_llama.cpp's WPM tokenizer does not lowercase: any word with an uppercase \
-                letter misses the uncased BERT vocabulary and becomes [UNK] (100), so ik \
-                fails llama.cpp's own bert-bge vectors (\"Hello world\" -> [100, 2088], \
-                upstream and ours [7592, 2088])",
-        applies: |c| c.text.chars().any(char::is_uppercase),
+        cause: "ik_llama.cpp's WPM tokenizer does not lowercase: its unicode-data.cpp holds \
+                unicode_map_lowercase as a std::unordered_map, which unicode_tolower \
+                binary-searches (std::lower_bound) as if sorted, so most code points find no \
+                mapping (upstream holds a sorted list). Any word with an uppercase letter then \
+                misses the uncased BERT vocabulary and becomes [UNK] (100): ik fails \
+                llama.cpp's own bert-bge vectors (\"Hello world\" -> [100, 2088], upstream and \
+                ours [7592, 2088]). Like bitnet.cpp it also keeps nonspacing marks (no \
+                strip_accents), which only the uppercase-bearing cases here contain",
+        applies: |c| c.text.chars().any(char::is_uppercase) || has_nonspacing_mark(&c.text),
     },
     KnownDifference {
         reference: Some(Reference::BitnetCpp),
         vocab: "bert-bge",
         cause: "bitnet.cpp's older llama.cpp WPM preprocessing keeps nonspacing marks after \
-                NFD (newer llama.cpp drops them, as BERT's strip_accents does), so a word \
+                NFD (newer llama.cpp drops them when the vocabulary asks for strip_accents, \
+                as BERT's does: `flags.is_accent_mark`), so a word \
                 with a combining accent or a Devanagari virama becomes [UNK] \
                 (\"cafe\\u{301}\" -> [100], upstream and ours \"cafe\" [7668])",
-        applies: |c| {
-            c.text
-                .chars()
-                .any(|ch| ('\u{300}'..='\u{36f}').contains(&ch) || ch == '\u{94d}')
-        },
+        applies: |c| has_nonspacing_mark(&c.text),
     },
     KnownDifference {
         reference: Some(Reference::BitnetCpp),
@@ -157,6 +158,13 @@ const OUR_OPEN_DEFECT: KnownDifference = KnownDifference {
         })
     },
 };
+
+/// Whether `text` holds a nonspacing mark of the corpus: a combining diacritic
+/// (U+0300..U+036F) or the Devanagari virama (U+094D).
+fn has_nonspacing_mark(text: &str) -> bool {
+    text.chars()
+        .any(|ch| ('\u{300}'..='\u{36f}').contains(&ch) || ch == '\u{94d}')
+}
 
 /// The known difference explaining a mismatch of `reference` on `vocab`'s `case`, if any
 /// (the open defect of ours applies to every reference).
