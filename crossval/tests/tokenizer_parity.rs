@@ -60,8 +60,9 @@ const LLAMA_CPP_LOADS: &[&str] = VOCABS;
 /// Vocabularies ik_llama.cpp must load (measured: all of them).
 const IK_LLAMA_LOADS: &[&str] = VOCABS;
 
-/// Vocabularies bitnet.cpp must load (measured). Its llama.cpp predates the `gemma4` BPE
-/// vocabulary type and the `qwen35` pre-tokenizer, so it refuses those two.
+/// Vocabularies bitnet.cpp must load (measured). Its llama.cpp predates Gemma 4 and
+/// Qwen3.5: it refuses `gemma-4` ("unknown model architecture: 'gemma4'") and `qwen35`
+/// ("unknown pre-tokenizer type: 'qwen35'").
 const BITNET_CPP_LOADS: &[&str] = &[
     "aquila",
     "baichuan",
@@ -430,9 +431,15 @@ fn run_pair(reference: Reference, name: &str) -> PairResult {
             panic!("{reference}: {e}")
         }
         Err(e) => {
-            let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+            // The loader's own reason, from the runner's stderr, else the error's first line.
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .rfind(|l| l.contains("error loading model"))
+                .or_else(|| text.lines().next())
+                .unwrap_or_default();
             return PairResult {
-                unsupported: Some(first),
+                unsupported: Some(why.trim().to_owned()),
                 ..PairResult::default()
             };
         }
