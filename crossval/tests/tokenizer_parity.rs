@@ -142,26 +142,6 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     },
 ];
 
-/// OUR open tokenizer defect, against every reference (upstream llama.cpp included): this
-/// is a bug of bitnet-tokenizers, listed only so the rest of the suite stays checked while
-/// it is open. `DEEPSEEK_LETTERS` in `bitnet-tokenizers/src/pre_tokenizer/class_splitters.rs`
-/// has an ASCII `K` (U+004B) where llama.cpp's class has KELVIN SIGN (U+212A) in the range
-/// `K-ℭ`, so the range becomes U+004B..U+212D and swallows ASCII ``[\]^_`{|}~`` and most
-/// of U+0080..U+212D into the letter class: `"|>"` splits into `"|" ">"` ([91, 29]; llama.cpp
-/// keeps the punctuation run, [66325]). The fix is that one character (measured: with it,
-/// deepseek-llm is 310/310 against all three references and llama.cpp's own vectors still
-/// pass); then this entry fails as stale and must be deleted.
-const OUR_OPEN_DEFECT: KnownDifference = KnownDifference {
-    reference: None,
-    vocab: "deepseek-llm",
-    cause: "bitnet-tokenizers DEEPSEEK_LETTERS has U+004B for U+212A (KELVIN SIGN)",
-    applies: |c| {
-        c.text.chars().any(|ch| {
-            matches!(ch, '[' ..= '`' | '{' ..= '~') || ('\u{80}'..='\u{212d}').contains(&ch)
-        })
-    },
-};
-
 /// Whether `text` holds a nonspacing mark of the corpus: a combining diacritic
 /// (U+0300..U+036F) or the Devanagari virama (U+094D).
 fn has_nonspacing_mark(text: &str) -> bool {
@@ -170,15 +150,10 @@ fn has_nonspacing_mark(text: &str) -> bool {
 }
 
 /// The known difference explaining a mismatch of `reference` on `vocab`'s `case`, if any
-/// (the open defect of ours applies to every reference).
 fn known_difference(reference: Reference, vocab: &str, case: &Case) -> Option<KnownDifference> {
-    KNOWN_DIFFERENCES
-        .iter()
-        .chain(std::iter::once(&OUR_OPEN_DEFECT))
-        .copied()
-        .find(|d| {
-            d.reference.is_none_or(|r| r == reference) && d.vocab == vocab && (d.applies)(case)
-        })
+    KNOWN_DIFFERENCES.iter().copied().find(|d| {
+        d.reference.is_none_or(|r| r == reference) && d.vocab == vocab && (d.applies)(case)
+    })
 }
 
 /// The case separator of llama.cpp's `.inp` files.
@@ -573,7 +548,6 @@ fn check_reference(reference: Reference, must_load: &[&str]) {
     );
     let stale: Vec<_> = KNOWN_DIFFERENCES
         .iter()
-        .chain(std::iter::once(&OUR_OPEN_DEFECT))
         .filter(|d| d.reference.is_none_or(|r| r == reference))
         .filter(|d| !causes_met.contains(&d.cause))
         .map(|d| (d.vocab, d.cause))
