@@ -10,7 +10,7 @@
 use std::ffi::c_void;
 use std::process::ExitCode;
 
-use bitnet_sys::protocol::{CapturedTensor, EvalOutput, LoadParams, ModelInfo};
+use bitnet_sys::protocol::{CapturedTensor, EvalOutput, KvType, LoadParams, ModelInfo};
 use bitnet_sys::server::{serve, Backend};
 
 /// ggml's `to_float`: `n` elements of a type at `x` into f32 at `y`.
@@ -452,4 +452,457 @@ pub fn run(api: impl LlamaApi) -> ExitCode {
         capture: Box::default(),
         loaded: None,
     })
+}
+
+/// ggml's type id of a KV cache type. ggml's enum numbering is ABI (GGUF stores it), so the
+/// ids are the same in every fork: `GGML_TYPE_F32 = 0`, `GGML_TYPE_F16 = 1`.
+pub fn ggml_kv_type(t: KvType) -> u32 {
+    match t {
+        KvType::F32 => 0,
+        KvType::F16 => 1,
+    }
+}
+
+/// Microsoft's I2_S on x86, as bitnet.cpp writes it and ik_llama.cpp reads it: 2-bit codes
+/// in blocks of 128 (QK_I2_S), then one f32 scale for the whole tensor padded to 32 bytes
+/// (`quantize_i2_s` returns `n/4 + 32`).
+const I2S_BLOCK: i64 = 128;
+const I2S_TRAILER: usize = 32;
+
+/// Bytes of an I2_S tensor of `nrows × n_per_row` (ggml_row_size says 1 byte per weight,
+/// which is wrong for it), or `None` if a row is not whole blocks.
+pub fn i2_s_size(nrows: i64, n_per_row: i64) -> Option<usize> {
+    (n_per_row % I2S_BLOCK == 0).then(|| (nrows * n_per_row) as usize / 4 + I2S_TRAILER)
+}
+
+/// `llama_model_desc`'s output: `n` bytes written into `buf` (NUL excluded), clamped to
+/// what fits before the terminator.
+pub fn model_description(buf: &[u8], n: i32) -> String {
+    let end = n.clamp(0, buf.len().saturating_sub(1) as i32) as usize;
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// What the macros below name through `$crate`, so a runner needs no extra imports.
+#[doc(hidden)]
+pub mod __private {
+    pub use bitnet_sys::protocol::{LoadParams, ModelInfo};
+}
+
+/// Defines a runner's shim state over its `-sys` crate: the struct holding the model, the
+/// context and the one batch, with `new`, `free` (also run on drop), `n_vocab`, and the two
+/// ends of `LlamaApi::load` that are the same in every fork (`vocab_only_info`, and
+/// `finish_load`, which allocates the batch and describes the model).
+///
+/// The forks' C APIs come in two generations, named by `vocab`: `model`, the older API of
+/// ik_llama.cpp and bitnet.cpp, whose vocabulary calls take the model (`llama_n_vocab`,
+/// `llama_token_bos`, `llama_free_model`); `llama_vocab`, upstream's, whose vocabulary calls
+/// take the model's `llama_vocab` (`llama_vocab_n_tokens`, `llama_vocab_bos`,
+/// `llama_model_free`). Either way the struct gets `fn tokenizer(&self)`, the handle the
+/// vocabulary calls take.
+///
+/// ```ignore
+/// bitnet_ref_common::llama_runner! {
+///     /// Doc comment of the struct.
+///     Ik,
+///     sys = sys,
+///     vocab = model,
+/// }
+/// ```
+#[macro_export]
+macro_rules! llama_runner {
+    ($(#[$meta:meta])* $runner:ident, sys = $sys:ident, vocab = model $(,)?) => {
+        $crate::llama_runner!(
+            @define $(#[$meta])* $runner, $sys,
+            llama_free_model, llama_n_vocab, llama_token_bos, llama_token_eos
+        );
+
+        impl $runner {
+            /// What this fork's vocabulary calls take: the model itself.
+            fn tokenizer(&self) -> *mut $sys::llama_model {
+                self.model
+            }
+        }
+    };
+    ($(#[$meta:meta])* $runner:ident, sys = $sys:ident, vocab = llama_vocab $(,)?) => {
+        $crate::llama_runner!(
+            @define $(#[$meta])* $runner, $sys,
+            llama_model_free, llama_vocab_n_tokens, llama_vocab_bos, llama_vocab_eos
+        );
+
+        impl $runner {
+            /// What upstream's vocabulary calls take: the model's `llama_vocab`.
+            fn tokenizer(&self) -> *const $sys::llama_vocab {
+                // SAFETY: only called while a model is loaded (the common runner checks).
+                unsafe { $sys::llama_model_get_vocab(self.model) }
+            }
+        }
+    };
+    (
+        @define $(#[$meta:meta])* $runner:ident, $sys:ident,
+        $model_free:ident, $n_vocab:ident, $bos:ident, $eos:ident
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        struct $runner {
+            model: *mut $sys::llama_model,
+            ctx: *mut $sys::llama_context,
+            batch: ::std::option::Option<$sys::llama_batch>,
+        }
+
+        impl $runner {
+            fn new() -> Self {
+                Self {
+                    model: ::std::ptr::null_mut(),
+                    ctx: ::std::ptr::null_mut(),
+                    batch: None,
+                }
+            }
+
+            fn free(&mut self) {
+                if let Some(b) = self.batch.take() {
+                    // SAFETY: `b` came from llama_batch_init and is freed once (taken out
+                    // of self).
+                    unsafe { $sys::llama_batch_free(b) };
+                }
+                if !self.ctx.is_null() {
+                    // SAFETY: ctx came from the fork's context constructor in `load` and is
+                    // nulled after freeing.
+                    unsafe { $sys::llama_free(self.ctx) };
+                    self.ctx = ::std::ptr::null_mut();
+                }
+                if !self.model.is_null() {
+                    // SAFETY: model came from the fork's model loader in `load`; its context
+                    // is freed above.
+                    unsafe { $sys::$model_free(self.model) };
+                    self.model = ::std::ptr::null_mut();
+                }
+            }
+
+            fn n_vocab(&self) -> i32 {
+                // SAFETY: only called while a model is loaded (the common runner checks).
+                unsafe { $sys::$n_vocab(self.tokenizer()) }
+            }
+
+            /// `load`'s answer for a vocabulary-only model: no context, so `n_ctx` is 0.
+            fn vocab_only_info(&self, path: &str) -> $crate::__private::ModelInfo {
+                let vocab = self.tokenizer();
+                // SAFETY: the model (its vocabulary) is live.
+                unsafe {
+                    $crate::__private::ModelInfo {
+                        n_vocab: $sys::$n_vocab(vocab) as u32,
+                        n_ctx: 0,
+                        bos: $sys::$bos(vocab),
+                        eos: $sys::$eos(vocab),
+                        description: format!("vocab only: {path}"),
+                    }
+                }
+            }
+
+            /// The end of `load` once the context exists: allocates the batch of `n_batch`
+            /// tokens and describes the model.
+            fn finish_load(&mut self, n_batch: u32) -> $crate::__private::ModelInfo {
+                // SAFETY: allocates a batch of n_batch tokens for one sequence.
+                self.batch = Some(unsafe { $sys::llama_batch_init(n_batch as i32, 0, 1) });
+                let vocab = self.tokenizer();
+                let mut desc = [0u8; 256];
+                // SAFETY: desc is a writable buffer of the given size.
+                let n = unsafe {
+                    $sys::llama_model_desc(
+                        self.model,
+                        desc.as_mut_ptr() as *mut ::std::ffi::c_char,
+                        desc.len(),
+                    )
+                };
+                // SAFETY: the model, its vocabulary and ctx are live.
+                unsafe {
+                    $crate::__private::ModelInfo {
+                        n_vocab: $sys::$n_vocab(vocab) as u32,
+                        n_ctx: $sys::llama_n_ctx(self.ctx),
+                        bos: $sys::$bos(vocab),
+                        eos: $sys::$eos(vocab),
+                        description: $crate::model_description(&desc, n),
+                    }
+                }
+            }
+        }
+
+        impl Drop for $runner {
+            fn drop(&mut self) {
+                self.free();
+            }
+        }
+    };
+}
+
+/// Expands, inside a runner's `impl LlamaApi`, to the methods whose bodies are the same
+/// over every fork's bindings: `tokenize`, `token_to_piece`, `decode` and `logits_ith`.
+/// Needs the struct from [`llama_runner!`] and the runner's `fn tokenizer(&self)`.
+#[macro_export]
+macro_rules! llama_api_methods {
+    (sys = $sys:ident $(,)?) => {
+        fn tokenize(
+            &mut self,
+            text: &[u8],
+            out: &mut [i32],
+            add_special: bool,
+            parse_special: bool,
+        ) -> i32 {
+            // SAFETY: the model is live (the common runner checks); text and out are valid
+            // for the lengths passed.
+            unsafe {
+                $sys::llama_tokenize(
+                    self.tokenizer(),
+                    text.as_ptr() as *const ::std::ffi::c_char,
+                    text.len() as i32,
+                    out.as_mut_ptr(),
+                    out.len() as i32,
+                    add_special,
+                    parse_special,
+                )
+            }
+        }
+
+        fn token_to_piece(&mut self, token: i32, buf: &mut [u8]) -> i32 {
+            // SAFETY: the model is live; buf is valid for its length; token was
+            // range-checked by the common runner.
+            unsafe {
+                $sys::llama_token_to_piece(
+                    self.tokenizer(),
+                    token,
+                    buf.as_mut_ptr() as *mut ::std::ffi::c_char,
+                    buf.len() as i32,
+                    0,
+                    true,
+                )
+            }
+        }
+
+        fn decode(&mut self, tokens: &[i32], pos0: i32) -> i32 {
+            let Some(batch) = self.batch.as_mut() else {
+                return -1;
+            };
+            for (i, &t) in tokens.iter().enumerate() {
+                // SAFETY: the batch holds n_batch entries and the common runner splits
+                // batches to at most n_batch tokens; seq_id[i] has room for one sequence id.
+                unsafe {
+                    *batch.token.add(i) = t;
+                    *batch.pos.add(i) = pos0 + i as i32;
+                    *batch.n_seq_id.add(i) = 1;
+                    *(*batch.seq_id.add(i)) = 0;
+                    *batch.logits.add(i) = 1;
+                }
+            }
+            batch.n_tokens = tokens.len() as i32;
+            // SAFETY: ctx is live and the batch is filled above.
+            unsafe { $sys::llama_decode(self.ctx, *batch) }
+        }
+
+        fn logits_ith(&mut self, i: i32) -> Option<&[f32]> {
+            let n = self.n_vocab();
+            // SAFETY: ctx is live.
+            let row = unsafe { $sys::llama_get_logits_ith(self.ctx, i) };
+            // SAFETY: a non-null row holds n_vocab floats until the next decode.
+            (!row.is_null()).then(|| unsafe { ::std::slice::from_raw_parts(row, n as usize) })
+        }
+    };
+}
+
+/// Defines `eval_callback`, the `cb_eval` every fork calls: asked first whether a tensor is
+/// wanted, then called again once it is computed, when it is copied into the [`Capture`]
+/// passed as user data. `ret` is the fork's return type (`bool`, or ik's `c_int`, where
+/// non-zero wants the tensor, 1 also synchronising the backend first, and on the second
+/// call continues the graph); `to_float` maps a ggml type to its `Option<ToFloat>`.
+#[macro_export]
+macro_rules! eval_callback {
+    (sys = $sys:ident, ret = $ret:ty, to_float = $to_float:expr $(,)?) => {
+        /// `cb_eval`: see [`bitnet_ref_common::eval_callback`].
+        unsafe extern "C" fn eval_callback(
+            t: *mut $sys::ggml_tensor,
+            ask: bool,
+            user: *mut ::std::ffi::c_void,
+        ) -> $ret {
+            // SAFETY: user data is the runner's boxed Capture, alive for the context's
+            // lifetime; ggml calls back on the thread that called llama_decode.
+            let capture = unsafe { &mut *(user as *mut $crate::Capture) };
+            // SAFETY: ggml passes a live tensor whose name is a NUL-terminated array.
+            let t = unsafe { &*t };
+            // SAFETY: as above.
+            let name = unsafe { ::std::ffi::CStr::from_ptr(t.name.as_ptr()) }.to_string_lossy();
+            if ask {
+                return <$ret>::from(capture.wants(&name));
+            }
+            let view = $crate::TensorView {
+                ty: t.type_,
+                ne: t.ne,
+                nb: t.nb,
+                data: t.data as *const u8,
+            };
+            let to_float: Option<$crate::ToFloat> = ($to_float)(t.type_);
+            // SAFETY: the CPU backend keeps computed tensors in host memory described by
+            // ne/nb, complete by this second call; to_float matches the tensor's type.
+            unsafe { capture.take(&name, view, to_float) };
+            <$ret>::from(true)
+        }
+    };
+}
+
+/// Expands, inside a runner's `impl LlamaApi`, to `convert_model` over the fork's
+/// `llama_model_quantize`: one thread, re-quantizing allowed (the sources are quantized
+/// already), then the fork-specific settings in `tweak`, which sees the params as `qp`.
+#[macro_export]
+macro_rules! llama_convert_model {
+    (sys = $sys:ident, |$qp:ident| $tweak:block $(,)?) => {
+        fn convert_model(&mut self, input: &str, output: &str, ftype: u32) -> Result<(), String> {
+            let inp = ::std::ffi::CString::new(input).map_err(|_| "NUL in input path")?;
+            let out = ::std::ffi::CString::new(output).map_err(|_| "NUL in output path")?;
+            // SAFETY: plain C struct returned by value.
+            let mut $qp = unsafe { $sys::llama_model_quantize_default_params() };
+            $qp.ftype = ftype as $sys::llama_ftype;
+            $qp.nthread = 1;
+            $qp.allow_requantize = true;
+            $tweak
+            // SAFETY: both paths are valid C strings; qp is initialised above.
+            match unsafe { $sys::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &$qp) } {
+                0 => Ok(()),
+                rc => Err(format!("llama_model_quantize returned {rc}")),
+            }
+        }
+    };
+}
+
+/// `load`'s error when a fork without flash attention refuses the context: the usual cause
+/// is an F32 V cache, which that path does not support.
+pub fn no_context_error(reference: &str, p: &LoadParams) -> String {
+    format!(
+        "{reference} could not create a context (KV {:?}/{:?}; without flash attention the V \
+         cache must be F16)",
+        p.type_k, p.type_v
+    )
+}
+
+/// Expands, inside a runner's `impl LlamaApi`, to `load`, the same sequence in every fork:
+/// free what was loaded, load the model on the CPU (`model_load`, then the fork's
+/// `model_params` settings), stop there for a vocabulary-only load, else create the context
+/// (`context_new`) for one sequence with batch and micro-batch of `n_batch`, the fork's
+/// `context_params` settings, and `cb_eval` wired to `capture` when intermediates are
+/// wanted. `name` opens the load error; `no_context` gives the context error.
+/// Needs the struct from [`llama_runner!`] and a `cb_eval` function in scope.
+#[macro_export]
+macro_rules! llama_load {
+    (
+        sys = $sys:ident,
+        name = $name:literal,
+        model_load = $model_load:ident,
+        context_new = $context_new:ident,
+        cb_eval = $cb_eval:ident,
+        model_params = |$mp:ident, $mpp:ident| $model_params:block,
+        context_params = |$cp:ident, $cpp:ident| $context_params:block,
+        no_context = |$ep:ident| $no_context:expr $(,)?
+    ) => {
+        fn load(
+            &mut self,
+            params: &$crate::__private::LoadParams,
+            capture: *mut $crate::Capture,
+        ) -> Result<$crate::__private::ModelInfo, String> {
+            self.free();
+            let path = ::std::ffi::CString::new(params.model_path.as_str())
+                .map_err(|_| "NUL in model path")?;
+            // SAFETY: plain C struct returned by value.
+            let mut $mp = unsafe { $sys::llama_model_default_params() };
+            $mp.n_gpu_layers = 0;
+            {
+                let $mpp = params;
+                $model_params
+            }
+            // Vocabulary-only GGUFs have no tensors; the tokenizer needs none.
+            $mp.vocab_only = params.vocab_only;
+            // SAFETY: path is a valid C string; the params are initialised above.
+            self.model = unsafe { $sys::$model_load(path.as_ptr(), $mp) };
+            if self.model.is_null() {
+                return Err(format!(
+                    concat!($name, " could not load {}"),
+                    params.model_path
+                ));
+            }
+            if params.vocab_only {
+                // No context and no batch: the session serves the tokenizer only.
+                return Ok(self.vocab_only_info(&params.model_path));
+            }
+            // SAFETY: plain C struct returned by value.
+            let mut $cp = unsafe { $sys::llama_context_default_params() };
+            $cp.n_ctx = params.n_ctx;
+            $cp.n_batch = params.n_batch;
+            $cp.n_ubatch = params.n_batch;
+            $cp.n_seq_max = 1;
+            {
+                let $cpp = params;
+                $context_params
+            }
+            if !params.capture.is_empty() {
+                $cp.cb_eval = Some($cb_eval);
+                $cp.cb_eval_user_data = capture as *mut ::std::ffi::c_void;
+            }
+            // SAFETY: model is loaded; the params are initialised above; capture outlives
+            // the context.
+            self.ctx = unsafe { $sys::$context_new(self.model, $cp) };
+            if self.ctx.is_null() {
+                self.free();
+                let $ep = params;
+                return Err($no_context);
+            }
+            Ok(self.finish_load(params.n_batch))
+        }
+    };
+}
+
+/// Expands, inside `impl LlamaApi` of a fork with the older `llama_kv_cache_*` API (ik and
+/// bitnet.cpp), to `seq_rm` and `clear`.
+#[macro_export]
+macro_rules! llama_kv_cache_methods {
+    (sys = $sys:ident $(,)?) => {
+        fn seq_rm(&mut self, p0: i32) -> bool {
+            // SAFETY: ctx is live.
+            unsafe { $sys::llama_kv_cache_seq_rm(self.ctx, 0, p0, -1) }
+        }
+
+        fn clear(&mut self) {
+            if !self.ctx.is_null() {
+                // SAFETY: ctx is live.
+                unsafe { $sys::llama_kv_cache_clear(self.ctx) };
+            }
+        }
+    };
+}
+
+/// Expands, inside a runner's `impl LlamaApi`, to `quantize_chunk` over
+/// `ggml_quantize_chunk` with no importance matrix; `extra` are the arguments the fork takes
+/// after it (ik's per-type user data, which no type here needs).
+#[macro_export]
+macro_rules! llama_quantize_chunk {
+    (sys = $sys:ident, extra = ($($extra:expr),* $(,)?) $(,)?) => {
+        fn quantize_chunk(
+            &mut self,
+            ty: u32,
+            x: &[f32],
+            out: &mut [u8],
+            nrows: i64,
+            n_per_row: i64,
+        ) -> usize {
+            // SAFETY: x holds nrows*n_per_row floats; out holds at least quantized_size bytes
+            // plus the common runner's slack; the importance matrix and any extra pointers
+            // are null.
+            unsafe {
+                $sys::ggml_quantize_chunk(
+                    ty,
+                    x.as_ptr(),
+                    out.as_mut_ptr() as *mut ::std::ffi::c_void,
+                    0,
+                    nrows,
+                    n_per_row,
+                    ::std::ptr::null(),
+                    $($extra),*
+                )
+            }
+        }
+    };
 }

@@ -4,12 +4,11 @@
 //! calls, `llama_kv_cache_*`, an `int`-returning eval callback, and the older ggml type
 //! traits returned by value, with the per-row metadata size of the IQ*_BN types).
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_int, c_void, CStr};
 use std::process::ExitCode;
 use std::ptr;
 
-use bitnet_ref_common::{Capture, LlamaApi, TensorView, TypeKernels};
-use bitnet_sys::protocol::{KvType, LoadParams, ModelInfo};
+use bitnet_ref_common::{ggml_kv_type, i2_s_size, no_context_error, LlamaApi, TypeKernels};
 use ik_llama_cpp_sys as sys;
 
 /// Pinned in Cargo.toml; reported so every parity report names the exact reference. The
@@ -17,47 +16,11 @@ use ik_llama_cpp_sys as sys;
 const VERSION: &str =
     "ik_llama.cpp (ik-llama-cpp-sys =0.1.7, crate commit db11088f, CPU, AVX2 build)";
 
-/// Microsoft's I2_S: 2-bit codes in blocks of 128, then one f32 scale for the whole tensor
-/// padded to 32 bytes. ik reads it (`dequantize_row_ms_i2s`) but cannot quantize to it.
-const I2S_BLOCK: i64 = 128;
-const I2S_TRAILER: usize = 32;
-
-fn ggml_kv(t: KvType) -> sys::ggml_type {
-    match t {
-        KvType::F32 => sys::GGML_TYPE_F32,
-        KvType::F16 => sys::GGML_TYPE_F16,
-    }
-}
-
-#[derive(Debug)]
-struct Ik {
-    model: *mut sys::llama_model,
-    ctx: *mut sys::llama_context,
-    batch: Option<sys::llama_batch>,
-}
-
-impl Ik {
-    fn free(&mut self) {
-        if let Some(b) = self.batch.take() {
-            // SAFETY: `b` came from llama_batch_init and is freed once (taken out of self).
-            unsafe { sys::llama_batch_free(b) };
-        }
-        if !self.ctx.is_null() {
-            // SAFETY: ctx came from llama_init_from_model and is nulled after freeing.
-            unsafe { sys::llama_free(self.ctx) };
-            self.ctx = ptr::null_mut();
-        }
-        if !self.model.is_null() {
-            // SAFETY: model came from llama_model_load_from_file; its context is freed above.
-            unsafe { sys::llama_free_model(self.model) };
-            self.model = ptr::null_mut();
-        }
-    }
-
-    fn n_vocab(&self) -> i32 {
-        // SAFETY: only called while a model is loaded (the common runner checks).
-        unsafe { sys::llama_n_vocab(self.model) }
-    }
+bitnet_ref_common::llama_runner! {
+    /// ik's model (from llama_model_load_from_file), context (llama_init_from_model) and batch.
+    Ik,
+    sys = sys,
+    vocab = model,
 }
 
 /// The type's traits, or `None` outside the enum or for a gap in ik's sparse type numbering
@@ -124,36 +87,13 @@ unsafe fn decode_scaled(
     row.iter_mut().for_each(|v| *v *= d);
 }
 
-/// `cb_eval`: asked first whether a tensor is wanted, then called again once it is computed.
-/// ik's scheduler takes an `int`: non-zero wants the tensor (1 also synchronises the backend
-/// first) or, on the second call, continues the graph.
-unsafe extern "C" fn eval_callback(
-    t: *mut sys::ggml_tensor,
-    ask: bool,
-    user: *mut c_void,
-) -> c_int {
-    // SAFETY: user data is the runner's boxed Capture, alive for the context's lifetime;
-    // ggml calls back on the thread that called llama_decode.
-    let capture = unsafe { &mut *(user as *mut Capture) };
-    // SAFETY: ggml passes a live tensor whose name is a NUL-terminated array.
-    let t = unsafe { &*t };
-    // SAFETY: as above.
-    let name = unsafe { CStr::from_ptr(t.name.as_ptr()) }.to_string_lossy();
-    if ask {
-        return c_int::from(capture.wants(&name));
-    }
-    let view = TensorView {
-        ty: t.type_,
-        ne: t.ne,
-        nb: t.nb,
-        data: t.data as *const u8,
-    };
-    let to_float = traits(t.type_).and_then(|tr| tr.to_float);
-    // SAFETY: the CPU backend keeps computed tensors in host memory described by ne/nb, and
-    // the callback asked for synchronisation before this call; to_float matches the type.
-    unsafe { capture.take(&name, view, to_float) };
-    1
-}
+// ik's scheduler takes an `int` from cb_eval; 1 also synchronises the backend before the
+// second call.
+bitnet_ref_common::eval_callback!(
+    sys = sys,
+    ret = c_int,
+    to_float = |ty| traits(ty).and_then(|tr| tr.to_float),
+);
 
 impl LlamaApi for Ik {
     fn version(&self) -> String {
@@ -162,172 +102,48 @@ impl LlamaApi for Ik {
         format!("{VERSION}; {}", isa.to_string_lossy().trim_end())
     }
 
-    fn load(&mut self, p: &LoadParams, capture: *mut Capture) -> Result<ModelInfo, String> {
-        self.free();
-        let path = CString::new(p.model_path.as_str()).map_err(|_| "NUL in model path")?;
-        // SAFETY: plain C struct returned by value.
-        let mut mp = unsafe { sys::llama_model_default_params() };
-        mp.n_gpu_layers = 0;
-        mp.use_mmap = true;
-        // No interleaved (_R4/_R8) weight layouts: IQ2_BN_R4 switches activations to Q8_K16
-        // and so changes the numerics (DESIGN.md §3).
-        mp.repack_tensors = false;
-        mp.use_thp = false;
-        mp.merge_qkv = false;
-        // Only used here to size the KV cache estimate; kept in line with the context below.
-        mp.flash_attn = false;
-        mp.type_k = ggml_kv(p.type_k);
-        mp.type_v = ggml_kv(p.type_v);
-        // Vocabulary-only GGUFs have no tensors; the tokenizer needs none.
-        mp.vocab_only = p.vocab_only;
-        // SAFETY: path is a valid C string; mp is initialised above.
-        self.model = unsafe { sys::llama_model_load_from_file(path.as_ptr(), mp) };
-        if self.model.is_null() {
-            return Err(format!("ik_llama.cpp could not load {}", p.model_path));
-        }
-        if p.vocab_only {
-            // No context and no batch: the session serves the tokenizer only.
-            // SAFETY: the model (its vocabulary) is live.
-            return Ok(unsafe {
-                ModelInfo {
-                    n_vocab: sys::llama_n_vocab(self.model) as u32,
-                    n_ctx: 0,
-                    bos: sys::llama_token_bos(self.model),
-                    eos: sys::llama_token_eos(self.model),
-                    description: format!("vocab only: {}", p.model_path),
-                }
-            });
-        }
-        // SAFETY: plain C struct returned by value.
-        let mut cp = unsafe { sys::llama_context_default_params() };
-        cp.n_ctx = p.n_ctx;
-        cp.n_batch = p.n_batch;
-        cp.n_ubatch = p.n_batch;
-        cp.n_seq_max = 1;
-        cp.n_threads = p.n_threads;
-        cp.n_threads_batch = p.n_threads;
-        // ik defaults to flash attention on; off, the V cache must be F16 (F32 is refused).
-        cp.flash_attn = false;
-        cp.type_k = ggml_kv(p.type_k);
-        cp.type_v = ggml_kv(p.type_v);
-        cp.offload_kqv = false;
-        // ik fuses the up and gate matmuls of a SiLU/ReLU FFN into one op by default; the
-        // unfused graph names ffn_up-N / ffn_gate-N like the other references, so layer-level
-        // localisation compares the same intermediates. The logits are bit-identical either
-        // way (measured on SmolLM2); BitNet's ReLU² FFN is never fused.
-        cp.fused_up_gate = false;
-        // MoE-only fusions and MLA: off so no model takes an ik-specific path.
-        cp.fused_moe_up_gate = false;
-        cp.fused_mmad = false;
-        cp.mla_attn = 0;
-        if !p.capture.is_empty() {
-            cp.cb_eval = Some(eval_callback);
-            cp.cb_eval_user_data = capture as *mut c_void;
-        }
-        // SAFETY: model is loaded; cp is initialised above; capture outlives the context.
-        self.ctx = unsafe { sys::llama_init_from_model(self.model, cp) };
-        if self.ctx.is_null() {
-            self.free();
-            return Err(format!(
-                "ik_llama.cpp could not create a context (KV {:?}/{:?}; without flash \
-                 attention the V cache must be F16)",
-                p.type_k, p.type_v
-            ));
-        }
-        // SAFETY: allocates a batch of n_batch tokens for one sequence.
-        self.batch = Some(unsafe { sys::llama_batch_init(p.n_batch as i32, 0, 1) });
-        let mut desc = [0u8; 256];
-        // SAFETY: desc is a writable buffer of the given size.
-        let n = unsafe {
-            sys::llama_model_desc(self.model, desc.as_mut_ptr() as *mut c_char, desc.len())
-        };
-        // SAFETY: model and ctx are live.
-        Ok(unsafe {
-            ModelInfo {
-                n_vocab: sys::llama_n_vocab(self.model) as u32,
-                n_ctx: sys::llama_n_ctx(self.ctx),
-                bos: sys::llama_token_bos(self.model),
-                eos: sys::llama_token_eos(self.model),
-                description: String::from_utf8_lossy(&desc[..n.clamp(0, 255) as usize])
-                    .into_owned(),
-            }
-        })
+    bitnet_ref_common::llama_load! {
+        sys = sys,
+        name = "ik_llama.cpp",
+        model_load = llama_model_load_from_file,
+        context_new = llama_init_from_model,
+        cb_eval = eval_callback,
+        model_params = |mp, p| {
+            mp.use_mmap = true;
+            // No interleaved (_R4/_R8) weight layouts: IQ2_BN_R4 switches activations to Q8_K16
+            // and so changes the numerics (DESIGN.md §3).
+            mp.repack_tensors = false;
+            mp.use_thp = false;
+            mp.merge_qkv = false;
+            // Only used here to size the KV cache estimate; kept in line with the context below.
+            mp.flash_attn = false;
+            mp.type_k = ggml_kv_type(p.type_k);
+            mp.type_v = ggml_kv_type(p.type_v);
+        },
+        context_params = |cp, p| {
+            cp.n_threads = p.n_threads;
+            cp.n_threads_batch = p.n_threads;
+            // ik defaults to flash attention on; off, the V cache must be F16 (F32 is refused).
+            cp.flash_attn = false;
+            cp.type_k = ggml_kv_type(p.type_k);
+            cp.type_v = ggml_kv_type(p.type_v);
+            cp.offload_kqv = false;
+            // ik fuses the up and gate matmuls of a SiLU/ReLU FFN into one op by default; the
+            // unfused graph names ffn_up-N / ffn_gate-N like the other references, so layer-level
+            // localisation compares the same intermediates. The logits are bit-identical either
+            // way (measured on SmolLM2); BitNet's ReLU² FFN is never fused.
+            cp.fused_up_gate = false;
+            // MoE-only fusions and MLA: off so no model takes an ik-specific path.
+            cp.fused_moe_up_gate = false;
+            cp.fused_mmad = false;
+            cp.mla_attn = 0;
+        },
+        no_context = |p| no_context_error("ik_llama.cpp", p),
     }
 
-    fn tokenize(
-        &mut self,
-        text: &[u8],
-        out: &mut [i32],
-        add_special: bool,
-        parse_special: bool,
-    ) -> i32 {
-        // SAFETY: the model is live; text and out are valid for the lengths passed.
-        unsafe {
-            sys::llama_tokenize(
-                self.model,
-                text.as_ptr() as *const c_char,
-                text.len() as i32,
-                out.as_mut_ptr(),
-                out.len() as i32,
-                add_special,
-                parse_special,
-            )
-        }
-    }
+    bitnet_ref_common::llama_api_methods!(sys = sys);
 
-    fn token_to_piece(&mut self, token: i32, buf: &mut [u8]) -> i32 {
-        // SAFETY: the model is live; buf is valid for its length; token was range-checked.
-        unsafe {
-            sys::llama_token_to_piece(
-                self.model,
-                token,
-                buf.as_mut_ptr() as *mut c_char,
-                buf.len() as i32,
-                0,
-                true,
-            )
-        }
-    }
-
-    fn decode(&mut self, tokens: &[i32], pos0: i32) -> i32 {
-        let Some(batch) = self.batch.as_mut() else {
-            return -1;
-        };
-        for (i, &t) in tokens.iter().enumerate() {
-            // SAFETY: the batch holds n_batch entries and the common runner splits batches
-            // to at most n_batch tokens; seq_id[i] has room for one sequence id.
-            unsafe {
-                *batch.token.add(i) = t;
-                *batch.pos.add(i) = pos0 + i as i32;
-                *batch.n_seq_id.add(i) = 1;
-                *(*batch.seq_id.add(i)) = 0;
-                *batch.logits.add(i) = 1;
-            }
-        }
-        batch.n_tokens = tokens.len() as i32;
-        // SAFETY: ctx is live and the batch is filled above.
-        unsafe { sys::llama_decode(self.ctx, *batch) }
-    }
-
-    fn logits_ith(&mut self, i: i32) -> Option<&[f32]> {
-        let n = self.n_vocab();
-        // SAFETY: ctx is live.
-        let row = unsafe { sys::llama_get_logits_ith(self.ctx, i) };
-        // SAFETY: a non-null row holds n_vocab floats until the next decode.
-        (!row.is_null()).then(|| unsafe { std::slice::from_raw_parts(row, n as usize) })
-    }
-
-    fn seq_rm(&mut self, p0: i32) -> bool {
-        // SAFETY: ctx is live.
-        unsafe { sys::llama_kv_cache_seq_rm(self.ctx, 0, p0, -1) }
-    }
-
-    fn clear(&mut self) {
-        if !self.ctx.is_null() {
-            // SAFETY: ctx is live.
-            unsafe { sys::llama_kv_cache_clear(self.ctx) };
-        }
-    }
+    bitnet_ref_common::llama_kv_cache_methods!(sys = sys);
 
     fn kernels(&self, ty: u32) -> Option<TypeKernels> {
         // ik keeps the CPU quantizer and vec_dot in the one traits table (no ggml-cpu split).
@@ -345,36 +161,14 @@ impl LlamaApi for Ik {
         })
     }
 
-    fn quantize_chunk(
-        &mut self,
-        ty: u32,
-        x: &[f32],
-        out: &mut [u8],
-        nrows: i64,
-        n_per_row: i64,
-    ) -> usize {
-        // SAFETY: x holds nrows*n_per_row floats; out holds at least quantized_size bytes;
-        // no importance matrix and no per-type user data.
-        unsafe {
-            sys::ggml_quantize_chunk(
-                ty,
-                x.as_ptr(),
-                out.as_mut_ptr() as *mut c_void,
-                0,
-                nrows,
-                n_per_row,
-                ptr::null(),
-                ptr::null(),
-            )
-        }
-    }
+    bitnet_ref_common::llama_quantize_chunk!(sys = sys, extra = (ptr::null()));
 
     fn quantized_size(&self, ty: u32, nrows: i64, n_per_row: i64) -> Option<usize> {
         let t = traits(ty)?;
         if ty == sys::GGML_TYPE_I2_S {
             // One scale per tensor after all rows' codes (ggml_row_size says 1 byte/weight).
-            return (n_per_row % I2S_BLOCK == 0)
-                .then(|| (nrows * n_per_row) as usize / 4 + I2S_TRAILER);
+            // ik reads I2_S (`dequantize_row_ms_i2s`) but cannot quantize to it.
+            return i2_s_size(nrows, n_per_row);
         }
         if n_per_row % t.blck_size != 0 {
             return None;
@@ -384,32 +178,14 @@ impl LlamaApi for Ik {
         Some(unsafe { sys::ggml_row_size(ty, n_per_row) } * nrows as usize)
     }
 
-    fn convert_model(&mut self, input: &str, output: &str, ftype: u32) -> Result<(), String> {
-        let inp = CString::new(input).map_err(|_| "NUL in input path")?;
-        let out = CString::new(output).map_err(|_| "NUL in output path")?;
-        // SAFETY: plain C struct returned by value.
-        let mut qp = unsafe { sys::llama_model_quantize_default_params() };
-        qp.ftype = ftype as sys::llama_ftype;
-        qp.nthread = 1;
-        // I2_S (and TQ*) sources are already quantized; ik must re-quantize them.
-        qp.allow_requantize = true;
-        // token_embd stays F16, as in the real 2B-4T file and in the other references'
-        // models (ik's IQ*_BN rules would otherwise pick IQ4_NL), and an untied output head
-        // keeps its source type: only the linear weights change format.
+    bitnet_ref_common::llama_convert_model!(sys = sys, |qp| {
+        // I2_S (and TQ*) sources are already quantized; ik must re-quantize them (allowed
+        // above). token_embd stays F16, as in the real 2B-4T file and in the other
+        // references' models (ik's IQ*_BN rules would otherwise pick IQ4_NL), and an untied
+        // output head keeps its source type: only the linear weights change format.
         qp.token_embedding_type = sys::GGML_TYPE_F16;
         qp.quantize_output_tensor = false;
-        // SAFETY: both paths are valid C strings; qp is initialised above.
-        match unsafe { sys::llama_model_quantize(inp.as_ptr(), out.as_ptr(), &qp) } {
-            0 => Ok(()),
-            rc => Err(format!("llama_model_quantize returned {rc}")),
-        }
-    }
-}
-
-impl Drop for Ik {
-    fn drop(&mut self) {
-        self.free();
-    }
+    });
 }
 
 fn main() -> ExitCode {
@@ -421,9 +197,5 @@ fn main() -> ExitCode {
     std::env::set_var("PATH", "");
     // SAFETY: one-time global initialisation (f16 tables) before any other call.
     unsafe { sys::llama_backend_init() };
-    bitnet_ref_common::run(Ik {
-        model: ptr::null_mut(),
-        ctx: ptr::null_mut(),
-        batch: None,
-    })
+    bitnet_ref_common::run(Ik::new())
 }
