@@ -489,25 +489,24 @@ fn vec_dot_matches<W: Pod, A: Pod>(
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq1_0_quantize_ref_is_byte_identical(#[case] reference: Reference) {
-    let r = spawn(reference);
-    check(
-        &format!("{reference} TQ1_0"),
-        adversarial_lens(&[QK_K, 2 * QK_K]),
-        row(QK_K, 1..=4),
-        |x| quantize_ref_matches(&mut r.borrow_mut(), &TQ1_0, x.len(), x),
-    );
+    tq_quantize_ref_is_byte_identical(reference, TQ1_0);
 }
 
 #[rstest]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq2_0_quantize_ref_is_byte_identical(#[case] reference: Reference) {
+    tq_quantize_ref_is_byte_identical(reference, TQ2_0);
+}
+
+/// The reference's TQ quantizer against ours, on rows of 1..=4 super-blocks.
+fn tq_quantize_ref_is_byte_identical<B: Pod>(reference: Reference, f: BlockFormat<B>) {
     let r = spawn(reference);
     check(
-        &format!("{reference} TQ2_0"),
+        &format!("{reference} {:?}", f.ty),
         adversarial_lens(&[QK_K, 2 * QK_K]),
         row(QK_K, 1..=4),
-        |x| quantize_ref_matches(&mut r.borrow_mut(), &TQ2_0, x.len(), x),
+        |x| quantize_ref_matches(&mut r.borrow_mut(), &f, x.len(), x),
     );
 }
 
@@ -570,56 +569,85 @@ fn q8_k_activation_quantizer_is_byte_identical(
 /// TQ weights (random bytes, or the reference's blocks of a float row) against the
 /// reference's Q8_K activations of another row.
 fn tq_dot_inputs(bytes: usize, d_at: &'static [usize]) -> BoxedStrategy<DotCase> {
-    (1usize..=4)
-        .prop_flat_map(move |nb| {
-            (
-                prop_oneof![Just(None), raw_blocks(bytes, d_at, nb..=nb).prop_map(Some),],
-                block(nb * QK_K),
-                block(nb * QK_K),
-            )
-        })
-        .boxed()
+    dot_inputs(1..=4, bytes, d_at, |nb| block(nb * QK_K))
 }
 
 fn tq_dot_fixed() -> Vec<(String, DotCase)> {
-    let acts = adversarial_lens(&[QK_K, 3 * QK_K]);
-    acts.iter()
-        .zip(acts.iter().cycle().skip(3))
+    dot_fixed(&[QK_K, 3 * QK_K], 3)
+}
+
+/// `nbs` blocks of weights (random `bytes`-byte blocks with finite f16 fields at `f16_at`,
+/// or the reference's blocks of a float row) and an activation row, both rows from
+/// `float_row(nb)`.
+fn dot_inputs(
+    nbs: std::ops::RangeInclusive<usize>,
+    bytes: usize,
+    f16_at: &'static [usize],
+    float_row: fn(usize) -> BoxedStrategy<Vec<f32>>,
+) -> BoxedStrategy<DotCase> {
+    nbs.prop_flat_map(move |nb| {
+        (
+            prop_oneof![
+                Just(None),
+                raw_blocks(bytes, f16_at, nb..=nb).prop_map(Some)
+            ],
+            float_row(nb),
+            float_row(nb),
+        )
+    })
+    .boxed()
+}
+
+/// Adversarial rows of `lens` paired with the row `skip` places on (cyclically) of the same
+/// length, as weights and activations: each pair is named "weights …, activations …".
+fn adversarial_pairs(lens: &[usize], skip: usize) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let rows = adversarial_lens(lens);
+    rows.iter()
+        .zip(rows.iter().cycle().skip(skip))
         .filter(|((_, a), (_, w))| a.len() == w.len())
         .map(|((an, a), (wn, w))| {
             (
                 format!("weights {wn}, activations {an}"),
-                (None, w.clone(), a.clone()),
+                w.clone(),
+                a.clone(),
             )
         })
         .collect()
 }
 
-#[rstest]
-#[case::llama_cpp(Reference::LlamaCpp)]
-#[case::bitnet_cpp(Reference::BitnetCpp)]
-fn tq1_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
+/// [`adversarial_pairs`] as dot cases with the weights quantized by the reference.
+fn dot_fixed(lens: &[usize], skip: usize) -> Vec<(String, DotCase)> {
+    adversarial_pairs(lens, skip)
+        .into_iter()
+        .map(|(name, w, a)| (name, (None, w, a)))
+        .collect()
+}
+
+/// The reference's `wty`·`aty` dot product against `ours` on each of `isas`, bit for bit:
+/// on [`dot_fixed`] cases from `fixed`, then on proptest cases from `inputs`. The weights
+/// are `case`'s raw blocks or the reference's `quantize_ref` of its float row; the
+/// activations are the reference's `quantize_cpu` of the other row.
+fn dot_is_bit_identical<W: Pod, A: Pod>(
+    reference: Reference,
+    (wty, aty): (GgmlType, GgmlType),
+    fixed: Vec<(String, DotCase)>,
+    inputs: BoxedStrategy<DotCase>,
+    isas: &[Isa],
+    ours: impl Fn(Isa, &[W], &[A]) -> Result<f32, KernelError>,
+) {
     let r = spawn(reference);
     check(
-        &format!("{reference} TQ1_0·Q8_K"),
-        tq_dot_fixed(),
-        tq_dot_inputs(TQ1_0_BYTES, &[52]),
+        &format!("{reference} {wty:?}·{aty:?}"),
+        fixed,
+        inputs,
         |(raw, w, a)| {
             let mut r = r.borrow_mut();
             let wq = match raw {
                 Some(b) => b.clone(),
-                None => r.quantize_ref(GgmlType::TQ1_0, w.len(), w).map_err(err)?,
+                None => r.quantize_ref(wty, w.len(), w).map_err(err)?,
             };
-            let aq = r.quantize_cpu(GgmlType::Q8_K, a).map_err(err)?;
-            vec_dot_matches(
-                &mut r,
-                GgmlType::TQ1_0,
-                a.len(),
-                &wq,
-                &aq,
-                isas(),
-                |isa, x, y| vec_dot_tq1_0_q8_k_with(isa, SumOrder::GgmlAvx2, x, y),
-            )
+            let aq = r.quantize_cpu(aty, a).map_err(err)?;
+            vec_dot_matches(&mut r, wty, a.len(), &wq, &aq, isas, &ours)
         },
     );
 }
@@ -627,29 +655,28 @@ fn tq1_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
 #[rstest]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
+fn tq1_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
+    dot_is_bit_identical(
+        reference,
+        (GgmlType::TQ1_0, GgmlType::Q8_K),
+        tq_dot_fixed(),
+        tq_dot_inputs(TQ1_0_BYTES, &[52]),
+        isas(),
+        |isa, x, y| vec_dot_tq1_0_q8_k_with(isa, SumOrder::GgmlAvx2, x, y),
+    );
+}
+
+#[rstest]
+#[case::llama_cpp(Reference::LlamaCpp)]
+#[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq2_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
-    let r = spawn(reference);
-    check(
-        &format!("{reference} TQ2_0·Q8_K"),
+    dot_is_bit_identical(
+        reference,
+        (GgmlType::TQ2_0, GgmlType::Q8_K),
         tq_dot_fixed(),
         tq_dot_inputs(TQ2_0_BYTES, &[64]),
-        |(raw, w, a)| {
-            let mut r = r.borrow_mut();
-            let wq = match raw {
-                Some(b) => b.clone(),
-                None => r.quantize_ref(GgmlType::TQ2_0, w.len(), w).map_err(err)?,
-            };
-            let aq = r.quantize_cpu(GgmlType::Q8_K, a).map_err(err)?;
-            vec_dot_matches(
-                &mut r,
-                GgmlType::TQ2_0,
-                a.len(),
-                &wq,
-                &aq,
-                isas(),
-                |isa, x, y| vec_dot_tq2_0_q8_k_with(isa, SumOrder::GgmlAvx2, x, y),
-            )
-        },
+        isas(),
+        |isa, x, y| vec_dot_tq2_0_q8_k_with(isa, SumOrder::GgmlAvx2, x, y),
     );
 }
 
@@ -719,17 +746,13 @@ fn q4_0_and_q4_1_cpu_quantizers_are_their_reference_quantizers() {
     );
 }
 
-/// Our x86 Q8_0 activation blocks of `x` on `isa`, as bytes.
-fn our_q8_0_x86(isa: Isa, x: &[f32]) -> Result<Vec<u8>, String> {
-    let mut ours = vec![bitnet_kernels::q8_0::BlockQ8_0::zeroed(); x.len() / QK32];
-    quantize_row_q8_0_x86_with(isa, x, &mut ours).map_err(err)?;
-    Ok(bytemuck::cast_slice(&ours).to_vec())
-}
+/// An x86 activation quantizer of ours, for one ISA.
+type X86Quantizer<B> = fn(Isa, &[f32], &mut [B]) -> Result<(), KernelError>;
 
-/// Our x86 Q8_1 activation blocks of `x` on `isa`, as bytes.
-fn our_q8_1_x86(isa: Isa, x: &[f32]) -> Result<Vec<u8>, String> {
-    let mut ours = vec![bitnet_kernels::q8_1::BlockQ8_1::zeroed(); x.len() / QK32];
-    quantize_row_q8_1_x86_with(isa, x, &mut ours).map_err(err)?;
+/// Our x86 activation blocks of `x` (32-element blocks) from `quantize` on `isa`, as bytes.
+fn our_x86<B: Pod>(quantize: X86Quantizer<B>, isa: Isa, x: &[f32]) -> Result<Vec<u8>, String> {
+    let mut ours = vec![B::zeroed(); x.len() / QK32];
+    quantize(isa, x, &mut ours).map_err(err)?;
     Ok(bytemuck::cast_slice(&ours).to_vec())
 }
 
@@ -750,13 +773,21 @@ fn q8_0_and_q8_1_x86_activation_quantizers_are_byte_identical(#[case] reference:
                 same_bytes(
                     &format!("Q8_0 quantize_cpu ({isa:?})"),
                     Q8_0_BYTES,
-                    &our_q8_0_x86(isa, x)?,
+                    &our_x86::<bitnet_kernels::q8_0::BlockQ8_0>(
+                        quantize_row_q8_0_x86_with,
+                        isa,
+                        x,
+                    )?,
                     &q8_0,
                 )?;
                 same_bytes(
                     &format!("Q8_1 quantize_cpu ({isa:?})"),
                     Q8_1_BYTES,
-                    &our_q8_1_x86(isa, x)?,
+                    &our_x86::<bitnet_kernels::q8_1::BlockQ8_1>(
+                        quantize_row_q8_1_x86_with,
+                        isa,
+                        x,
+                    )?,
                     &q8_1,
                 )?;
             }
@@ -768,60 +799,24 @@ fn q8_0_and_q8_1_x86_activation_quantizers_are_byte_identical(#[case] reference:
 /// Weights (random bytes or the reference's blocks of a float row) and an activation row
 /// for the 32-block formats.
 fn legacy_dot_inputs(bytes: usize, f16_at: &'static [usize]) -> BoxedStrategy<DotCase> {
-    (1usize..=8)
-        .prop_flat_map(move |nb| {
-            (
-                prop_oneof![
-                    Just(None),
-                    raw_blocks(bytes, f16_at, nb..=nb).prop_map(Some)
-                ],
-                row(QK32, nb..=nb),
-                row(QK32, nb..=nb),
-            )
-        })
-        .boxed()
+    dot_inputs(1..=8, bytes, f16_at, |nb| row(QK32, nb..=nb))
 }
 
 fn legacy_dot_fixed() -> Vec<(String, DotCase)> {
-    let rows = adversarial_lens(&[QK32, 8 * QK32]);
-    rows.iter()
-        .zip(rows.iter().cycle().skip(5))
-        .filter(|((_, a), (_, w))| a.len() == w.len())
-        .map(|((an, a), (wn, w))| {
-            (
-                format!("weights {wn}, activations {an}"),
-                (None, w.clone(), a.clone()),
-            )
-        })
-        .collect()
+    dot_fixed(&[QK32, 8 * QK32], 5)
 }
 
 #[rstest]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn q8_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
-    let r = spawn(reference);
-    check(
-        &format!("{reference} Q8_0·Q8_0"),
+    dot_is_bit_identical(
+        reference,
+        (GgmlType::Q8_0, GgmlType::Q8_0),
         legacy_dot_fixed(),
         legacy_dot_inputs(Q8_0_BYTES, &[0]),
-        |(raw, w, a)| {
-            let mut r = r.borrow_mut();
-            let wq = match raw {
-                Some(b) => b.clone(),
-                None => r.quantize_ref(GgmlType::Q8_0, w.len(), w).map_err(err)?,
-            };
-            let aq = r.quantize_cpu(GgmlType::Q8_0, a).map_err(err)?;
-            vec_dot_matches(
-                &mut r,
-                GgmlType::Q8_0,
-                a.len(),
-                &wq,
-                &aq,
-                &[avx2()],
-                vec_dot_q8_0_q8_0_with,
-            )
-        },
+        &[avx2()],
+        vec_dot_q8_0_q8_0_with,
     );
 }
 
@@ -829,28 +824,13 @@ fn q8_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn q4_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
-    let r = spawn(reference);
-    check(
-        &format!("{reference} Q4_0·Q8_0"),
+    dot_is_bit_identical(
+        reference,
+        (GgmlType::Q4_0, GgmlType::Q8_0),
         legacy_dot_fixed(),
         legacy_dot_inputs(Q4_0_BYTES, &[0]),
-        |(raw, w, a)| {
-            let mut r = r.borrow_mut();
-            let wq = match raw {
-                Some(b) => b.clone(),
-                None => r.quantize_ref(GgmlType::Q4_0, w.len(), w).map_err(err)?,
-            };
-            let aq = r.quantize_cpu(GgmlType::Q8_0, a).map_err(err)?;
-            vec_dot_matches(
-                &mut r,
-                GgmlType::Q4_0,
-                a.len(),
-                &wq,
-                &aq,
-                &[avx2()],
-                vec_dot_q4_0_q8_0_with,
-            )
-        },
+        &[avx2()],
+        vec_dot_q4_0_q8_0_with,
     );
 }
 
@@ -858,28 +838,13 @@ fn q4_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn q4_1_dot_q8_1_is_bit_identical(#[case] reference: Reference) {
-    let r = spawn(reference);
-    check(
-        &format!("{reference} Q4_1·Q8_1"),
+    dot_is_bit_identical(
+        reference,
+        (GgmlType::Q4_1, GgmlType::Q8_1),
         legacy_dot_fixed(),
         legacy_dot_inputs(Q4_1_BYTES, &[0, 2]),
-        |(raw, w, a)| {
-            let mut r = r.borrow_mut();
-            let wq = match raw {
-                Some(b) => b.clone(),
-                None => r.quantize_ref(GgmlType::Q4_1, w.len(), w).map_err(err)?,
-            };
-            let aq = r.quantize_cpu(GgmlType::Q8_1, a).map_err(err)?;
-            vec_dot_matches(
-                &mut r,
-                GgmlType::Q4_1,
-                a.len(),
-                &wq,
-                &aq,
-                &[avx2()],
-                vec_dot_q4_1_q8_1_with,
-            )
-        },
+        &[avx2()],
+        vec_dot_q4_1_q8_1_with,
     );
 }
 
@@ -1269,19 +1234,35 @@ fn iq2_bn_dot_bytes(r: &mut RefRunner, case: &Iq2BnDot) -> Result<(Vec<u8>, Vec<
 }
 
 fn iq2_bn_dot_fixed(k: usize) -> Vec<(String, Iq2BnDot)> {
-    let rows = adversarial_lens(&[k]);
-    rows.iter()
-        .zip(rows.iter().cycle().skip(7))
-        .map(|((an, a), (wn, w))| {
-            (
-                format!("weights {wn}, activations {an}"),
-                Iq2BnDot {
-                    weights: Ok(w.clone()),
-                    acts: a.clone(),
-                },
-            )
+    adversarial_pairs(&[k], 7)
+        .into_iter()
+        .map(|(name, w, acts)| {
+            let weights = Ok(w);
+            (name, Iq2BnDot { weights, acts })
         })
         .collect()
+}
+
+/// The reference's IQ2_BN·Q8_K64 dot of `case` against ours on every ISA, bit for bit, with
+/// our activations the reference's Q8_K64 row (header and quants) after `as_read`.
+fn iq2_bn_dot_matches(
+    r: &mut RefRunner,
+    case: &Iq2BnDot,
+    what: &str,
+    as_read: impl Fn(&mut [u8]),
+) -> Result<(), String> {
+    let k = case.acts.len();
+    let (w, a) = iq2_bn_dot_bytes(r, case)?;
+    let theirs = r.vec_dot(GgmlType::IQ2_BN, k, &w, &a).map_err(err)?;
+    let wr = Iq2BnRow::from_bytes(&w, k).map_err(err)?;
+    let mut acts = a[..Q8_K64_HEADER_BYTES + k].to_vec();
+    as_read(&mut acts);
+    let ar = Q8K64Row::from_bytes(&acts).map_err(err)?;
+    for &isa in isas() {
+        let ours = vec_dot_iq2_bn_q8_k64_with(isa, &wr, &ar).map_err(err)?;
+        same_f32(&format!("{what} ({isa:?}, K = {k})"), ours, theirs)?;
+    }
+    Ok(())
 }
 
 #[test]
@@ -1293,19 +1274,7 @@ fn iq2_bn_dot_q8_k64_is_bit_identical_for_even_block_counts() {
         "ik_llama.cpp IQ2_BN·Q8_K64 (K/64 even)",
         fixed,
         iq2_bn_dot_inputs(true),
-        |case| {
-            let mut r = r.borrow_mut();
-            let k = case.acts.len();
-            let (w, a) = iq2_bn_dot_bytes(&mut r, case)?;
-            let theirs = r.vec_dot(GgmlType::IQ2_BN, k, &w, &a).map_err(err)?;
-            let wr = Iq2BnRow::from_bytes(&w, k).map_err(err)?;
-            let ar = Q8K64Row::from_bytes(&a[..Q8_K64_HEADER_BYTES + k]).map_err(err)?;
-            for &isa in isas() {
-                let ours = vec_dot_iq2_bn_q8_k64_with(isa, &wr, &ar).map_err(err)?;
-                same_f32(&format!("IQ2_BN·Q8_K64 ({isa:?}, K = {k})"), ours, theirs)?;
-            }
-            Ok(())
-        },
+        |case| iq2_bn_dot_matches(&mut r.borrow_mut(), case, "IQ2_BN·Q8_K64", |_| {}),
     );
 }
 
@@ -1329,24 +1298,15 @@ fn iq2_bn_dot_q8_k64_odd_block_counts_read_the_wrong_half_in_ik() {
         fixed,
         odd,
         |case| {
-            let mut r = r.borrow_mut();
-            let k = case.acts.len();
-            let (w, a) = iq2_bn_dot_bytes(&mut r, case)?;
-            let theirs = r.vec_dot(GgmlType::IQ2_BN, k, &w, &a).map_err(err)?;
-            let wr = Iq2BnRow::from_bytes(&w, k).map_err(err)?;
-            let mut as_read = a[..Q8_K64_HEADER_BYTES + k].to_vec();
-            let end = as_read.len();
-            as_read.copy_within(end - 64..end - 32, end - 32);
-            let ar = Q8K64Row::from_bytes(&as_read).map_err(err)?;
-            for &isa in isas() {
-                let ours = vec_dot_iq2_bn_q8_k64_with(isa, &wr, &ar).map_err(err)?;
-                same_f32(
-                    &format!("IQ2_BN·Q8_K64 with ik's odd-tail activations ({isa:?}, K = {k})"),
-                    ours,
-                    theirs,
-                )?;
-            }
-            Ok(())
+            iq2_bn_dot_matches(
+                &mut r.borrow_mut(),
+                case,
+                "IQ2_BN·Q8_K64 with ik's odd-tail activations",
+                |acts| {
+                    let end = acts.len();
+                    acts.copy_within(end - 64..end - 32, end - 32);
+                },
+            )
         },
     );
 }
