@@ -4,7 +4,8 @@
 //! `integration-tests` (whole models) features, the parity suite's pieces are here too:
 //! the case matrix ([`cases`]), per-model tolerances ([`tolerance`]), the case runner
 //! ([`runner`]), reports ([`report`]) and the golden view ([`golden`]); the suite itself is
-//! `crossval/tests/per_token_parity.rs`.
+//! `crossval/tests/per_token_parity.rs`. [`localize`] finds the first divergent op of a
+//! failing case from both sides' captured intermediates.
 
 pub mod logits_compare;
 
@@ -12,6 +13,7 @@ pub mod logits_compare;
 pub mod cases;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]
 pub mod golden;
+pub mod localize;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]
 pub mod report;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]

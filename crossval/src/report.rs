@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::cases::Mode;
+use crate::localize::{FirstDivergentOp, OpTrace};
 use crate::logits_compare::LogitsDivergence;
 
 /// How a case ended.
@@ -41,6 +42,13 @@ pub struct CaseReport {
     /// Free-running: whether that mismatch was a near-tie on the reference side.
     pub mismatch_was_near_tie: Option<bool>,
     pub divergence: Option<LogitsDivergence>,
+    /// A failing case's localisation: the first op, in graph order, over its NMSE
+    /// threshold at the first diverging position (`crate::localize`).
+    pub first_divergent_op: Option<FirstDivergentOp>,
+    /// Per-op NMSE at one position, for every layer: kept for failing cases and, with
+    /// `BITNET_TRACE=1`, passing ones; written to `<case>.trace.json`, not to `<case>.json`.
+    #[serde(skip)]
+    pub op_trace: Option<OpTrace>,
     pub status: Status,
     /// The failure message (a bug report) or the skip reason.
     pub message: Option<String>,
@@ -109,6 +117,12 @@ pub fn record(report: &CaseReport) -> std::io::Result<()> {
         &dir.join(format!("{}.json", report.case)),
         &serde_json::to_vec_pretty(report)?,
     )?;
+    if let Some(trace) = &report.op_trace {
+        write_atomic(
+            &dir.join(format!("{}.trace.json", report.case)),
+            &serde_json::to_vec_pretty(trace)?,
+        )?;
+    }
     let mut all = REPORTS.lock().unwrap_or_else(|e| e.into_inner());
     all.insert(report.case.clone(), report.clone());
     let rows: Vec<SummaryRow> = all.values().map(CaseReport::summary_row).collect();
@@ -228,7 +242,11 @@ td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}.fail{background:
 <th>status</th><th>first divergence</th><th>1 − cosine per position</th>\
 <th>KL(p_ref‖p_rust) per position</th></tr>",
     );
+    let mut traces = String::new();
     for r in reports {
+        if let Some(t) = &r.op_trace {
+            traces.push_str(&heat_map(&r.case, t, r.first_divergent_op.as_ref()));
+        }
         let (cos, kl) = r.divergence.as_ref().map_or((Vec::new(), Vec::new()), |d| {
             (
                 d.per_token_cosine_sim.iter().map(|c| 1.0 - c).collect(),
@@ -260,5 +278,105 @@ td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}.fail{background:
         );
     }
     s.push_str("</table>");
+    if !traces.is_empty() {
+        s.push_str(
+            "<h2>Per-op NMSE (layers × ops)</h2><p>Σ(a−b)²/Σa² of each op's row at the traced \
+position (a the reference). Green: 0; yellow to orange: under the op's threshold; red: over \
+it; grey: not compared. The outlined cell is the first divergent op.</p>",
+        );
+        s.push_str(&traces);
+    }
+    s
+}
+
+/// The cell colour of an NMSE against its threshold.
+fn nmse_colour(nmse: f64, threshold: f64) -> &'static str {
+    if nmse == 0.0 {
+        "#9d9"
+    } else if nmse <= threshold * 1e-4 {
+        "#ffc"
+    } else if nmse <= threshold {
+        "#fc8"
+    } else if nmse <= threshold * 1e4 {
+        "#f66"
+    } else {
+        "#c00"
+    }
+}
+
+/// One trace as a table: a row per layer (and one for the output head), a column per op
+/// kind (and occurrence) in graph order.
+fn heat_map(case: &str, t: &OpTrace, first: Option<&FirstDivergentOp>) -> String {
+    let col = |o: &crate::localize::OpStat| {
+        if o.occurrence == 0 {
+            o.op.clone()
+        } else {
+            format!("{}#{}", o.op, o.occurrence)
+        }
+    };
+    let mut cols: Vec<String> = Vec::new();
+    let mut rows: Vec<Option<usize>> = Vec::new();
+    for o in &t.ops {
+        let c = col(o);
+        if !cols.contains(&c) {
+            cols.push(c);
+        }
+        if !rows.contains(&o.layer) {
+            rows.push(o.layer);
+        }
+    }
+    let mut s = format!(
+        "<h3>{} — position {}</h3><table><tr><th>layer</th>",
+        escape(case),
+        t.position
+    );
+    for c in &cols {
+        let _ = write!(s, "<th>{}</th>", escape(c));
+    }
+    s.push_str("</tr>");
+    for layer in &rows {
+        let _ = write!(
+            s,
+            "<tr><th>{}</th>",
+            layer.map_or_else(|| "out".to_string(), |l| l.to_string())
+        );
+        for c in &cols {
+            match t.ops.iter().find(|o| o.layer == *layer && col(o) == *c) {
+                Some(o) => {
+                    let outline = if first.is_some_and(|f| f.name == o.name) {
+                        ";outline:3px solid #000"
+                    } else {
+                        ""
+                    };
+                    let _ = write!(
+                        s,
+                        "<td style=\"background:{}{outline}\" title=\"{} NMSE {:.3e} \
+(threshold {:.0e}), max |Δ| {:.3e}\">{}</td>",
+                        nmse_colour(o.nmse, o.threshold),
+                        escape(&o.name),
+                        o.nmse,
+                        o.threshold,
+                        o.max_abs,
+                        if o.nmse == 0.0 {
+                            "0".to_string()
+                        } else {
+                            format!("{:.0e}", o.nmse)
+                        }
+                    );
+                }
+                None => s.push_str("<td style=\"background:#ddd\"></td>"),
+            }
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
+    if !t.reference_only.is_empty() || !t.ours_only.is_empty() {
+        let _ = write!(
+            s,
+            "<p class=\"max\">reference only: {}<br>bitnet-rs only: {}</p>",
+            escape(&t.reference_only.join(", ")),
+            escape(&t.ours_only.join(", "))
+        );
+    }
     s
 }

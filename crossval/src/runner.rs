@@ -15,6 +15,7 @@ use bitnet_sys::{argmax, RefError, RefRunner, RefSession, Reference, SessionConf
 use bitnet_tokenizers::Tokenizer;
 
 use crate::cases::{Case, Mode, ModelCase, ModelSource, MAX_NEW_TOKENS, N_CTX};
+use crate::localize::{self, OpTrace, Tensor, CAPTURE_PATTERNS};
 use crate::logits_compare::{
     compare_per_position_logits_with, position_metrics, top_k, LogitsDivergence, Tolerance, TOP_K,
 };
@@ -24,6 +25,11 @@ use crate::tolerance;
 /// `CROSSVAL_ALLOW_CPP_FAIL=1`: a reference that can't run becomes a visible skip instead
 /// of a failure (the only opt-in that turns anything into a skip).
 pub const ALLOW_CPP_FAIL_ENV: &str = "CROSSVAL_ALLOW_CPP_FAIL";
+
+/// `BITNET_TRACE=1`: a passing case also re-evaluates its last compared position with
+/// capture on and writes the per-op trace (`target/crossval/<case>.trace.json`, and a heat
+/// map in the HTML report). Failing cases are always localised.
+pub const TRACE_ENV: &str = "BITNET_TRACE";
 
 /// The engine's numerics profile for a reference.
 pub fn numerics_for(reference: Reference) -> Numerics {
@@ -41,6 +47,9 @@ struct Loaded {
     tokenizer: Tokenizer,
     reference: Mutex<RefSession>,
     reference_version: String,
+    /// A second reference session capturing [`CAPTURE_PATTERNS`], started on the first
+    /// localisation.
+    capture: Mutex<Option<RefSession>>,
 }
 
 /// Both sides' run on one prompt.
@@ -135,6 +144,7 @@ fn load(model: &ModelCase) -> Result<Loaded, Setup> {
         tokenizer,
         reference_version: reference.version().to_owned(),
         reference: Mutex::new(reference),
+        capture: Mutex::new(None),
     })
 }
 
@@ -285,11 +295,13 @@ pub fn run_case(case: &Case) -> CaseReport {
         first_token_mismatch: None,
         mismatch_was_near_tie: None,
         divergence: None,
+        first_divergent_op: None,
+        op_trace: None,
         status: Status::Fail,
         message: None,
     };
     let result = cached(&MODELS, &model_id, || load(&case.model)).and_then(|loaded| {
-        let key = format!("{model_id}/{}", case.prompt.id);
+        let key = format!("{model_id}/{}{}", case.prompt.id, fault_key());
         let run = cached(&RUNS, &key, || {
             run_prompt(&loaded, case.model.reference, case.prompt.text)
         })?;
@@ -358,14 +370,156 @@ fn compare(case: &Case, loaded: &Loaded, run: &PromptRun, report: &mut CaseRepor
             return;
         }
     };
-    let failure = failure_message(case, loaded, &d, &tol, ours, &run.reference_rows, report);
+    let mut failure = failure_message(case, loaded, &d, &tol, ours, &run.reference_rows, report);
     report.status = if failure.is_none() {
         Status::Pass
     } else {
         Status::Fail
     };
+    // Localise a failure at its first diverging position; trace a pass on request.
+    let at = match (&failure, &d.divergence) {
+        (Some(_), Some(div)) => Some(div.position),
+        (None, _) if trace_requested() => Some(upto - 1),
+        _ => None,
+    };
+    if let Some(pos) = at {
+        match localise(case.model.reference, loaded, run, pos) {
+            Ok(trace) => {
+                report.first_divergent_op = trace.first_divergent();
+                if let Some(msg) = failure.as_mut() {
+                    match &report.first_divergent_op {
+                        Some(op) => msg.push_str(&format!("\n  {op}")),
+                        None => msg.push_str(&format!(
+                            "\n  no op at position {pos} crosses its NMSE threshold \
+                             ({} ops compared)",
+                            trace.ops.len()
+                        )),
+                    }
+                }
+                report.op_trace = Some(trace);
+            }
+            Err(e) => {
+                if let Some(msg) = failure.as_mut() {
+                    msg.push_str(&format!("\n  localisation failed: {e}"));
+                }
+            }
+        }
+    }
     report.message = failure;
     report.divergence = Some(d);
+}
+
+fn trace_requested() -> bool {
+    std::env::var(TRACE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The injected fault, as part of the run cache key: a run under one fault is never reused
+/// under another (or none).
+#[cfg(feature = "fault-injection")]
+fn fault_key() -> String {
+    bitnet_models::fault::current()
+        .map(|f| format!("/fault {f:?}"))
+        .unwrap_or_default()
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn fault_key() -> &'static str {
+    ""
+}
+
+/// Re-evaluates row `position` of the case's run (prompt tokens, then the reference's
+/// generated tokens, in the same evaluation order as the case: the prompt as one batch,
+/// then one token per step) with capture on, on both sides, and compares every op's row.
+fn localise(
+    reference: Reference,
+    loaded: &Loaded,
+    run: &PromptRun,
+    position: usize,
+) -> Result<OpTrace, String> {
+    let prompt = &run.prompt_tokens;
+    let p = prompt.len();
+    // The evaluation that produced row `position`: its tokens, where it starts, and the
+    // row within it.
+    let (batch, n_past, tok): (Vec<u32>, usize, usize) = if position < p {
+        (prompt.clone(), 0, position)
+    } else {
+        let i = position - p;
+        let t = *run
+            .reference_generated
+            .get(i)
+            .ok_or_else(|| format!("no generated token for position {position}"))?;
+        (vec![t], position, 0)
+    };
+    let before: Vec<u32> = prompt
+        .iter()
+        .chain(&run.reference_generated)
+        .take(n_past)
+        .copied()
+        .collect();
+
+    // Ours.
+    let mut config = EngineConfig::new(N_CTX as usize);
+    config.numerics = numerics_for(reference);
+    let mut session = Session::new(&loaded.model, &config).map_err(|e| e.to_string())?;
+    if n_past > 0 {
+        session.eval(prompt).map_err(|e| e.to_string())?;
+        for &t in &before[p..] {
+            session.decode(t).map_err(|e| e.to_string())?;
+        }
+    }
+    let mut ours: Vec<Tensor> = Vec::new();
+    {
+        let mut hook = |name: &str, shape: &[usize], data: &[f32]| {
+            ours.push(Tensor {
+                name: name.to_owned(),
+                shape: shape.to_vec(),
+                data: data.to_vec(),
+            })
+        };
+        session
+            .eval_with_capture(&batch, Some(&mut hook))
+            .map_err(|e| e.to_string())?;
+    }
+
+    // Theirs, in a session of its own that captures.
+    let mut slot = loaded.capture.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        let mut config = SessionConfig::deterministic(reference, N_CTX);
+        config.capture = CAPTURE_PATTERNS.iter().map(|s| (*s).to_owned()).collect();
+        *slot =
+            Some(RefSession::load(reference, &loaded.path, &config).map_err(|e| e.to_string())?);
+    }
+    let r = slot.as_mut().ok_or("no capture session")?;
+    r.reset().map_err(|e| e.to_string())?;
+    if n_past > 0 {
+        r.eval(prompt, 0).map_err(|e| e.to_string())?;
+        for (j, &t) in before[p..].iter().enumerate() {
+            r.eval(&[t], (p + j) as u32).map_err(|e| e.to_string())?;
+        }
+    }
+    let out = r.eval(&batch, n_past as u32).map_err(|e| e.to_string())?;
+    let theirs: Vec<Tensor> = out
+        .captured
+        .into_iter()
+        .map(|t| Tensor {
+            name: t.name,
+            shape: t.ne.iter().map(|&n| n as usize).collect(),
+            data: t.data,
+        })
+        .collect();
+    let naming = match reference {
+        Reference::LlamaCpp => localize::LLAMA_CPP,
+        Reference::IkLlamaCpp => localize::IK_LLAMA_CPP,
+        Reference::BitnetCpp => localize::BITNET_CPP,
+    };
+    Ok(localize::trace(
+        naming,
+        &ours,
+        &theirs,
+        tok,
+        batch.len(),
+        position,
+    ))
 }
 
 /// A failure reads like a bug report: case, position, metric, value, threshold, and both

@@ -52,6 +52,8 @@
 
 mod config;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod kv_cache;
 mod matmul;
 mod model;

@@ -291,7 +291,7 @@ impl Model {
         }
         let theta_scale = c.rope_freq_base.powf(-2.0 / c.n_rot as f32);
         let kq_scale = 1.0 / (c.head_dim as f32).sqrt();
-        let style = c.arch.rope_style();
+        let arch_style = c.arch.rope_style();
 
         for (layer, lw) in self.weights.layers.iter().enumerate() {
             let il = Some(layer);
@@ -300,11 +300,12 @@ impl Model {
                 rms_norm(
                     &x[t * d..(t + 1) * d],
                     &lw.attn_norm,
-                    c.rms_eps,
+                    fault_eps("attn_norm", layer, c.rms_eps),
                     norm,
                     &mut xb[t * d..(t + 1) * d],
                 );
             }
+            fault_perturb("attn_norm", layer, &mut xb[..n_tok * d]);
             tap.emit("attn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
 
             acts.invalidate();
@@ -322,6 +323,7 @@ impl Model {
             tap.emit("Vcur", il, &[hd, nhkv, n_tok], &v[..n_tok * nkv]);
 
             // Shape: q: (n_tok, n_head, head_dim), k: (n_tok, n_head_kv, head_dim).
+            let style = fault_rope_style(layer, arch_style);
             for t in 0..n_tok {
                 rope_cache(n_past + t, theta_scale, c.rope_freq_scale, rope);
                 for head in q[t * nq..(t + 1) * nq].chunks_exact_mut(c.head_dim) {
@@ -341,6 +343,7 @@ impl Model {
             attention(
                 c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, attn, &mut tap,
             )?;
+            fault_perturb("kqv_out", layer, &mut kqv[..n_tok * nq]);
             tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
 
             let attn_in: &[f32] = match &lw.attn_sub_norm {
@@ -349,11 +352,12 @@ impl Model {
                         rms_norm(
                             &kqv[t * nq..(t + 1) * nq],
                             w,
-                            c.rms_eps,
+                            fault_eps("attn_sub_norm", layer, c.rms_eps),
                             norm,
                             &mut xb[t * nq..(t + 1) * nq],
                         );
                     }
+                    fault_perturb("attn_sub_norm", layer, &mut xb[..n_tok * nq]);
                     tap.emit("attn_sub_norm", il, &[nq, n_tok], &xb[..n_tok * nq]);
                     xb
                 }
@@ -361,7 +365,11 @@ impl Model {
             };
             acts.invalidate();
             // Shape: hb: (n_tok, n_embd) here, the attention output.
-            mm(&lw.wo, acts, attn_in, hb, tmp)?;
+            if fault_keep_attn_output_scale(layer) {
+                mm(&lw.wo, acts, attn_in, hb, tmp)?;
+            } else {
+                matmul(file, &lw.wo, acts, attn_in, n_tok, hb, tmp, &numerics)?;
+            }
             tap.emit("attn_out", il, &[d, n_tok], &hb[..n_tok * d]);
             for (xv, &a) in x[..n_tok * d].iter_mut().zip(&hb[..n_tok * d]) {
                 *xv += a;
@@ -372,22 +380,25 @@ impl Model {
                 rms_norm(
                     &x[t * d..(t + 1) * d],
                     &lw.ffn_norm,
-                    c.rms_eps,
+                    fault_eps("ffn_norm", layer, c.rms_eps),
                     norm,
                     &mut xb[t * d..(t + 1) * d],
                 );
             }
+            fault_perturb("ffn_norm", layer, &mut xb[..n_tok * d]);
             tap.emit("ffn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
             acts.invalidate();
             // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
             // build_ffn names the bare products and then, when scaled, `ffn_up_s`/`ffn_gate_s`.
             matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, &numerics)?;
+            fault_perturb("ffn_up", layer, &mut hb2[..n_tok * nff]);
             tap.emit("ffn_up", il, &[nff, n_tok], &hb2[..n_tok * nff]);
             if lw.ffn_up.scale.is_some() {
                 apply_scale(&lw.ffn_up, &mut hb2[..n_tok * nff]);
                 tap.emit("ffn_up_s", il, &[nff, n_tok], &hb2[..n_tok * nff]);
             }
             matmul(file, &lw.ffn_gate, acts, xb, n_tok, hb, tmp, &numerics)?;
+            fault_perturb("ffn_gate", layer, &mut hb[..n_tok * nff]);
             tap.emit("ffn_gate", il, &[nff, n_tok], &hb[..n_tok * nff]);
             if lw.ffn_gate.scale.is_some() {
                 apply_scale(&lw.ffn_gate, &mut hb[..n_tok * nff]);
@@ -413,11 +424,12 @@ impl Model {
                         rms_norm(
                             &xb[t * nff..(t + 1) * nff],
                             w,
-                            c.rms_eps,
+                            fault_eps("ffn_sub_norm", layer, c.rms_eps),
                             norm,
                             &mut hb[t * nff..(t + 1) * nff],
                         );
                     }
+                    fault_perturb("ffn_sub_norm", layer, &mut hb[..n_tok * nff]);
                     tap.emit("ffn_sub_norm", il, &[nff, n_tok], &hb[..n_tok * nff]);
                     hb
                 }
@@ -771,4 +783,35 @@ impl Tap<'_, '_> {
             }
         }
     }
+}
+
+// Fault-injection hooks (`crate::fault`): with the feature off they are the identity and
+// compile to nothing.
+
+#[cfg(feature = "fault-injection")]
+use crate::fault::{
+    keep_attn_output_scale as fault_keep_attn_output_scale, perturb as fault_perturb,
+    rms_eps as fault_eps, rope_style as fault_rope_style,
+};
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_perturb(_base: &str, _layer: usize, _data: &mut [f32]) {}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_eps(_base: &str, _layer: usize, eps: f32) -> f32 {
+    eps
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_rope_style(_layer: usize, style: crate::ops::RopeStyle) -> crate::ops::RopeStyle {
+    style
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_keep_attn_output_scale(_layer: usize) -> bool {
+    true
 }

@@ -1,0 +1,172 @@
+//! The localiser against injected faults (features `crossval`, `integration-tests`,
+//! `fault-injection`): each test perturbs one named op of our engine
+//! (`bitnet_models::fault`), runs a real parity case against upstream llama.cpp, and checks
+//! that the case fails and names exactly that op, in that layer, as the first divergent one.
+//!
+//! The fault is process-global, so the tests take turns (`SERIAL`), and they live in this
+//! binary of their own: the main suite never sees a fault.
+#![cfg(all(
+    feature = "crossval",
+    feature = "integration-tests",
+    feature = "fault-injection"
+))]
+
+use std::sync::Mutex;
+
+use bitnet_crossval::cases::{builtin_models, Case, Mode, SHORT};
+use bitnet_crossval::report::{self, CaseReport, Status};
+use bitnet_crossval::runner::run_case;
+use bitnet_models::fault::{set_fault, Fault};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The TQ2_0 fixture with `.scale` tensors (4 layers) on upstream llama.cpp, short prompt.
+fn case(n_tokens: usize) -> Case {
+    let model = builtin_models()
+        .into_iter()
+        .find(|m| m.id() == "bitnet-tiny-tq2_0-tensor-s0@llama_cpp")
+        .expect("built-in model");
+    Case {
+        model,
+        prompt: SHORT,
+        n_tokens,
+        mode: Mode::TeacherForced,
+    }
+}
+
+/// Runs the case under `fault` (cleared afterwards, even on panic).
+fn run_with(fault: Option<Fault>, n_tokens: usize) -> CaseReport {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            set_fault(None);
+        }
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _clear = Clear;
+    set_fault(fault);
+    let r = run_case(&case(n_tokens));
+    set_fault(None);
+    eprintln!(
+        "{}\n{}",
+        report::table_row(&r.summary_row()),
+        r.message.as_deref().unwrap_or("(no message)")
+    );
+    r
+}
+
+/// The case fails, and its report names `op` in `layer` as the first divergent op.
+fn assert_localised(fault: Fault, op: &str, layer: usize) {
+    let r = run_with(Some(fault.clone()), 1);
+    if r.status == Status::Skipped {
+        eprintln!("SKIPPED: {}", r.message.unwrap_or_default());
+        return;
+    }
+    assert_eq!(r.status, Status::Fail, "{fault:?}: the case should fail");
+    let msg = r.message.as_deref().unwrap_or_default();
+    let first = r
+        .first_divergent_op
+        .as_ref()
+        .unwrap_or_else(|| panic!("{fault:?}: no first divergent op\n{msg}"));
+    assert_eq!(
+        (first.op.as_str(), first.layer),
+        (op, Some(layer)),
+        "{fault:?}: localised to {first}\n{msg}"
+    );
+    assert!(first.nmse > first.threshold, "{first}");
+    assert!(
+        msg.contains("first divergent op") && msg.contains(&first.name),
+        "the failure message carries the localisation:\n{msg}"
+    );
+    let json = serde_json::to_value(&r).expect("case JSON");
+    assert_eq!(json["first_divergent_op"]["op"], op, "case JSON");
+    assert_eq!(json["first_divergent_op"]["layer"], layer, "case JSON");
+}
+
+#[test]
+fn no_fault_passes_without_localisation() {
+    let r = run_with(None, 8);
+    if r.status == Status::Skipped {
+        return;
+    }
+    assert_eq!(r.status, Status::Pass, "{:?}", r.message);
+    assert_eq!(r.first_divergent_op, None);
+    assert_eq!(r.message, None);
+}
+
+#[test]
+fn ffn_sub_norm_scaled_in_layer_3() {
+    assert_localised(
+        Fault::Scale {
+            op: "ffn_sub_norm".into(),
+            layer: 3,
+            factor: 1.001,
+        },
+        "ffn_sub_norm",
+        3,
+    );
+}
+
+#[test]
+fn attn_norm_perturbed_in_layer_1() {
+    assert_localised(
+        Fault::Scale {
+            op: "attn_norm".into(),
+            layer: 1,
+            factor: 1.0001,
+        },
+        "attn_norm",
+        1,
+    );
+}
+
+#[test]
+fn rope_style_swapped_in_layer_2() {
+    // RoPE is the identity at position 0, so the case fails at position 1, on the rotated
+    // query (the second `Qcur-2` of the graph).
+    assert_localised(Fault::SwapRopeStyle { layer: 2 }, "Qcur", 2);
+}
+
+#[test]
+fn attn_output_scale_dropped_in_layer_0() {
+    assert_localised(Fault::DropAttnOutputScale { layer: 0 }, "attn_out", 0);
+}
+
+#[test]
+fn ffn_norm_epsilon_changed_in_layer_2() {
+    assert_localised(
+        Fault::RmsEps {
+            op: "ffn_norm".into(),
+            layer: 2,
+            eps: 1e-2,
+        },
+        "ffn_norm",
+        2,
+    );
+}
+
+#[test]
+fn attention_output_perturbed_in_layer_1() {
+    assert_localised(
+        Fault::Scale {
+            op: "kqv_out".into(),
+            layer: 1,
+            factor: 1.001,
+        },
+        "kqv_out",
+        1,
+    );
+}
+
+#[test]
+fn ffn_gate_perturbed_in_layer_3() {
+    assert_localised(
+        Fault::Scale {
+            op: "ffn_gate".into(),
+            layer: 3,
+            factor: 1.01,
+        },
+        "ffn_gate",
+        3,
+    );
+}
