@@ -251,13 +251,13 @@ fn distinct(items: &[Tensor]) -> Vec<&Tensor> {
 /// Row `t` of a tensor computed for a batch of `n_tok` tokens.
 fn row(t: &Tensor, tok: usize, n_tok: usize) -> Option<Vec<f32>> {
     let (base, _) = split_name(&t.name);
-    if n_tok == 0 || t.data.len() % n_tok != 0 {
+    if n_tok == 0 || !t.data.len().is_multiple_of(n_tok) {
         return None;
     }
     if base == "kq" || base == "kq_soft_max" {
         // [n_kv, n_tok, n_head].
         let n_kv = *t.shape.first()?;
-        if n_kv == 0 || t.data.len() % (n_kv * n_tok) != 0 {
+        if n_kv == 0 || !t.data.len().is_multiple_of(n_kv * n_tok) {
             return None;
         }
         let n_head = t.data.len() / (n_kv * n_tok);
