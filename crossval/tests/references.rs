@@ -1,5 +1,6 @@
 //! The reference-generic checks, run against every C++ reference (feature `crossval`):
-//! each loads SmolLM2, tokenizes, evaluates the prompt batched and token by token, continues
+//! each loads SmolLM2 (and the synthetic BitNet fixture it runs), tokenizes, evaluates the
+//! prompt batched and token by token, continues
 //! it greedily, captures named intermediates, refuses a truncated GGUF and turns a C++
 //! assertion into an error, all without taking the test binary down.
 #![cfg(feature = "crossval")]
@@ -7,13 +8,14 @@
 mod common;
 
 use bitnet_crossval::logits_compare::cosine_similarity;
+use bitnet_fixtures::{Arch, FixtureSpec, WeightFormat};
 use bitnet_sys::protocol::Request;
 use bitnet_sys::{RefError, RefRunner, RefSession, Reference, SessionConfig};
 use rstest::rstest;
 
 use common::{
-    batched_and_stepped, load_smollm2, max_abs_diff, same_f32_bits, smollm2, ScratchDir, PROMPT,
-    SMOLLM2_N_CTX, SMOLLM2_N_EMBD, SMOLLM2_N_LAYERS,
+    assert_same_f32_bits, batched_and_stepped, load_smollm2, max_abs_diff, same_f32_bits, smollm2,
+    ScratchDir, PROMPT, SMOLLM2_N_CTX, SMOLLM2_N_EMBD, SMOLLM2_N_LAYERS,
 };
 
 /// Largest batch ik_llama.cpp evaluates SmolLM2 (Q4_1 weights) with the kernels its
@@ -190,4 +192,41 @@ fn a_cpp_assertion_surfaces_as_crashed_with_its_message(
     drop(runner);
     let again = RefRunner::spawn(r).expect("respawn after the abort");
     assert!(again.version().contains(r.name()), "{}", again.version());
+}
+
+/// The same check on the synthetic BitNet model each reference runs in its own ternary
+/// format: tokenize with the real LLaMA-3 vocabulary, then the prompt batched and token by
+/// token must give bit-identical logits at every position.
+#[rstest]
+#[case::llama_cpp_tq2_0(
+    Reference::LlamaCpp,
+    FixtureSpec::tiny(Arch::Bitnet, WeightFormat::TQ2_0)
+)]
+#[case::bitnet_cpp_i2_s(
+    Reference::BitnetCpp,
+    FixtureSpec::tiny(Arch::Bitnet, WeightFormat::I2_S)
+)]
+#[case::ik_llama_cpp_iq2_bn(
+    Reference::IkLlamaCpp,
+    FixtureSpec::tiny(Arch::BitnetB158, WeightFormat::IQ2_BN)
+)]
+fn a_synthetic_bitnet_fixture_agrees_batched_and_token_by_token(
+    #[case] r: Reference,
+    #[case] spec: FixtureSpec,
+) {
+    let path = bitnet_fixtures::fixture(&spec).unwrap_or_else(|e| panic!("{}: {e}", spec.id()));
+    let cfg = SessionConfig::deterministic(r, 128);
+    let mut s = RefSession::load(r, &path, &cfg)
+        .unwrap_or_else(|e| panic!("{r}: loading {}: {e}", spec.id()));
+    let toks = s.tokenize(LONG_PROMPT, true, false).unwrap();
+    assert_eq!(toks[0], 128000, "{r}: the LLaMA-3 vocabulary adds BOS");
+    let run = batched_and_stepped(&mut s, &toks).unwrap();
+    assert_eq!(run.batched.len(), toks.len(), "{r}: batched positions");
+    for (pos, (a, b)) in run.batched.iter().zip(&run.stepped).enumerate() {
+        assert_same_f32_bits(
+            &format!("{r} {} position {pos} (batched vs stepped)", spec.id()),
+            a,
+            b,
+        );
+    }
 }
