@@ -1,8 +1,8 @@
 //! The reference-generic checks, run against every C++ reference (feature `crossval`):
 //! each loads SmolLM2 (and the synthetic BitNet fixture it runs), tokenizes, evaluates the
-//! prompt batched and token by token, continues
-//! it greedily, captures named intermediates, refuses a truncated GGUF and turns a C++
-//! assertion into an error, all without taking the test binary down.
+//! prompt batched and token by token, continues it greedily, captures named intermediates,
+//! refuses a truncated GGUF and turns a C++ assertion into an error, all without taking the
+//! test binary down.
 #![cfg(feature = "crossval")]
 
 mod common;
