@@ -85,3 +85,46 @@ fn quantized_formats_stay_close_to_f32() {
         );
     }
 }
+
+/// Every fixture format, under the numerics of the reference that runs it: the prompt in one
+/// batch and token by token give bit-identical logits (every logit is one dot product over
+/// the same cache in the same order, whatever the batch).
+#[test]
+fn prefill_equals_token_by_token_in_every_fixture_format() {
+    let cases = [
+        (Arch::Bitnet, WeightFormat::F32, Reference::LlamaCpp),
+        (Arch::Bitnet, WeightFormat::F16, Reference::LlamaCpp),
+        (Arch::Bitnet, WeightFormat::TQ1_0, Reference::LlamaCpp),
+        (Arch::Bitnet, WeightFormat::TQ2_0, Reference::LlamaCpp),
+        (Arch::Bitnet, WeightFormat::I2_S, Reference::BitnetCpp),
+        (
+            Arch::BitnetB158,
+            WeightFormat::IQ2_BN,
+            Reference::IkLlamaCpp,
+        ),
+    ];
+    for (arch, format, reference) in cases {
+        let spec = FixtureSpec::tiny(arch, format);
+        let path = fixture(&spec).unwrap_or_else(|e| panic!("fixture {}: {e}", spec.id()));
+        let model = Model::load(&path).unwrap_or_else(|e| panic!("{}: {e}", spec.id()));
+        let mut cfg = SessionConfig::new(64);
+        cfg.numerics = Numerics::for_reference(reference);
+        let mut s = Session::new(&model, &cfg).unwrap();
+        let batched = s.eval(&TOKENS).unwrap();
+        s.reset();
+        let mut stepped = Vec::with_capacity(batched.len());
+        for &t in &TOKENS {
+            stepped.extend(s.eval(&[t]).unwrap());
+        }
+        let first = batched
+            .iter()
+            .zip(&stepped)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(
+            first,
+            None,
+            "{}: batched vs stepped logits differ",
+            spec.id()
+        );
+    }
+}
