@@ -11,9 +11,8 @@ use common::{write_tiny, Tiny};
 
 /// Batched and token-by-token evaluation must agree exactly: every op is computed per
 /// token, each logit by one dot product, and attention reads the same cached K/V in the
-/// same order either way. (Upstream llama.cpp shares this property once its llamafile
-/// sgemm is off; bitnet.cpp does not, which is why the parity suite compares like with
-/// like.)
+/// same order either way. (The references share this property once llamafile's sgemm is
+/// off, as in our runners; with it on, llama.cpp and bitnet.cpp drift from position 4.)
 const PREFILL_VS_DECODE_MAX_ABS: f32 = 0.0;
 
 /// F32 weights vs the same ternary weights stored as TQ2_0: the TQ2_0 path rounds every
