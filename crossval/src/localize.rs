@@ -25,21 +25,19 @@
 //!
 //! # Ops without a counterpart
 //!
-//! Captured on one side only, so never compared (each trace lists them as it finds them):
-//! * upstream llama.cpp (`bitnet`, `llama`): `ffn_gate_par-N` (the gated product inside
-//!   `build_ffn`; we emit it as `ffn_sub_out-N` / `ffn_swiglu-N` only), the
-//!   `Qcur/Kcur/Vcur` views named with a suffix, and for `llama` the `ffn_out-N`/`l_out-N`
-//!   duplicates of `build_cvec`, which carry the same data as the first and are dropped.
-//! * ik_llama.cpp (`bitnet-b1.58`): its fused ops name fewer intermediates — the
-//!   RMSNorm fused into the following multiply leaves `attn_norm-N`/`ffn_norm-N` and the
-//!   sub-norms as named; `kq-N` is not materialised without flash attention in every build,
-//!   and the gated squared-ReLU product is fused (`ffn_sub_out-N` of ours may be alone).
-//! * bitnet.cpp (`bitnet`): as upstream llama.cpp of October 2024 (`ffn_gate_par-N`).
-//! * ours only: `ffn_up_s-N`/`ffn_gate_s-N` on models with `.scale` tensors when the
-//!   reference does not name the scaled products.
-//!
-//! Which names actually pair up is measured per run: [`OpTrace::ours_only`] and
-//! [`OpTrace::reference_only`].
+//! Measured with `BITNET_TRACE=1` on every built-in model (each trace also lists what it
+//! could not pair: [`OpTrace::reference_only`], [`OpTrace::ours_only`]):
+//! * upstream llama.cpp (`bitnet` with and without `.scale` tensors, `llama`): none — every
+//!   op we emit pairs up, including `ffn_up_s-N`/`ffn_gate_s-N`; the `l_out-N` duplicate
+//!   of `build_cvec` carries the same data and is dropped as a repeat.
+//! * bitnet.cpp (`bitnet`): none, under its older names `attn_o_out-N` (our `attn_out-N`)
+//!   and `kq_soft_max_ext-N` (our `kq_soft_max-N`), see [`BITNET_CPP`].
+//! * ik_llama.cpp (`bitnet-b1.58`): `ffn_inp-N` is never materialised (the residual add
+//!   is fused into the FFN's RMSNorm), and the tensor it names `ffn_norm-N` is not the
+//!   FFN's input, so our `ffn_inp-N` and `ffn_norm-N` have no counterpart; a fault there
+//!   is localised to `ffn_gate-N`/`ffn_up-N`. Its `attn_o_out-N`, `ffn_out-N` (the gated
+//!   product) and `kq_soft_max_ext-N` pair with our `attn_out-N`, `ffn_sub_out-N` and
+//!   `kq_soft_max-N`, see [`IK_LLAMA_CPP`].
 
 use serde::Serialize;
 
@@ -95,6 +93,7 @@ pub const CAPTURE_PATTERNS: &[&str] = &[
     "Vcur-*",
     "kq-*",
     "kq_soft_max-*",
+    "kq_soft_max_ext-*",
     "kqv_out-*",
     "attn_sub_norm-*",
     "attn_out-*",
@@ -132,8 +131,15 @@ pub const LLAMA_CPP: Naming = Naming {
     not_comparable: &[],
 };
 
-/// bitnet.cpp: upstream's names (as of its October-2024 fork).
-pub const BITNET_CPP: Naming = LLAMA_CPP;
+/// bitnet.cpp (upstream's graph of October 2024): `attn_o_out` is the attention output
+/// projection and the masked softmax is `kq_soft_max_ext`.
+pub const BITNET_CPP: Naming = Naming {
+    aliases: &[
+        ("attn_o_out", "attn_out"),
+        ("kq_soft_max_ext", "kq_soft_max"),
+    ],
+    not_comparable: &[],
+};
 
 /// ik_llama.cpp (`bitnet-b1.58`): `attn_o_out` is the attention output projection,
 /// `ffn_out` the gated FFN product (our `ffn_sub_out`). Its `ffn_norm-N` is not the FFN's
@@ -141,7 +147,11 @@ pub const BITNET_CPP: Naming = LLAMA_CPP;
 /// and the tensor the callback sees under that name differs from what `ffn_up`/`ffn_gate`
 /// consume (measured: NMSE 5e-3..0.4 while both matmuls and the logits are bit-exact).
 pub const IK_LLAMA_CPP: Naming = Naming {
-    aliases: &[("attn_o_out", "attn_out"), ("ffn_out", "ffn_sub_out")],
+    aliases: &[
+        ("attn_o_out", "attn_out"),
+        ("ffn_out", "ffn_sub_out"),
+        ("kq_soft_max_ext", "kq_soft_max"),
+    ],
     not_comparable: &["ffn_norm"],
 };
 
