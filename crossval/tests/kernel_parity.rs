@@ -9,7 +9,11 @@
 //! - upstream llama.cpp and bitnet.cpp: TQ1_0 / TQ2_0 reference quantizers, dequantizers and
 //!   dots against Q8_K (our `SumOrder::GgmlAvx2`); the Q8_K activation quantizer.
 //! - upstream llama.cpp: Q8_0 / Q4_0 / Q4_1 reference quantizers and dequantizers, the x86
-//!   activation quantizers of Q8_0 and Q8_1, and the Q8_0·Q8_0, Q4_0·Q8_0, Q4_1·Q8_1 dots.
+//!   activation quantizers of Q8_0 and Q8_1, and the Q8_0·Q8_0, Q4_0·Q8_0, Q4_1·Q8_1 dots
+//!   (`SumOrder::GgmlAvx2`).
+//!
+//! Every comparison runs on every ISA this CPU has (`Isa::available`): each summation order
+//! is ISA-independent, so the scalar path must match the AVX2 references too.
 //! - bitnet.cpp: I2_S whole-tensor quantization, I8_S activations, the I2_S·I8_S integer dot.
 //! - ik_llama.cpp: IQ2_BN quantization and dequantization, Q8_K64 activations, the
 //!   IQ2_BN·Q8_K64 dot.
@@ -110,16 +114,6 @@ fn check<S>(
 /// Every ISA our kernels have on this CPU; a kernel must match the reference on each.
 fn isas() -> &'static [Isa] {
     Isa::available()
-}
-
-/// The ISA of the reference builds (AVX2 + FMA + F16C, DESIGN §3), for the kernels whose
-/// scalar path follows ggml's generic summation order rather than its AVX2 one.
-fn avx2() -> Isa {
-    assert!(
-        Isa::Avx2.is_supported(),
-        "the references are AVX2 builds; this CPU lacks AVX2"
-    );
-    Isa::Avx2
 }
 
 /// `bytes` as blocks, copied so that alignment is right.
@@ -815,8 +809,8 @@ fn q8_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
         (GgmlType::Q8_0, GgmlType::Q8_0),
         legacy_dot_fixed(),
         legacy_dot_inputs(Q8_0_BYTES, &[0]),
-        &[avx2()],
-        vec_dot_q8_0_q8_0_with,
+        isas(),
+        |isa, x, y| vec_dot_q8_0_q8_0_with(isa, SumOrder::GgmlAvx2, x, y),
     );
 }
 
@@ -829,8 +823,8 @@ fn q4_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
         (GgmlType::Q4_0, GgmlType::Q8_0),
         legacy_dot_fixed(),
         legacy_dot_inputs(Q4_0_BYTES, &[0]),
-        &[avx2()],
-        vec_dot_q4_0_q8_0_with,
+        isas(),
+        |isa, x, y| vec_dot_q4_0_q8_0_with(isa, SumOrder::GgmlAvx2, x, y),
     );
 }
 
@@ -843,8 +837,8 @@ fn q4_1_dot_q8_1_is_bit_identical(#[case] reference: Reference) {
         (GgmlType::Q4_1, GgmlType::Q8_1),
         legacy_dot_fixed(),
         legacy_dot_inputs(Q4_1_BYTES, &[0, 2]),
-        &[avx2()],
-        vec_dot_q4_1_q8_1_with,
+        isas(),
+        |isa, x, y| vec_dot_q4_1_q8_1_with(isa, SumOrder::GgmlAvx2, x, y),
     );
 }
 

@@ -9,9 +9,9 @@
 //!
 //! Summation order decides the last bits, and ggml's depends on how it was built
 //! (ggml-cpu `vec.cpp`, `simd-mappings.h`):
-//! * no SIMD (`*_generic` here): every product rounded to f32, summed in `ggml_float` (f64),
+//! * no SIMD ([`SumOrder::GgmlGeneric`]): every product rounded to f32, summed in `ggml_float` (f64),
 //!   rounded to f32 once at the end.
-//! * AVX2 + FMA + F16C without AVX-512 ([`Isa::Avx2`] here): four accumulators of 8 lanes over
+//! * AVX2 + FMA + F16C without AVX-512 ([`SumOrder::GgmlAvx2`]): four accumulators of 8 lanes over
 //!   steps of 32 elements, `acc[j] = fma(x, y, acc[j])` for elements `32s + 8j ..+ 8`, merged as
 //!   `(acc0 + acc2) + (acc1 + acc3)`. F32 and F16 then add lanes as
 //!   `((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7))` (`GGML_F32x8_REDUCE`: halves, then two
@@ -21,12 +21,18 @@
 //!   contracts it (and F32's tail `sumf += x*y`) to FMA, which is what we follow. AVX-512
 //!   builds use 16-lane accumulators: another order.
 //!
+//! Each dot takes the order as a [`SumOrder`] ([`SumOrder::GgmlGeneric`] = no SIMD,
+//! [`SumOrder::GgmlAvx2`] = AVX2 + FMA), and every [`Isa`] computes either order bit for bit:
+//! the scalar path emulates the AVX2 lanes with [`f32::mul_add`] where the AVX2 build fuses,
+//! and the f64 sum of the generic order runs as scalar code on every ISA.
+//!
 //! f16·f16 and bf16·bf16 products are exact in f32 (11- and 8-bit significands), so for F16
 //! and BF16 only the order of additions differs between the two paths.
 
 use half::{bf16, f16};
 
-use crate::{GgmlType, Isa, KernelError};
+use crate::order::{hsum8_ggml, hsum8_hadd};
+use crate::{GgmlType, Isa, KernelError, SumOrder};
 
 /// Unit roundoff of f32 (2⁻²⁴): the largest relative error of one rounding to nearest.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
@@ -213,98 +219,195 @@ impl Widen for bf16 {
 /// ggml's scalar dot: each product rounded to f32, summed in f64 from +0.0 (so all-(−0)
 /// products give +0 as in C), one rounding to f32 at the end. Shape: x, y: (n,).
 fn dot_f64_sum<X: Widen, Y: Widen>(x: &[X], y: &[Y]) -> f32 {
-    x.iter()
-        .zip(y)
-        .fold(0.0f64, |s, (&a, &b)| s + f64::from(a.widen() * b.widen())) as f32
+    f64_tail(x, y, 0.0)
 }
 
-/// F32·F32 dot as ggml's scalar build computes it (f32 products, f64 sum).
-pub fn vec_dot_f32_generic(x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
-    vec_dot_f32_with(Isa::Scalar, x, y)
+/// `sum` widened to f64, then each f32 product of `x` and `y` added in f64, rounded to f32
+/// once: the scalar build's whole sum, and the F16/BF16 tail of the AVX2 one.
+fn f64_tail<X: Widen, Y: Widen>(x: &[X], y: &[Y], sum: f32) -> f32 {
+    x.iter().zip(y).fold(f64::from(sum), |s, (&a, &b)| {
+        s + f64::from(a.widen() * b.widen())
+    }) as f32
 }
 
-/// [`vec_dot_f32`] on the given ISA (scalar when `isa` is not supported here).
-pub fn vec_dot_f32_with(isa: Isa, x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
+/// Elements per step of ggml's AVX float loops: 4 accumulators × 8 lanes.
+const STEP: usize = 32;
+
+/// ggml's AVX2 4×8-lane FMA loop in scalar, merged: lane `l` of accumulator `j` takes
+/// `fma(x, y, acc)` for elements `32s + 8j + l`, then the accumulators merge lane-wise as
+/// `(acc0 + acc2) + (acc1 + acc3)`. Returns the 8 merged lanes and where the `n % 32` tail
+/// starts. Shape: x, y: (n,).
+fn fma_lanes<X: Widen, Y: Widen>(x: &[X], y: &[Y]) -> ([f32; 8], usize) {
+    let np = x.len() - x.len() % STEP;
+    let mut acc = [[0.0f32; 8]; 4];
+    for (xs, ys) in x[..np].chunks_exact(STEP).zip(y.chunks_exact(STEP)) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, v) in a.iter_mut().enumerate() {
+                let i = 8 * j + l;
+                *v = xs[i].widen().mul_add(ys[i].widen(), *v);
+            }
+        }
+    }
+    let merged = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    (merged, np)
+}
+
+/// Which lane sum ends the AVX2 loop (see the module docs).
+#[derive(Clone, Copy)]
+enum LaneSum {
+    /// `GGML_F32x8_REDUCE` (F32, F16).
+    Hadd,
+    /// `hsum_float_8` (BF16).
+    Movehl,
+}
+
+/// Which tail follows it.
+#[derive(Clone, Copy)]
+enum Tail {
+    /// `sumf += x·y` in f32, contracted to FMA (F32).
+    Fma,
+    /// Added in f64 (`ggml_float`) (F16, BF16).
+    F64,
+}
+
+/// ggml's AVX2 float dot in scalar, bit-identical to the AVX2 kernels of `mod avx2`.
+fn dot_avx2_order<X: Widen, Y: Widen>(x: &[X], y: &[Y], lanes: LaneSum, tail: Tail) -> f32 {
+    let (v, np) = fma_lanes(x, y);
+    let sum = match lanes {
+        LaneSum::Hadd => hsum8_hadd(v),
+        LaneSum::Movehl => hsum8_ggml(v),
+    };
+    let (xt, yt) = (&x[np..], &y[np..]);
+    match tail {
+        Tail::Fma => xt
+            .iter()
+            .zip(yt)
+            .fold(sum, |s, (&a, &b)| a.widen().mul_add(b.widen(), s)),
+        Tail::F64 => f64_tail(xt, yt, sum),
+    }
+}
+
+/// F32·F32 dot in `order` on the scalar path: [`SumOrder::GgmlGeneric`] is ggml's scalar
+/// build (f32 products, f64 sum), [`SumOrder::GgmlAvx2`] its AVX2 build (module docs).
+pub fn vec_dot_f32_generic(order: SumOrder, x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f32_with(Isa::Scalar, order, x, y)
+}
+
+/// [`vec_dot_f32`] on the given ISA (scalar when `isa` is not supported here); bit-identical
+/// to [`vec_dot_f32_generic`] in both orders.
+pub fn vec_dot_f32_with(
+    isa: Isa,
+    order: SumOrder,
+    x: &[f32],
+    y: &[f32],
+) -> Result<f32, KernelError> {
     expect_len(GgmlType::F32, "y", y.len(), x.len())?;
-    match isa {
+    Ok(match (order, isa) {
+        // The f64 sum is scalar in ggml too.
+        (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_f32(x, y) }),
-        _ => Ok(dot_f64_sum(x, y)),
-    }
+        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_f32(x, y) },
+        (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Hadd, Tail::Fma),
+    })
 }
 
-/// ggml's `ggml_vec_dot_f32` (F32 weights · F32 activations). Errors when lengths differ.
-pub fn vec_dot_f32(x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
-    vec_dot_f32_with(Isa::best(), x, y)
-}
-
-/// F16·F16 dot as ggml's scalar build computes it (exact f32 products, f64 sum).
-pub fn vec_dot_f16_generic(x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
-    vec_dot_f16_with(Isa::Scalar, x, y)
-}
-
-/// [`vec_dot_f16`] on the given ISA (scalar when `isa` is not supported here).
-pub fn vec_dot_f16_with(isa: Isa, x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
-    expect_len(GgmlType::F16, "y", y.len(), x.len())?;
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_f16(x, y) }),
-        _ => Ok(dot_f64_sum(x, y)),
-    }
-}
-
-/// ggml's `ggml_vec_dot_f16` (F16 weights · activations rounded by [`f32_to_f16_row`]).
+/// ggml's `ggml_vec_dot_f32` (F32 weights · F32 activations) in `order`, on [`Isa::best`].
 /// Errors when lengths differ.
-pub fn vec_dot_f16(x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
-    vec_dot_f16_with(Isa::best(), x, y)
+pub fn vec_dot_f32(order: SumOrder, x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f32_with(Isa::best(), order, x, y)
 }
 
-/// BF16·BF16 dot as ggml's scalar build computes it (exact f32 products, f64 sum).
-pub fn vec_dot_bf16_generic(x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
-    vec_dot_bf16_with(Isa::Scalar, x, y)
+/// F16·F16 dot in `order` on the scalar path (exact f32 products; f64 sum for
+/// [`SumOrder::GgmlGeneric`], the AVX2 lanes for [`SumOrder::GgmlAvx2`]).
+pub fn vec_dot_f16_generic(order: SumOrder, x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
+    vec_dot_f16_with(Isa::Scalar, order, x, y)
 }
 
-/// [`vec_dot_bf16`] on the given ISA (scalar when `isa` is not supported here).
-pub fn vec_dot_bf16_with(isa: Isa, x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
+/// [`vec_dot_f16`] on the given ISA (scalar when `isa` is not supported here); bit-identical
+/// to [`vec_dot_f16_generic`] in both orders.
+pub fn vec_dot_f16_with(
+    isa: Isa,
+    order: SumOrder,
+    x: &[f16],
+    y: &[f16],
+) -> Result<f32, KernelError> {
+    expect_len(GgmlType::F16, "y", y.len(), x.len())?;
+    Ok(match (order, isa) {
+        (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
+        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_f16(x, y) },
+        (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Hadd, Tail::F64),
+    })
+}
+
+/// ggml's `ggml_vec_dot_f16` (F16 weights · activations rounded by [`f32_to_f16_row`]) in
+/// `order`, on [`Isa::best`]. Errors when lengths differ.
+pub fn vec_dot_f16(order: SumOrder, x: &[f16], y: &[f16]) -> Result<f32, KernelError> {
+    vec_dot_f16_with(Isa::best(), order, x, y)
+}
+
+/// BF16·BF16 dot in `order` on the scalar path (exact f32 products; f64 sum for
+/// [`SumOrder::GgmlGeneric`], the AVX2 lanes for [`SumOrder::GgmlAvx2`]).
+pub fn vec_dot_bf16_generic(order: SumOrder, x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
+    vec_dot_bf16_with(Isa::Scalar, order, x, y)
+}
+
+/// [`vec_dot_bf16`] on the given ISA (scalar when `isa` is not supported here); bit-identical
+/// to [`vec_dot_bf16_generic`] in both orders.
+pub fn vec_dot_bf16_with(
+    isa: Isa,
+    order: SumOrder,
+    x: &[bf16],
+    y: &[bf16],
+) -> Result<f32, KernelError> {
     expect_len(GgmlType::BF16, "y", y.len(), x.len())?;
-    match isa {
+    Ok(match (order, isa) {
+        (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_bf16(x, y) }),
-        _ => Ok(dot_f64_sum(x, y)),
-    }
+        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_bf16(x, y) },
+        (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Movehl, Tail::F64),
+    })
 }
 
-/// ggml's `ggml_vec_dot_bf16` (BF16 weights · activations rounded by [`f32_to_bf16_row`]).
-/// Errors when lengths differ.
-pub fn vec_dot_bf16(x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
-    vec_dot_bf16_with(Isa::best(), x, y)
+/// ggml's `ggml_vec_dot_bf16` (BF16 weights · activations rounded by [`f32_to_bf16_row`]) in
+/// `order`, on [`Isa::best`]. Errors when lengths differ.
+pub fn vec_dot_bf16(order: SumOrder, x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
+    vec_dot_bf16_with(Isa::best(), order, x, y)
 }
 
-/// F16 weights · F32 activations, scalar oracle: f32 products (rounded), f64 sum.
-pub fn vec_dot_f16_f32_generic(x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
-    vec_dot_f16_f32_with(Isa::Scalar, x, y)
+/// F16 weights · F32 activations on the scalar path: f32 products (rounded), summed in f64
+/// ([`SumOrder::GgmlGeneric`]) or in ggml's F16 AVX2 order ([`SumOrder::GgmlAvx2`]).
+pub fn vec_dot_f16_f32_generic(order: SumOrder, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f16_f32_with(Isa::Scalar, order, x, y)
 }
 
-/// [`vec_dot_f16_f32`] on the given ISA (scalar when `isa` is not supported here).
-pub fn vec_dot_f16_f32_with(isa: Isa, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
+/// [`vec_dot_f16_f32`] on the given ISA (scalar when `isa` is not supported here);
+/// bit-identical to [`vec_dot_f16_f32_generic`] in both orders.
+pub fn vec_dot_f16_f32_with(
+    isa: Isa,
+    order: SumOrder,
+    x: &[f16],
+    y: &[f32],
+) -> Result<f32, KernelError> {
     expect_len(GgmlType::F16, "y", y.len(), x.len())?;
-    match isa {
+    Ok(match (order, isa) {
+        (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot_f16_f32(x, y) }),
-        _ => Ok(dot_f64_sum(x, y)),
-    }
+        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_f16_f32(x, y) },
+        (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Hadd, Tail::F64),
+    })
 }
 
-/// F16 weights · F32 activations without rounding the activations to F16. Not a ggml
-/// pairing (ggml rounds them first, see [`vec_dot_f16`]); the AVX2 path sums in ggml's F16
-/// order, so when every activation is exactly representable in f16 the result equals
-/// [`vec_dot_f16`]'s. Errors when lengths differ.
-pub fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
-    vec_dot_f16_f32_with(Isa::best(), x, y)
+/// F16 weights · F32 activations without rounding the activations to F16, in `order`, on
+/// [`Isa::best`]. Not a ggml pairing (ggml rounds them first, see [`vec_dot_f16`]); it sums
+/// in ggml's F16 order, so when every activation is exactly representable in f16 the result
+/// equals [`vec_dot_f16`]'s. Errors when lengths differ.
+pub fn vec_dot_f16_f32(order: SumOrder, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
+    vec_dot_f16_f32_with(Isa::best(), order, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -313,10 +416,7 @@ pub(crate) mod avx2 {
 
     use half::{bf16, f16};
 
-    use super::Widen;
-
-    /// Elements per step of ggml's AVX float loops: 4 accumulators × 8 lanes.
-    const STEP: usize = 32;
+    use super::{f64_tail, Widen, STEP};
 
     /// An element type AVX2 widens to 8 f32 lanes in one load.
     pub(super) trait Load8: Widen {
@@ -443,13 +543,6 @@ pub(crate) mod avx2 {
         (merge4(acc), np)
     }
 
-    /// The F16/BF16 tail: `sum` widened to f64, then each remaining f32 product added in f64.
-    fn f64_tail<X: Widen, Y: Widen>(x: &[X], y: &[Y], sum: f32) -> f32 {
-        x.iter().zip(y).fold(f64::from(sum), |s, (&a, &b)| {
-            s + f64::from(a.widen() * b.widen())
-        }) as f32
-    }
-
     /// ggml's AVX2 `ggml_vec_dot_f32`: FMA loop, `GGML_F32x8_REDUCE`, f32 tail with FMA.
     ///
     /// # Safety
@@ -540,6 +633,8 @@ pub(crate) mod avx2 {
 mod tests {
     use super::*;
 
+    const ORDERS: [SumOrder; 2] = [SumOrder::GgmlGeneric, SumOrder::GgmlAvx2];
+
     #[test]
     fn f16_rounding_known_answers() {
         // 65504 is the largest f16 (0x7BFF); 65520 is halfway to 65536 (= inf's slot) and
@@ -602,33 +697,53 @@ mod tests {
         let xb: Vec<bf16> = x.iter().map(|&v| f32_to_bf16(v)).collect();
         let yb: Vec<bf16> = y.iter().map(|&v| f32_to_bf16(v)).collect();
         for &isa in Isa::available() {
-            assert_eq!(vec_dot_f32_with(isa, &x, &y), Ok(410.0), "{isa:?}");
-            assert_eq!(vec_dot_f16_with(isa, &xh, &yh), Ok(410.0), "{isa:?}");
-            assert_eq!(vec_dot_bf16_with(isa, &xb, &yb), Ok(410.0), "{isa:?}");
-            assert_eq!(vec_dot_f16_f32_with(isa, &xh, &y), Ok(410.0), "{isa:?}");
+            for order in ORDERS {
+                let at = format!("{isa:?} {order:?}");
+                assert_eq!(vec_dot_f32_with(isa, order, &x, &y), Ok(410.0), "{at}");
+                assert_eq!(vec_dot_f16_with(isa, order, &xh, &yh), Ok(410.0), "{at}");
+                assert_eq!(vec_dot_bf16_with(isa, order, &xb, &yb), Ok(410.0), "{at}");
+                assert_eq!(vec_dot_f16_f32_with(isa, order, &xh, &y), Ok(410.0), "{at}");
+            }
         }
     }
 
     #[test]
-    fn avx2_dot_follows_ggml_lane_order() {
+    fn avx2_order_follows_ggml_lane_order_on_every_isa() {
         // Elements 0, 1, 2 land in lanes 0, 1, 2 of accumulator 0; all other lanes are 0.
         // x = [v, -v, 1, 0...] with v = 1e8 (f32 spacing 8 there), y = 1.
         // F32/F16 (hadd order): (l0+l4) + (l1+l5) = v - v = 0 first, then + (l2+l6) = 1 → 1.
         // BF16 (movehl order): (l0+l4) + (l2+l6) = v + 1 rounds to v, then + (-v) → 0.
-        // The f64 oracle gives 1 for both.
+        // The f64 sum of the generic order gives 1 for both.
         let mut x = vec![0.0f32; 32];
         x[0] = 1e8;
         x[1] = -1e8;
         x[2] = 1.0;
         let y = vec![1.0f32; 32];
-        for &isa in Isa::available() {
-            assert_eq!(vec_dot_f32_with(isa, &x, &y), Ok(1.0), "{isa:?}");
-        }
         let xb: Vec<bf16> = x.iter().map(|&v| f32_to_bf16(v)).collect();
         let yb: Vec<bf16> = y.iter().map(|&v| f32_to_bf16(v)).collect();
-        assert_eq!(vec_dot_bf16_generic(&xb, &yb), Ok(1.0));
-        if Isa::Avx2.is_supported() {
-            assert_eq!(vec_dot_bf16_with(Isa::Avx2, &xb, &yb), Ok(0.0));
+        for &isa in Isa::available() {
+            for order in ORDERS {
+                assert_eq!(vec_dot_f32_with(isa, order, &x, &y), Ok(1.0), "{isa:?}");
+            }
+            let generic = vec_dot_bf16_with(isa, SumOrder::GgmlGeneric, &xb, &yb);
+            assert_eq!(generic, Ok(1.0), "{isa:?}");
+            let avx2 = vec_dot_bf16_with(isa, SumOrder::GgmlAvx2, &xb, &yb);
+            assert_eq!(avx2, Ok(0.0), "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn avx2_order_fuses_the_f32_tail() {
+        // n = 2, all tail. a = 6909/4096, b = 7545/4096: a·b has 26 significant bits.
+        // GgmlAvx2: fma(a, b, fma(1, 1, +0)) rounds 1 + a·b once → 0x40836D53.
+        // GgmlGeneric: a·b rounded to f32 first, then 1 + that (exact in f64) → 0x40836D52.
+        let (a, b) = (6909.0f32 / 4096.0, 7545.0f32 / 4096.0);
+        let (x, y) = ([1.0f32, a], [1.0f32, b]);
+        for &isa in Isa::available() {
+            let fused = vec_dot_f32_with(isa, SumOrder::GgmlAvx2, &x, &y).unwrap();
+            assert_eq!(fused.to_bits(), 0x4083_6D53, "{isa:?}");
+            let generic = vec_dot_f32_with(isa, SumOrder::GgmlGeneric, &x, &y).unwrap();
+            assert_eq!(generic.to_bits(), 0x4083_6D52, "{isa:?}");
         }
     }
 
@@ -637,14 +752,16 @@ mod tests {
         let x = [-0.0f32; 3];
         let y = [1.0f32; 3];
         for &isa in Isa::available() {
-            let s = vec_dot_f32_with(isa, &x, &y).unwrap();
-            assert_eq!(s.to_bits(), 0, "{isa:?}");
+            for order in ORDERS {
+                let s = vec_dot_f32_with(isa, order, &x, &y).unwrap();
+                assert_eq!(s.to_bits(), 0, "{isa:?} {order:?}");
+            }
         }
     }
 
     #[test]
     fn length_mismatch_is_an_error() {
-        let err = vec_dot_f32(&[1.0, 2.0], &[1.0]).unwrap_err();
+        let err = vec_dot_f32(SumOrder::GgmlAvx2, &[1.0, 2.0], &[1.0]).unwrap_err();
         assert_eq!(
             err,
             KernelError::LengthMismatch {

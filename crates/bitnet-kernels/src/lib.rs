@@ -4,7 +4,9 @@
 //! quantizer (bit-identical to the C `*_ref`), `dequantize_row_*` expands to f32,
 //! `vec_dot_*_generic` is the portable scalar dot product against the format's activation
 //! type (ggml's `vec_dot_type`), and `vec_dot_*` dispatches at runtime to the fastest
-//! [`Isa`] (AVX2 where present; `BITNET_FORCE_SCALAR=1` forces the scalar path).
+//! [`Isa`] (AVX2 where present; `BITNET_FORCE_SCALAR=1` forces the scalar path). Dot products
+//! whose float rounding depends on how ggml was built take a [`SumOrder`]; every ISA computes
+//! each order bit-identically, so the ISA changes speed, never results.
 
 pub mod cpu;
 mod error;
@@ -15,6 +17,7 @@ pub mod i2_s;
 pub mod i8_s;
 pub mod ik_float;
 pub mod iq2_bn;
+pub mod order;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q8_0;
@@ -27,3 +30,4 @@ pub mod tq2_0;
 pub use bitnet_gguf::GgmlType;
 pub use cpu::Isa;
 pub use error::KernelError;
+pub use order::SumOrder;

@@ -17,8 +17,9 @@
 use half::f16;
 
 use crate::float::{block_count, expect_len, f32_to_f16_ref};
+use crate::order::hsum8_ggml;
 use crate::q8_0::{c_f32_to_i8, BlockQ8_0};
-use crate::{GgmlType, Isa, KernelError};
+use crate::{GgmlType, Isa, KernelError, SumOrder};
 
 /// Elements per Q4_0 block.
 pub const QK4_0: usize = 32;
@@ -86,42 +87,92 @@ pub fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]) -> Result<(), KernelE
     Ok(())
 }
 
-/// ggml's `ggml_vec_dot_q4_0_q8_0_generic`: per block exact int32 sums over the low and the
-/// high nibbles, then `sumf += sumi · dx · dy` in f32 (left to right), block by block.
-pub fn vec_dot_q4_0_q8_0_generic(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> Result<f32, KernelError> {
-    vec_dot_q4_0_q8_0_with(Isa::Scalar, x, y)
+/// ggml's `ggml_vec_dot_q4_0_q8_0_generic` ([`SumOrder::GgmlGeneric`]): per block exact int32
+/// sums over the low and the high nibbles, then `sumf += sumi · dx · dy` in f32 (left to
+/// right), block by block.
+fn dot_generic_order(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // Shape: x, y: (nb,) block pairs; nibble j pairs with y.qs[j], nibble j + 16 with
+    // y.qs[j + 16].
+    x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
+        let (y_lo, y_hi) = by.qs.split_at(QK4_0 / 2);
+        let (mut sumi0, mut sumi1) = (0i32, 0i32);
+        for ((&q, &a), &b) in bx.qs.iter().zip(y_lo).zip(y_hi) {
+            sumi0 += (i32::from(q & 0x0F) - 8) * i32::from(a);
+            sumi1 += (i32::from(q >> 4) - 8) * i32::from(b);
+        }
+        sumf + (sumi0 + sumi1) as f32 * bx.d.to_f32() * by.d.to_f32()
+    })
 }
 
-/// [`vec_dot_q4_0_q8_0`] on the given ISA (scalar when `isa` is not supported here).
+/// The 32 nibbles of a Q4_0/Q4_1 block in element order (ggml's `bytes_from_nibbles_32`).
+pub(crate) fn nibbles_32(qs: &[u8; QK4_0 / 2]) -> [u8; QK4_0] {
+    std::array::from_fn(|i| {
+        if i < QK4_0 / 2 {
+            qs[i] & 0x0F
+        } else {
+            qs[i - QK4_0 / 2] >> 4
+        }
+    })
+}
+
+/// ggml's AVX2 `ggml_vec_dot_q4_0_q8_0` ([`SumOrder::GgmlAvx2`]) in scalar, bit-identical to
+/// `avx2::vec_dot_q4_0_q8_0`: lane `k` = Σ (nibble − 8)·y over elements `4k..4k+4` (exact),
+/// `acc[k] = fma(dx·dy, lane[k], acc[k])`, then `hsum_float_8`.
+fn dot_avx2_order(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (bx, by) in x.iter().zip(y) {
+        let d = bx.d.to_f32() * by.d.to_f32();
+        let q = nibbles_32(&bx.qs);
+        for (k, a) in acc.iter_mut().enumerate() {
+            let lane: i32 = (4 * k..4 * k + 4)
+                .map(|i| (i32::from(q[i]) - 8) * i32::from(by.qs[i]))
+                .sum();
+            *a = d.mul_add(lane as f32, *a);
+        }
+    }
+    hsum8_ggml(acc)
+}
+
+/// Q4_0 · Q8_0 in `order` on the scalar path: [`SumOrder::GgmlGeneric`] is
+/// `ggml_vec_dot_q4_0_q8_0_generic`, [`SumOrder::GgmlAvx2`] the AVX2 kernel's arithmetic.
+pub fn vec_dot_q4_0_q8_0_generic(
+    order: SumOrder,
+    x: &[BlockQ4_0],
+    y: &[BlockQ8_0],
+) -> Result<f32, KernelError> {
+    vec_dot_q4_0_q8_0_with(Isa::Scalar, order, x, y)
+}
+
+/// [`vec_dot_q4_0_q8_0`] on the given ISA (scalar when `isa` is not supported here);
+/// bit-identical to [`vec_dot_q4_0_q8_0_generic`] in both orders.
 pub fn vec_dot_q4_0_q8_0_with(
     isa: Isa,
+    order: SumOrder,
     x: &[BlockQ4_0],
     y: &[BlockQ8_0],
 ) -> Result<f32, KernelError> {
     expect_len(GgmlType::Q4_0, "activation blocks", y.len(), x.len())?;
-    match isa {
+    Ok(match (order, isa) {
+        // Correctness over speed: the generic order runs as scalar code on every ISA.
+        (SumOrder::GgmlGeneric, _) => dot_generic_order(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::vec_dot_q4_0_q8_0(x, y) }),
-        // Shape: x, y: (nb,) block pairs; nibble j pairs with y.qs[j], nibble j + 16 with
-        // y.qs[j + 16].
-        _ => Ok(x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
-            let (y_lo, y_hi) = by.qs.split_at(QK4_0 / 2);
-            let (mut sumi0, mut sumi1) = (0i32, 0i32);
-            for ((&q, &a), &b) in bx.qs.iter().zip(y_lo).zip(y_hi) {
-                sumi0 += (i32::from(q & 0x0F) - 8) * i32::from(a);
-                sumi1 += (i32::from(q >> 4) - 8) * i32::from(b);
-            }
-            sumf + (sumi0 + sumi1) as f32 * bx.d.to_f32() * by.d.to_f32()
-        })),
-    }
+        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe {
+            avx2::vec_dot_q4_0_q8_0(x, y)
+        },
+        (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y),
+    })
 }
 
-/// Q4_0 weights · Q8_0 activations (ggml's `ggml_vec_dot_q4_0_q8_0`). The integer sums are
-/// exact for every input on every ISA; the AVX2 float accumulation is ggml's AVX2 one.
+/// Q4_0 weights · Q8_0 activations (ggml's `ggml_vec_dot_q4_0_q8_0`) in `order`, on
+/// [`Isa::best`]. The integer sums are exact for every input in both orders on every ISA.
 /// Errors when block counts differ.
-pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> Result<f32, KernelError> {
-    vec_dot_q4_0_q8_0_with(Isa::best(), x, y)
+pub fn vec_dot_q4_0_q8_0(
+    order: SumOrder,
+    x: &[BlockQ4_0],
+    y: &[BlockQ8_0],
+) -> Result<f32, KernelError> {
+    vec_dot_q4_0_q8_0_with(Isa::best(), order, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -180,6 +231,13 @@ mod tests {
     use bytemuck::Zeroable;
 
     use super::*;
+
+    /// Every ISA this CPU runs, in both summation orders.
+    fn isa_orders() -> impl Iterator<Item = (Isa, SumOrder)> {
+        Isa::available()
+            .iter()
+            .flat_map(|&isa| [SumOrder::GgmlGeneric, SumOrder::GgmlAvx2].map(|o| (isa, o)))
+    }
 
     #[test]
     fn known_answer_negative_max() {
@@ -254,11 +312,11 @@ mod tests {
             d: f16::from_f32(0.25),
             qs: yq,
         };
-        for &isa in Isa::available() {
+        for (isa, order) in isa_orders() {
             assert_eq!(
-                vec_dot_q4_0_q8_0_with(isa, &[x], &[y]),
+                vec_dot_q4_0_q8_0_with(isa, order, &[x], &[y]),
                 Ok(527.5),
-                "{isa:?}"
+                "{isa:?} {order:?}"
             );
         }
     }
@@ -269,6 +327,6 @@ mod tests {
         assert!(quantize_row_q4_0_ref(&[0.0; 40], &mut y).is_err());
         assert!(quantize_row_q4_0_ref(&[0.0; 64], &mut y).is_err());
         assert!(dequantize_row_q4_0(&y, &mut [0.0; 33]).is_err());
-        assert!(vec_dot_q4_0_q8_0(&y, &[]).is_err());
+        assert!(vec_dot_q4_0_q8_0(SumOrder::GgmlAvx2, &y, &[]).is_err());
     }
 }

@@ -16,9 +16,10 @@
 use half::f16;
 
 use crate::float::{block_count, expect_len, f32_to_f16_ref};
-use crate::q4_0::{nibble, pack_nibbles};
+use crate::order::hsum8_ggml;
+use crate::q4_0::{nibble, nibbles_32, pack_nibbles};
 use crate::q8_1::BlockQ8_1;
-use crate::{GgmlType, Isa, KernelError};
+use crate::{GgmlType, Isa, KernelError, SumOrder};
 
 /// Elements per Q4_1 block.
 pub const QK4_1: usize = 32;
@@ -78,43 +79,84 @@ pub fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]) -> Result<(), KernelE
     Ok(())
 }
 
-/// ggml's `ggml_vec_dot_q4_1_q8_1_generic`: per block an exact int32 `sumi` of nibble·q, then
-/// `sumf += (dx·dy)·sumi + mx·sy` in f32, block by block.
-pub fn vec_dot_q4_1_q8_1_generic(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> Result<f32, KernelError> {
-    vec_dot_q4_1_q8_1_with(Isa::Scalar, x, y)
+/// ggml's `ggml_vec_dot_q4_1_q8_1_generic` ([`SumOrder::GgmlGeneric`]): per block an exact
+/// int32 `sumi` of nibble·q, then `sumf += (dx·dy)·sumi + mx·sy` in f32, block by block.
+fn dot_generic_order(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // Shape: x, y: (nb,) block pairs; nibble j pairs with y.qs[j], nibble j + 16 with
+    // y.qs[j + 16].
+    x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
+        let (y_lo, y_hi) = by.qs.split_at(QK4_1 / 2);
+        let (mut sumi0, mut sumi1) = (0i32, 0i32);
+        for ((&q, &a), &b) in bx.qs.iter().zip(y_lo).zip(y_hi) {
+            sumi0 += i32::from(q & 0x0F) * i32::from(a);
+            sumi1 += i32::from(q >> 4) * i32::from(b);
+        }
+        let scale = bx.d.to_f32() * by.d.to_f32();
+        sumf + (scale * (sumi0 + sumi1) as f32 + bx.m.to_f32() * by.s.to_f32())
+    })
 }
 
-/// [`vec_dot_q4_1_q8_1`] on the given ISA (scalar when `isa` is not supported here).
+/// ggml's AVX2 `ggml_vec_dot_q4_1_q8_1` ([`SumOrder::GgmlAvx2`]) in scalar, bit-identical to
+/// `avx2::vec_dot_q4_1_q8_1`: lane `k` = Σ nibble·q over elements `4k..4k+4` (exact),
+/// `acc[k] = fma(dx·dy, lane[k], acc[k])`, the min terms `mx·sy` summed in one f32, result
+/// `hsum_float_8(acc) + summs`.
+fn dot_avx2_order(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut summs = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        summs += bx.m.to_f32() * by.s.to_f32();
+        let d = bx.d.to_f32() * by.d.to_f32();
+        let q = nibbles_32(&bx.qs);
+        for (k, a) in acc.iter_mut().enumerate() {
+            let lane: i32 = (4 * k..4 * k + 4)
+                .map(|i| i32::from(q[i]) * i32::from(by.qs[i]))
+                .sum();
+            *a = d.mul_add(lane as f32, *a);
+        }
+    }
+    hsum8_ggml(acc) + summs
+}
+
+/// Q4_1 · Q8_1 in `order` on the scalar path: [`SumOrder::GgmlGeneric`] is
+/// `ggml_vec_dot_q4_1_q8_1_generic`, [`SumOrder::GgmlAvx2`] the AVX2 kernel's arithmetic.
+pub fn vec_dot_q4_1_q8_1_generic(
+    order: SumOrder,
+    x: &[BlockQ4_1],
+    y: &[BlockQ8_1],
+) -> Result<f32, KernelError> {
+    vec_dot_q4_1_q8_1_with(Isa::Scalar, order, x, y)
+}
+
+/// [`vec_dot_q4_1_q8_1`] on the given ISA (scalar when `isa` is not supported here);
+/// bit-identical to [`vec_dot_q4_1_q8_1_generic`] in both orders.
 pub fn vec_dot_q4_1_q8_1_with(
     isa: Isa,
+    order: SumOrder,
     x: &[BlockQ4_1],
     y: &[BlockQ8_1],
 ) -> Result<f32, KernelError> {
     expect_len(GgmlType::Q4_1, "activation blocks", y.len(), x.len())?;
-    match isa {
+    Ok(match (order, isa) {
+        // Correctness over speed: the generic order runs as scalar code on every ISA.
+        (SumOrder::GgmlGeneric, _) => dot_generic_order(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::vec_dot_q4_1_q8_1(x, y) }),
-        // Shape: x, y: (nb,) block pairs; nibble j pairs with y.qs[j], nibble j + 16 with
-        // y.qs[j + 16].
-        _ => Ok(x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
-            let (y_lo, y_hi) = by.qs.split_at(QK4_1 / 2);
-            let (mut sumi0, mut sumi1) = (0i32, 0i32);
-            for ((&q, &a), &b) in bx.qs.iter().zip(y_lo).zip(y_hi) {
-                sumi0 += i32::from(q & 0x0F) * i32::from(a);
-                sumi1 += i32::from(q >> 4) * i32::from(b);
-            }
-            let scale = bx.d.to_f32() * by.d.to_f32();
-            sumf + (scale * (sumi0 + sumi1) as f32 + bx.m.to_f32() * by.s.to_f32())
-        })),
-    }
+        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe {
+            avx2::vec_dot_q4_1_q8_1(x, y)
+        },
+        (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y),
+    })
 }
 
-/// Q4_1 weights · Q8_1 activations (ggml's `ggml_vec_dot_q4_1_q8_1`): Σ over blocks of
-/// `dx·dy·Σ nibble·q + mx·sy`. Integer sums exact for every input on every ISA; the AVX2 float
-/// accumulation is ggml's AVX2 one. Errors when block counts differ.
-pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> Result<f32, KernelError> {
-    vec_dot_q4_1_q8_1_with(Isa::best(), x, y)
+/// Q4_1 weights · Q8_1 activations (ggml's `ggml_vec_dot_q4_1_q8_1`) in `order`, on
+/// [`Isa::best`]: Σ over blocks of `dx·dy·Σ nibble·q + mx·sy`. Integer sums exact for every
+/// input in both orders on every ISA. Errors when block counts differ.
+pub fn vec_dot_q4_1_q8_1(
+    order: SumOrder,
+    x: &[BlockQ4_1],
+    y: &[BlockQ8_1],
+) -> Result<f32, KernelError> {
+    vec_dot_q4_1_q8_1_with(Isa::best(), order, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -157,6 +199,13 @@ mod tests {
     use bytemuck::Zeroable;
 
     use super::*;
+
+    /// Every ISA this CPU runs, in both summation orders.
+    fn isa_orders() -> impl Iterator<Item = (Isa, SumOrder)> {
+        Isa::available()
+            .iter()
+            .flat_map(|&isa| [SumOrder::GgmlGeneric, SumOrder::GgmlAvx2].map(|o| (isa, o)))
+    }
 
     #[test]
     fn known_answer_min_max() {
@@ -211,11 +260,11 @@ mod tests {
             s: f16::from_f32(32.0),
             qs: [4; 32],
         };
-        for &isa in Isa::available() {
+        for (isa, order) in isa_orders() {
             assert_eq!(
-                vec_dot_q4_1_q8_1_with(isa, &[x], &[y]),
+                vec_dot_q4_1_q8_1_with(isa, order, &[x], &[y]),
                 Ok(-16.0),
-                "{isa:?}"
+                "{isa:?} {order:?}"
             );
         }
     }
@@ -225,6 +274,6 @@ mod tests {
         let mut y = [BlockQ4_1::zeroed(); 1];
         assert!(quantize_row_q4_1_ref(&[0.0; 16], &mut y).is_err());
         assert!(dequantize_row_q4_1(&y, &mut [0.0; 64]).is_err());
-        assert!(vec_dot_q4_1_q8_1(&[], &[BlockQ8_1::zeroed()]).is_err());
+        assert!(vec_dot_q4_1_q8_1(SumOrder::GgmlAvx2, &[], &[BlockQ8_1::zeroed()]).is_err());
     }
 }

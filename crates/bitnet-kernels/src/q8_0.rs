@@ -19,8 +19,9 @@
 use half::f16;
 
 use crate::float::{block_count, expect_len, f32_to_f16_ref};
+use crate::order::{hsum8_ggml, maddubs_madd4};
 use crate::round::{round_away, round_even};
-use crate::{GgmlType, Isa, KernelError};
+use crate::{GgmlType, Isa, KernelError, SumOrder};
 
 /// Elements per Q8_0 block.
 pub const QK8_0: usize = 32;
@@ -182,44 +183,95 @@ pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) -> Result<(), KernelE
     Ok(())
 }
 
-/// ggml's `ggml_vec_dot_q8_0_q8_0_generic`: per block an exact int32 `sumi`, then
-/// `sumf += sumi · (dx · dy)` in f32, block by block.
-pub fn vec_dot_q8_0_q8_0_generic(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> Result<f32, KernelError> {
-    vec_dot_q8_0_q8_0_with(Isa::Scalar, x, y)
+/// ggml's `ggml_vec_dot_q8_0_q8_0_generic` ([`SumOrder::GgmlGeneric`]): per block an exact
+/// int32 `sumi`, then `sumf += sumi · (dx · dy)` in f32, block by block.
+fn dot_generic_order(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // Shape: x, y: (nb,) block pairs, 32 int8 each.
+    x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
+        let sumi: i32 = bx
+            .qs
+            .iter()
+            .zip(&by.qs)
+            .map(|(&a, &b)| i32::from(a) * i32::from(b))
+            .sum();
+        sumf + sumi as f32 * (bx.d.to_f32() * by.d.to_f32())
+    })
 }
 
-/// [`vec_dot_q8_0_q8_0`] on the given ISA (scalar when `isa` is not supported here).
+/// ggml's `mul_sum_i8_pairs` lanes in scalar: lane `k` sums elements `4k..4k+4` of
+/// `|x| · sign(y, x)` (`_mm256_sign_epi8`, so `y = -128` against a negative `x` stays −128:
+/// the wrap of ggml's kernel), through `maddubs` and `madd`.
+pub(crate) fn mul_sum_i8_pairs_scalar(x: &[i8; QK8_0], y: &[i8; QK8_0]) -> [i32; 8] {
+    std::array::from_fn(|k| {
+        let e = |j: usize| (x[4 * k + j], y[4 * k + j]);
+        let ax = std::array::from_fn(|j| e(j).0.unsigned_abs());
+        let sy = std::array::from_fn(|j| match e(j) {
+            (a, b) if a < 0 => b.wrapping_neg(),
+            (0, _) => 0,
+            (_, b) => b,
+        });
+        maddubs_madd4(ax, sy)
+    })
+}
+
+/// ggml's AVX2 `ggml_vec_dot_q8_0_q8_0` ([`SumOrder::GgmlAvx2`]) in scalar, bit-identical to
+/// `avx2::vec_dot_q8_0_q8_0`: `acc[k] = fma(dx·dy, lane[k], acc[k])`, then `hsum_float_8`.
+fn dot_avx2_order(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (bx, by) in x.iter().zip(y) {
+        let d = bx.d.to_f32() * by.d.to_f32();
+        for (a, l) in acc.iter_mut().zip(mul_sum_i8_pairs_scalar(&bx.qs, &by.qs)) {
+            *a = d.mul_add(l as f32, *a);
+        }
+    }
+    hsum8_ggml(acc)
+}
+
+/// Q8_0 · Q8_0 in `order` on the scalar path: [`SumOrder::GgmlGeneric`] is
+/// `ggml_vec_dot_q8_0_q8_0_generic`, [`SumOrder::GgmlAvx2`] the AVX2 kernel's arithmetic.
+pub fn vec_dot_q8_0_q8_0_generic(
+    order: SumOrder,
+    x: &[BlockQ8_0],
+    y: &[BlockQ8_0],
+) -> Result<f32, KernelError> {
+    vec_dot_q8_0_q8_0_with(Isa::Scalar, order, x, y)
+}
+
+/// [`vec_dot_q8_0_q8_0`] on the given ISA (scalar when `isa` is not supported here);
+/// bit-identical to [`vec_dot_q8_0_q8_0_generic`] in both orders.
 pub fn vec_dot_q8_0_q8_0_with(
     isa: Isa,
+    order: SumOrder,
     x: &[BlockQ8_0],
     y: &[BlockQ8_0],
 ) -> Result<f32, KernelError> {
     expect_len(GgmlType::Q8_0, "activation blocks", y.len(), x.len())?;
-    match isa {
+    Ok(match (order, isa) {
+        // Correctness over speed: the generic order runs as scalar code on every ISA.
+        (SumOrder::GgmlGeneric, _) => dot_generic_order(x, y),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::vec_dot_q8_0_q8_0(x, y) }),
-        // Shape: x, y: (nb,) block pairs, 32 int8 each.
-        _ => Ok(x.iter().zip(y).fold(0.0f32, |sumf, (bx, by)| {
-            let sumi: i32 = bx
-                .qs
-                .iter()
-                .zip(&by.qs)
-                .map(|(&a, &b)| i32::from(a) * i32::from(b))
-                .sum();
-            sumf + sumi as f32 * (bx.d.to_f32() * by.d.to_f32())
-        })),
-    }
+        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe {
+            avx2::vec_dot_q8_0_q8_0(x, y)
+        },
+        (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y),
+    })
 }
 
-/// Q8_0 weights · Q8_0 activations (ggml's `ggml_vec_dot_q8_0_q8_0`), one block pair at a time.
+/// Q8_0 weights · Q8_0 activations (ggml's `ggml_vec_dot_q8_0_q8_0`) in `order`, on
+/// [`Isa::best`], one block pair at a time.
 ///
-/// The AVX2 path is ggml's: `|x|` times `y` signed by `x` (`maddubs`), which is exact for
+/// The AVX2 order is ggml's: `|x|` times `y` signed by `x` (`maddubs`), which is exact for
 /// every weight and every activation code in [-127, 127] — the range every Q8_0 quantizer
 /// produces (|x·id| ≤ 127). An activation code of −128 against a negative weight wraps in
-/// ggml's AVX2 kernel and in ours alike. Errors when block counts differ.
-pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> Result<f32, KernelError> {
-    vec_dot_q8_0_q8_0_with(Isa::best(), x, y)
+/// ggml's AVX2 kernel and in ours alike (on every ISA); the generic order is exact there.
+/// Errors when block counts differ.
+pub fn vec_dot_q8_0_q8_0(
+    order: SumOrder,
+    x: &[BlockQ8_0],
+    y: &[BlockQ8_0],
+) -> Result<f32, KernelError> {
+    vec_dot_q8_0_q8_0_with(Isa::best(), order, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -326,6 +378,13 @@ mod tests {
 
     use super::*;
 
+    /// Every ISA this CPU runs, in both summation orders.
+    fn isa_orders() -> impl Iterator<Item = (Isa, SumOrder)> {
+        Isa::available()
+            .iter()
+            .flat_map(|&isa| [SumOrder::GgmlGeneric, SumOrder::GgmlAvx2].map(|o| (isa, o)))
+    }
+
     /// Values chosen so that amax = 127 gives d = 1 and id = 1 in both quantizers: every
     /// quant is just the rounding of the value itself.
     const KAT_X: [f32; 32] = [
@@ -419,8 +478,12 @@ mod tests {
             d: f16::from_f32(0.5),
             qs: std::array::from_fn(|i| if i % 2 == 0 { 1 } else { -1 }),
         };
-        for &isa in Isa::available() {
-            assert_eq!(vec_dot_q8_0_q8_0_with(isa, &[x], &[y]), Ok(-8.0), "{isa:?}");
+        for (isa, order) in isa_orders() {
+            assert_eq!(
+                vec_dot_q8_0_q8_0_with(isa, order, &[x], &[y]),
+                Ok(-8.0),
+                "{isa:?} {order:?}"
+            );
         }
     }
 
@@ -436,11 +499,11 @@ mod tests {
             d: f16::ONE,
             qs: [-127; 32],
         };
-        for &isa in Isa::available() {
+        for (isa, order) in isa_orders() {
             assert_eq!(
-                vec_dot_q8_0_q8_0_with(isa, &[x], &[y]),
+                vec_dot_q8_0_q8_0_with(isa, order, &[x], &[y]),
                 Ok(32.0 * 128.0 * 127.0),
-                "{isa:?}"
+                "{isa:?} {order:?}"
             );
         }
     }
@@ -480,6 +543,6 @@ mod tests {
         );
         assert!(quantize_row_q8_0_x86(&[0.0; 32], &mut y).is_err());
         assert!(dequantize_row_q8_0(&y, &mut [0.0; 63]).is_err());
-        assert!(vec_dot_q8_0_q8_0(&y, &y[..1]).is_err());
+        assert!(vec_dot_q8_0_q8_0(SumOrder::GgmlAvx2, &y, &y[..1]).is_err());
     }
 }

@@ -15,6 +15,7 @@
 use bytemuck::Zeroable;
 use half::f16;
 
+use crate::order::hsum8_ggml;
 use crate::round::nearest_int;
 use crate::{GgmlType, Isa, KernelError};
 
@@ -181,22 +182,13 @@ fn q8_code_fma(iscale: f32, x: f32) -> i8 {
     }
 }
 
-/// How a ternary × Q8_K dot product adds up its per-block float terms. The block integer
-/// sums are exact and identical in both orders; only the f32 rounding differs, and it
-/// matters: the next activation quantization amplifies a last-bit difference (DESIGN §3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SumOrder {
-    /// ggml's portable `ggml_vec_dot_tq*_q8_K_generic` without FMA contraction: one f32
-    /// accumulator, `sumf += (float)sumi · (y.d · x.d)` per block, in block order.
-    GgmlGeneric,
-    /// ggml's x86 AVX2 kernel `ggml_vec_dot_tq*_q8_K` as GCC compiles it for an AVX2+FMA
-    /// build (ggml is built `-std=gnu11`, whose default `-ffp-contract=fast` fuses the
-    /// `_mm256_add_ps(_mm256_mul_ps(..))` into an FMA). Each block yields eight i32 lane
-    /// sums; lane `k` accumulates `acc[k] = fma(lane[k], y.d · x.d, acc[k])`, and the result
-    /// is `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`. Upstream llama.cpp built by GCC with
-    /// `GGML_AVX2=ON GGML_FMA=ON` (llama-cpp-sys-2's configuration here) runs exactly this.
-    GgmlAvx2,
-}
+/// Re-exported from [`crate::order`]: for the ternary dots, [`SumOrder::GgmlGeneric`] is
+/// ggml's portable `ggml_vec_dot_tq*_q8_K_generic` without FMA contraction (one f32
+/// accumulator, `sumf += (float)sumi · (y.d · x.d)` per block, in block order), and
+/// [`SumOrder::GgmlAvx2`] its x86 AVX2 kernel: each block yields eight i32 lane sums, lane `k`
+/// accumulates `acc[k] = fma(lane[k], y.d · x.d, acc[k])`, and the result is
+/// `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+pub use crate::order::SumOrder;
 
 /// A ternary weight block that can be dotted against Q8_K: TQ1_0 and TQ2_0 supply their
 /// scale and decoded weight codes, and the driver here does the rest.
@@ -330,11 +322,6 @@ fn block_lanes_scalar(codes: &[u8; QK_K], y: &BlockQ8K) -> [i32; 8] {
 /// The f32 block scale both ggml kernels use: `y.d · x.d`.
 fn block_scale(x_d: f16, y_d: f32) -> f32 {
     y_d * x_d.to_f32()
-}
-
-/// ggml's `hsum_float_8`: `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
-fn hsum8_ggml(a: [f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
 /// The scalar reference for one row (`x.len() == y.len()`) in either summation order.
@@ -634,13 +621,6 @@ mod tests {
             check_lanes(&t1, &y)?;
             check_lanes(&t2, &y)?;
         }
-    }
-
-    #[test]
-    fn hsum8_follows_ggml_pairing() {
-        // 1e8 absorbs 1.0 unless it is cancelled first: ((1e8 + -1e8) + (1 + 0)) + …
-        let a = [1e8, 1.0, 1.0, 0.0, -1e8, 0.0, 0.0, 0.0];
-        assert_eq!(hsum8_ggml(a), 2.0);
     }
 
     fn quantize_fma(x: &[f32]) -> Vec<BlockQ8K> {

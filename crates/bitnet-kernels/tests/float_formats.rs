@@ -2,7 +2,7 @@
 //! oracle, and round trips within each format's precision.
 
 use bitnet_kernels::float::*;
-use bitnet_kernels::Isa;
+use bitnet_kernels::{Isa, SumOrder};
 use half::{bf16, f16};
 use proptest::prelude::*;
 
@@ -17,6 +17,16 @@ fn value() -> impl Strategy<Value = f32> {
         1 => any::<u32>().prop_map(|b| f32::from_bits(b & 0x807F_FFFF)),
         1 => -1000.0f32..1000.0,
     ]
+}
+
+/// The generic order (ggml without SIMD), the oracle of the tolerance checks.
+const G: SumOrder = SumOrder::GgmlGeneric;
+/// The AVX2 order (ggml's x86 AVX2+FMA build), what the engine runs.
+const A: SumOrder = SumOrder::GgmlAvx2;
+
+/// [`value`], plus any f32 bit pattern (infinities and NaN included).
+fn any_value() -> impl Strategy<Value = f32> {
+    prop_oneof![4 => value(), 1 => any::<u32>().prop_map(f32::from_bits)]
 }
 
 /// A pair of equal-length vectors; lengths cover whole 32-steps, the 64-step unroll and tails.
@@ -113,10 +123,11 @@ proptest! {
 
     #[test]
     fn f32_dot_every_isa_matches_scalar((x, y) in pair(300)) {
-        let oracle = vec_dot_f32_generic(&x, &y).unwrap();
+        let oracle = vec_dot_f32_generic(G, &x, &y).unwrap();
         for &isa in Isa::available() {
-            let fast = vec_dot_f32_with(isa, &x, &y).unwrap();
+            let fast = vec_dot_f32_with(isa, A, &x, &y).unwrap();
             check_dot(&format!("f32 {isa:?}"), x.len(), magnitude(&x, &y), fast, oracle)?;
+            prop_assert_eq!(vec_dot_f32_with(isa, G, &x, &y).unwrap().to_bits(), oracle.to_bits(), "f32 {:?}", isa);
         }
     }
 
@@ -126,13 +137,16 @@ proptest! {
         f32_to_f16_row(&x, &mut xh).unwrap();
         f32_to_f16_row(&y, &mut yh).unwrap();
         let (xw, yw): (Vec<f32>, Vec<f32>) = (xh.iter().map(|h| h.to_f32()).collect(), yh.iter().map(|h| h.to_f32()).collect());
-        let oracle = vec_dot_f16_generic(&xh, &yh).unwrap();
+        let oracle = vec_dot_f16_generic(G, &xh, &yh).unwrap();
         for &isa in Isa::available() {
-            let fast = vec_dot_f16_with(isa, &xh, &yh).unwrap();
+            let fast = vec_dot_f16_with(isa, A, &xh, &yh).unwrap();
             check_dot(&format!("f16 {isa:?}"), x.len(), magnitude(&xw, &yw), fast, oracle)?;
+            prop_assert_eq!(vec_dot_f16_with(isa, G, &xh, &yh).unwrap().to_bits(), oracle.to_bits(), "f16 {:?}", isa);
             // With f16-exact activations, F16·F32 is the same computation in the same order.
-            let mixed = vec_dot_f16_f32_with(isa, &xh, &yw).unwrap();
-            prop_assert_eq!(mixed.to_bits(), fast.to_bits(), "f16·f32 {:?}", isa);
+            for (order, want) in [(A, fast), (G, oracle)] {
+                let mixed = vec_dot_f16_f32_with(isa, order, &xh, &yw).unwrap();
+                prop_assert_eq!(mixed.to_bits(), want.to_bits(), "f16·f32 {:?} {:?}", isa, order);
+            }
         }
     }
 
@@ -141,10 +155,11 @@ proptest! {
         let mut xh = vec![f16::ZERO; x.len()];
         f32_to_f16_row(&x, &mut xh).unwrap();
         let xw: Vec<f32> = xh.iter().map(|h| h.to_f32()).collect();
-        let oracle = vec_dot_f16_f32_generic(&xh, &y).unwrap();
+        let oracle = vec_dot_f16_f32_generic(G, &xh, &y).unwrap();
         for &isa in Isa::available() {
-            let fast = vec_dot_f16_f32_with(isa, &xh, &y).unwrap();
+            let fast = vec_dot_f16_f32_with(isa, A, &xh, &y).unwrap();
             check_dot(&format!("f16·f32 {isa:?}"), x.len(), magnitude(&xw, &y), fast, oracle)?;
+            prop_assert_eq!(vec_dot_f16_f32_with(isa, G, &xh, &y).unwrap().to_bits(), oracle.to_bits(), "f16·f32 {:?}", isa);
         }
     }
 
@@ -154,10 +169,45 @@ proptest! {
         f32_to_bf16_row(&x, &mut xb).unwrap();
         f32_to_bf16_row(&y, &mut yb).unwrap();
         let (xw, yw): (Vec<f32>, Vec<f32>) = (xb.iter().map(|&h| bf16_to_f32(h)).collect(), yb.iter().map(|&h| bf16_to_f32(h)).collect());
-        let oracle = vec_dot_bf16_generic(&xb, &yb).unwrap();
+        let oracle = vec_dot_bf16_generic(G, &xb, &yb).unwrap();
         for &isa in Isa::available() {
-            let fast = vec_dot_bf16_with(isa, &xb, &yb).unwrap();
+            let fast = vec_dot_bf16_with(isa, A, &xb, &yb).unwrap();
             check_dot(&format!("bf16 {isa:?}"), x.len(), magnitude(&xw, &yw), fast, oracle)?;
+            prop_assert_eq!(vec_dot_bf16_with(isa, G, &xb, &yb).unwrap().to_bits(), oracle.to_bits(), "bf16 {:?}", isa);
+        }
+    }
+
+    /// The contract of [`SumOrder`]: each order's result does not depend on the ISA, for any
+    /// bit patterns (infinities, NaN, subnormals) and every length (whole 32-steps, the
+    /// 64-step unroll, tails).
+    #[test]
+    fn each_order_is_bit_identical_on_every_isa_for_any_values(
+        (x, y) in (0usize..=300).prop_flat_map(|n| (
+            prop::collection::vec(any_value(), n),
+            prop::collection::vec(any_value(), n),
+        ))
+    ) {
+        let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let yh: Vec<f16> = y.iter().map(|&v| f16::from_f32(v)).collect();
+        let xb: Vec<bf16> = x.iter().map(|&v| f32_to_bf16(v)).collect();
+        let yb: Vec<bf16> = y.iter().map(|&v| f32_to_bf16(v)).collect();
+        for &isa in Isa::available() {
+            for o in [G, A] {
+                let pairs = [
+                    ("f32", vec_dot_f32_with(isa, o, &x, &y), vec_dot_f32_generic(o, &x, &y)),
+                    ("f16", vec_dot_f16_with(isa, o, &xh, &yh), vec_dot_f16_generic(o, &xh, &yh)),
+                    ("bf16", vec_dot_bf16_with(isa, o, &xb, &yb), vec_dot_bf16_generic(o, &xb, &yb)),
+                    ("f16·f32", vec_dot_f16_f32_with(isa, o, &xh, &y), vec_dot_f16_f32_generic(o, &xh, &y)),
+                ];
+                for (name, got, want) in pairs {
+                    let (got, want) = (got.unwrap(), want.unwrap());
+                    prop_assert!(
+                        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                        "{} n={} {:?} {:?}: {:e} ({:#x}) vs scalar {:e} ({:#x})",
+                        name, x.len(), isa, o, got, got.to_bits(), want, want.to_bits()
+                    );
+                }
+            }
         }
     }
 
@@ -178,10 +228,12 @@ proptest! {
         let xb: Vec<bf16> = xf.iter().map(|&v| f32_to_bf16(v)).collect();
         let yb: Vec<bf16> = yf.iter().map(|&v| f32_to_bf16(v)).collect();
         for &isa in Isa::available() {
-            prop_assert_eq!(vec_dot_f32_with(isa, &xf, &yf).unwrap(), want as f32, "f32 {:?}", isa);
-            prop_assert_eq!(vec_dot_f16_with(isa, &xh, &yh).unwrap(), want as f32, "f16 {:?}", isa);
-            prop_assert_eq!(vec_dot_bf16_with(isa, &xb, &yb).unwrap(), want as f32, "bf16 {:?}", isa);
-            prop_assert_eq!(vec_dot_f16_f32_with(isa, &xh, &yf).unwrap(), want as f32, "f16·f32 {:?}", isa);
+            for o in [G, A] {
+                prop_assert_eq!(vec_dot_f32_with(isa, o, &xf, &yf).unwrap(), want as f32, "f32 {:?} {:?}", isa, o);
+                prop_assert_eq!(vec_dot_f16_with(isa, o, &xh, &yh).unwrap(), want as f32, "f16 {:?} {:?}", isa, o);
+                prop_assert_eq!(vec_dot_bf16_with(isa, o, &xb, &yb).unwrap(), want as f32, "bf16 {:?} {:?}", isa, o);
+                prop_assert_eq!(vec_dot_f16_f32_with(isa, o, &xh, &yf).unwrap(), want as f32, "f16·f32 {:?} {:?}", isa, o);
+            }
         }
     }
 }

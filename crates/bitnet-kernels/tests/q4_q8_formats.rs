@@ -7,7 +7,7 @@ use bitnet_kernels::q4_0::*;
 use bitnet_kernels::q4_1::*;
 use bitnet_kernels::q8_0::*;
 use bitnet_kernels::q8_1::*;
-use bitnet_kernels::Isa;
+use bitnet_kernels::{Isa, SumOrder};
 use bytemuck::Zeroable;
 use half::f16;
 use proptest::prelude::*;
@@ -170,30 +170,122 @@ fn block_magnitude(dx: f16, qx: impl IntoIterator<Item = i32>, dy: f16, qy: &[i8
     f64::from(dx.to_f32() * dy.to_f32()).abs() * s
 }
 
-/// Every ISA's result within the summation bound of the scalar oracle's.
+/// Both summation orders on every ISA: each within the summation bound of the scalar
+/// generic order (the ggml no-SIMD oracle), and each bit-identical to its own order on the
+/// scalar path.
 fn check_block_dot(
     name: &str,
     chain: usize,
     magnitude: f64,
-    dot: &dyn Fn(Isa) -> f32,
+    dot: &dyn Fn(Isa, SumOrder) -> f32,
 ) -> Result<(), TestCaseError> {
-    let oracle = dot(Isa::Scalar);
-    for &isa in Isa::available() {
-        let fast = dot(isa);
+    let oracle = dot(Isa::Scalar, SumOrder::GgmlGeneric);
+    for (isa, order) in isa_orders() {
+        let fast = dot(isa, order);
         let err = (f64::from(fast) - f64::from(oracle)).abs();
         let tol = f32_sum_tolerance(chain) * magnitude;
         prop_assert!(
             err <= tol,
-            "{} {:?}: fast {} oracle {} |Δ| {:e} > {:e}",
+            "{} {:?} {:?}: fast {} oracle {} |Δ| {:e} > {:e}",
             name,
             isa,
+            order,
             fast,
             oracle,
             err,
             tol
         );
+        let scalar = dot(Isa::Scalar, order);
+        prop_assert_eq!(
+            fast.to_bits(),
+            scalar.to_bits(),
+            "{} {:?} {:?}",
+            name,
+            isa,
+            order
+        );
     }
     Ok(())
+}
+
+/// Every ISA this CPU runs, in both summation orders.
+fn isa_orders() -> impl Iterator<Item = (Isa, SumOrder)> {
+    Isa::available()
+        .iter()
+        .flat_map(|&isa| [SumOrder::GgmlGeneric, SumOrder::GgmlAvx2].map(|o| (isa, o)))
+}
+
+/// Equal bits, or both NaN (the payload of a NaN result depends on operand order inside an
+/// instruction, which neither ggml nor we pin down).
+fn same_result(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Any f16 scale: mostly finite (random exponent and significand), sometimes any bit
+/// pattern, infinities and NaN included.
+fn any_f16() -> impl Strategy<Value = f16> {
+    prop_oneof![
+        4 => any::<u16>().prop_map(|b| f16::from_bits(b & 0xBFFF)),
+        1 => any::<u16>().prop_map(f16::from_bits),
+    ]
+}
+
+/// Blocks with arbitrary bytes and scales: (x Q8_0, x Q4_0, x Q4_1, y Q8_0, y Q8_1), nb each.
+type AnyBlocks = (
+    Vec<BlockQ8_0>,
+    Vec<BlockQ4_0>,
+    Vec<BlockQ4_1>,
+    Vec<BlockQ8_0>,
+    Vec<BlockQ8_1>,
+);
+
+fn any_blocks(max_blocks: usize) -> impl Strategy<Value = AnyBlocks> {
+    let one = (
+        (any_f16(), prop::array::uniform32(any::<i8>())),
+        (any_f16(), any_f16(), prop::array::uniform16(any::<u8>())),
+        (any_f16(), any_f16(), prop::array::uniform32(any::<i8>())),
+    );
+    prop::collection::vec(one, 0..=max_blocks).prop_map(|v| {
+        let mut out: AnyBlocks = Default::default();
+        for ((d8, q8), (d4, m4, q4), (dy, sy, qy)) in v {
+            out.0.push(BlockQ8_0 { d: d8, qs: q8 });
+            out.1.push(BlockQ4_0 { d: d4, qs: q4 });
+            out.2.push(BlockQ4_1 {
+                d: d4,
+                m: m4,
+                qs: q4,
+            });
+            out.3.push(BlockQ8_0 { d: dy, qs: qy });
+            out.4.push(BlockQ8_1 {
+                d: dy,
+                s: sy,
+                qs: qy,
+            });
+        }
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The contract of [`SumOrder`]: an order's result does not depend on the ISA, for any
+    /// bytes and scales (−128 activations, inf/NaN scales, zero blocks included).
+    #[test]
+    fn each_order_is_bit_identical_on_every_isa_for_any_blocks((x80, x40, x41, y80, y81) in any_blocks(12)) {
+        for (isa, o) in isa_orders() {
+            let pairs = [
+                ("q8_0", vec_dot_q8_0_q8_0_with(isa, o, &x80, &y80), vec_dot_q8_0_q8_0_generic(o, &x80, &y80)),
+                ("q4_0", vec_dot_q4_0_q8_0_with(isa, o, &x40, &y80), vec_dot_q4_0_q8_0_generic(o, &x40, &y80)),
+                ("q4_1", vec_dot_q4_1_q8_1_with(isa, o, &x41, &y81), vec_dot_q4_1_q8_1_generic(o, &x41, &y81)),
+            ];
+            for (name, got, want) in pairs {
+                let (got, want) = (got.unwrap(), want.unwrap());
+                prop_assert!(same_result(got, want), "{} {:?} {:?}: {:e} ({:#x}) vs scalar {:e} ({:#x})",
+                    name, isa, o, got, got.to_bits(), want, want.to_bits());
+            }
+        }
+    }
 }
 
 /// Blocks with every scale 1 and at most 16 blocks: |Σ| ≤ 16·32·128·128 = 2^23, so every
@@ -238,10 +330,10 @@ proptest! {
         let want80 = int_dot(w8.iter().flatten().map(|&q| i32::from(q)), acts());
         let want40 = int_dot(w4.iter().flat_map(unpack).map(|q| q - 8), acts());
         let want41 = int_dot(w4.iter().flat_map(unpack), acts());
-        for &isa in Isa::available() {
-            prop_assert_eq!(f64::from(vec_dot_q8_0_q8_0_with(isa, &x80, &y80).unwrap()), want80 as f64, "q8_0 {:?}", isa);
-            prop_assert_eq!(f64::from(vec_dot_q4_0_q8_0_with(isa, &x40, &y80).unwrap()), want40 as f64, "q4_0 {:?}", isa);
-            prop_assert_eq!(f64::from(vec_dot_q4_1_q8_1_with(isa, &x41, &y81).unwrap()), want41 as f64, "q4_1 {:?}", isa);
+        for (isa, o) in isa_orders() {
+            prop_assert_eq!(f64::from(vec_dot_q8_0_q8_0_with(isa, o, &x80, &y80).unwrap()), want80 as f64, "q8_0 {:?} {:?}", isa, o);
+            prop_assert_eq!(f64::from(vec_dot_q4_0_q8_0_with(isa, o, &x40, &y80).unwrap()), want40 as f64, "q4_0 {:?} {:?}", isa, o);
+            prop_assert_eq!(f64::from(vec_dot_q4_1_q8_1_with(isa, o, &x41, &y81).unwrap()), want41 as f64, "q4_1 {:?} {:?}", isa, o);
         }
     }
 
@@ -253,8 +345,8 @@ proptest! {
         let x: Vec<BlockQ4_0> = w4.iter().map(|&qs| BlockQ4_0 { d: f16::ONE, qs }).collect();
         let y: Vec<BlockQ8_0> = a8.iter().map(|&qs| BlockQ8_0 { d: f16::ONE, qs }).collect();
         let want = int_dot(w4.iter().flat_map(unpack).map(|q| q - 8), a8.iter().flatten().map(|&q| i32::from(q)));
-        for &isa in Isa::available() {
-            prop_assert_eq!(f64::from(vec_dot_q4_0_q8_0_with(isa, &x, &y).unwrap()), want as f64, "{:?}", isa);
+        for (isa, o) in isa_orders() {
+            prop_assert_eq!(f64::from(vec_dot_q4_0_q8_0_with(isa, o, &x, &y).unwrap()), want as f64, "{:?} {:?}", isa, o);
         }
     }
 
@@ -280,8 +372,8 @@ proptest! {
         let m41: f64 = x41.iter().zip(&y81).map(|(b, c)| {
             block_magnitude(b.d, unpack(&b.qs), c.d, &c.qs) + f64::from(b.m.to_f32() * c.s.to_f32()).abs()
         }).sum();
-        check_block_dot("q8_0", 2 * nb, m80, &|isa| vec_dot_q8_0_q8_0_with(isa, &x80, &y80).unwrap())?;
-        check_block_dot("q4_0", 2 * nb, m40, &|isa| vec_dot_q4_0_q8_0_with(isa, &x40, &y80).unwrap())?;
-        check_block_dot("q4_1", 3 * nb, m41, &|isa| vec_dot_q4_1_q8_1_with(isa, &x41, &y81).unwrap())?;
+        check_block_dot("q8_0", 2 * nb, m80, &|isa, o| vec_dot_q8_0_q8_0_with(isa, o, &x80, &y80).unwrap())?;
+        check_block_dot("q4_0", 2 * nb, m40, &|isa, o| vec_dot_q4_0_q8_0_with(isa, o, &x40, &y80).unwrap())?;
+        check_block_dot("q4_1", 3 * nb, m41, &|isa, o| vec_dot_q4_1_q8_1_with(isa, o, &x41, &y81).unwrap())?;
     }
 }

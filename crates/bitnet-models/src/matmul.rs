@@ -16,7 +16,9 @@
 //! Every output element is one dot product of one weight row with one activation row, so
 //! threads split output rows and never a reduction: the result does not depend on the
 //! thread count. Activations are quantized once per input ([`Activations`]) and shared by
-//! every matmul reading that input (Q/K/V, gate/up).
+//! every matmul reading that input (Q/K/V, gate/up). Every dot with a float reduction runs in
+//! the order of the references' x86 AVX2 builds (`SumOrder::GgmlAvx2`) on every ISA, so
+//! `BITNET_FORCE_SCALAR=1` changes the speed, never the result.
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::float::{
@@ -299,11 +301,11 @@ impl Operands<'_> {
         match self {
             Operands::F32(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
-                vec_dot_f32(w, a)
+                vec_dot_f32(SumOrder::GgmlAvx2, w, a)
             }
             Operands::F16(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
-                vec_dot_f16(w, a)
+                vec_dot_f16(SumOrder::GgmlAvx2, w, a)
             }
             Operands::IkF32(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
@@ -315,19 +317,19 @@ impl Operands<'_> {
             }
             Operands::Bf16(w, a) => {
                 let (w, a) = rows(w, a, r, t, k);
-                vec_dot_bf16(w, a)
+                vec_dot_bf16(SumOrder::GgmlAvx2, w, a)
             }
             Operands::Q8_0(w, a) => {
                 let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q8_0_q8_0(w, a)
+                vec_dot_q8_0_q8_0(SumOrder::GgmlAvx2, w, a)
             }
             Operands::Q4_0(w, a) => {
                 let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q4_0_q8_0(w, a)
+                vec_dot_q4_0_q8_0(SumOrder::GgmlAvx2, w, a)
             }
             Operands::Q4_1(w, a) => {
                 let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q4_1_q8_1(w, a)
+                vec_dot_q4_1_q8_1(SumOrder::GgmlAvx2, w, a)
             }
             Operands::Tq1(w, a) => {
                 let (w, a) = rows(w, a, r, t, k / QK_K);

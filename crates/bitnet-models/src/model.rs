@@ -5,6 +5,7 @@ use std::path::Path;
 use bitnet_gguf::GgufFile;
 use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16, vec_dot_f32};
 use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
+use bitnet_kernels::SumOrder;
 use half::f16;
 use rayon::prelude::*;
 
@@ -636,8 +637,12 @@ impl Head<'_> {
             let kq_at = |i: usize| -> Result<f32, ModelError> {
                 let r = k_at(i)..k_at(i) + hd;
                 match (&kv.store, fdot) {
-                    (KvStore::F32 { k, .. }, FloatDot::Ggml) => vec_dot_f32(&k[r], qh),
-                    (KvStore::F16 { k, .. }, FloatDot::Ggml) => vec_dot_f16(&k[r], q16),
+                    (KvStore::F32 { k, .. }, FloatDot::Ggml) => {
+                        vec_dot_f32(SumOrder::GgmlAvx2, &k[r], qh)
+                    }
+                    (KvStore::F16 { k, .. }, FloatDot::Ggml) => {
+                        vec_dot_f16(SumOrder::GgmlAvx2, &k[r], q16)
+                    }
                     (KvStore::F32 { k, .. }, FloatDot::IkGemm) => ik_dot_f32(&k[r], qh),
                     (KvStore::F16 { k, .. }, FloatDot::IkGemm) => ik_dot_f16_f32(&k[r], qh),
                 }
@@ -669,8 +674,12 @@ impl Head<'_> {
             for (dd, y) in o.iter_mut().enumerate() {
                 let r = v_at(dd)..v_at(dd) + n_step;
                 *y = match (&kv.store, fdot) {
-                    (KvStore::F32 { vt, .. }, FloatDot::Ggml) => vec_dot_f32(&vt[r], row),
-                    (KvStore::F16 { vt, .. }, FloatDot::Ggml) => vec_dot_f16(&vt[r], p16),
+                    (KvStore::F32 { vt, .. }, FloatDot::Ggml) => {
+                        vec_dot_f32(SumOrder::GgmlAvx2, &vt[r], row)
+                    }
+                    (KvStore::F16 { vt, .. }, FloatDot::Ggml) => {
+                        vec_dot_f16(SumOrder::GgmlAvx2, &vt[r], p16)
+                    }
                     (KvStore::F32 { vt, .. }, FloatDot::IkGemm) => ik_dot_f32(&vt[r], row),
                     (KvStore::F16 { vt, .. }, FloatDot::IkGemm) => ik_dot_f16_f32(&vt[r], row),
                 }

@@ -152,9 +152,9 @@ pub fn softmax_scaled_row(row: &mut [f32], scale: f32) {
 /// computed; the references differ in both rounding and order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FloatDot {
-    /// ggml's `vec_dot_f32` / `vec_dot_f16` (AVX2: 4×8-lane FMA accumulators over steps of
-    /// 32), the F32 operand of an F16 product first rounded to f16. Upstream llama.cpp and
-    /// bitnet.cpp.
+    /// ggml's `vec_dot_f32` / `vec_dot_f16` in the order of the references' x86 AVX2 builds
+    /// (`SumOrder::GgmlAvx2`: 4×8-lane FMA accumulators over steps of 32) on every ISA, the
+    /// F32 operand of an F16 product first rounded to f16. Upstream llama.cpp and bitnet.cpp.
     #[default]
     Ggml,
     /// ik_llama.cpp's `iqk_mul_mat` float GEMM (`mul_mat_Qx_Qy_MxN`, AVX2): F16 widened to
