@@ -13,6 +13,7 @@ use bitnet_gguf::GgmlType;
 
 use crate::protocol::{
     read_frame, write_frame, EvalOutput, KvType, LoadParams, ModelInfo, Request, Response,
+    PROTOCOL_VERSION,
 };
 
 /// How many of a runner's last stderr lines an error carries.
@@ -121,7 +122,7 @@ pub enum RefError {
 
 fn request_name(r: &Request) -> &'static str {
     match r {
-        Request::Version => "version",
+        Request::Version { .. } => "version",
         Request::Load(_) => "load",
         Request::Tokenize { .. } => "tokenize",
         Request::Detokenize { .. } => "detokenize",
@@ -214,9 +215,24 @@ impl RefRunner {
             timeout: Duration::from_secs(secs),
             version: String::new(),
         };
-        runner.version = match runner.call(Request::Version)? {
-            Response::Version(v) => v,
-            other => return Err(runner.unexpected("version", &other)),
+        let handshake = runner.call(Request::Version {
+            protocol: PROTOCOL_VERSION,
+        });
+        runner.version = match handshake {
+            Ok(Response::Version(v)) => v,
+            Ok(other) => return Err(runner.unexpected("version", &other)),
+            // A runner from older sources can't even parse the handshake.
+            Err(RefError::Refused { message, .. }) => {
+                return Err(RefError::Protocol {
+                    reference,
+                    request: "version",
+                    detail: format!(
+                        "{message} (runner {}; rebuild the runners with `make refs`)",
+                        path.display()
+                    ),
+                })
+            }
+            Err(e) => return Err(e),
         };
         Ok(runner)
     }

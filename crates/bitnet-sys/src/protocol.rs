@@ -7,6 +7,10 @@
 
 use std::io::{self, Read, Write};
 
+/// Version of this protocol. Client and runner compare it in the first request, so a runner
+/// built from older sources fails with "rebuild the runners" instead of a garbled frame.
+pub const PROTOCOL_VERSION: u32 = 2;
+
 /// Largest frame either side accepts (a 128k-vocab × 512-position logits batch is 256 MiB).
 pub const MAX_FRAME: usize = 1 << 30;
 
@@ -67,7 +71,11 @@ pub struct EvalOutput {
 /// Client → runner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Version,
+    /// The handshake: the client's [`PROTOCOL_VERSION`]; the runner answers with its own
+    /// name and version, or refuses a different protocol.
+    Version {
+        protocol: u32,
+    },
     Load(LoadParams),
     Tokenize {
         text: String,
@@ -275,7 +283,10 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let mut e;
         match self {
-            Request::Version => e = Enc::default().tag(0),
+            Request::Version { protocol } => {
+                e = Enc::default().tag(0);
+                e.u32(*protocol);
+            }
             Request::Load(p) => {
                 e = Enc::default().tag(1);
                 e.str(&p.model_path);
@@ -350,7 +361,7 @@ impl Request {
     pub fn decode(payload: &[u8]) -> Result<Request, DecodeError> {
         let mut d = Dec(payload);
         let r = match d.u8()? {
-            0 => Request::Version,
+            0 => Request::Version { protocol: d.u32()? },
             1 => Request::Load(LoadParams {
                 model_path: d.str()?,
                 n_ctx: d.u32()?,
@@ -543,7 +554,9 @@ mod tests {
 
     fn requests() -> Vec<Request> {
         vec![
-            Request::Version,
+            Request::Version {
+                protocol: PROTOCOL_VERSION,
+            },
             Request::Load(LoadParams {
                 model_path: "/m/ödel.gguf".into(),
                 n_ctx: 512,

@@ -6,7 +6,7 @@ use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 
 use crate::protocol::{
-    read_frame, write_frame, EvalOutput, LoadParams, ModelInfo, Request, Response,
+    read_frame, write_frame, EvalOutput, LoadParams, ModelInfo, Request, Response, PROTOCOL_VERSION,
 };
 
 /// What a reference runner can do. Every method reports a failure as a message; methods a
@@ -55,7 +55,11 @@ fn unsupported(what: &str) -> String {
 
 fn handle(backend: &mut impl Backend, req: Request) -> Response {
     let r = match req {
-        Request::Version => Ok(Response::Version(backend.version())),
+        Request::Version { protocol } if protocol != PROTOCOL_VERSION => Err(format!(
+            "this runner speaks protocol {PROTOCOL_VERSION} but the client speaks {protocol}: \
+             rebuild the runners with `make refs`"
+        )),
+        Request::Version { .. } => Ok(Response::Version(backend.version())),
         Request::Load(p) => backend.load(&p).map(Response::Loaded),
         Request::Tokenize {
             text,
@@ -136,6 +140,50 @@ pub fn serve(mut backend: impl Backend) -> ExitCode {
         }
         if stop {
             return ExitCode::SUCCESS;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend whose every call fails: only the handshake is under test.
+    struct Refusing;
+
+    impl Backend for Refusing {
+        fn version(&self) -> String {
+            "test runner".into()
+        }
+        fn load(&mut self, _: &LoadParams) -> Result<ModelInfo, String> {
+            Err("no".into())
+        }
+        fn tokenize(&mut self, _: &str, _: bool, _: bool) -> Result<Vec<i32>, String> {
+            Err("no".into())
+        }
+        fn detokenize(&mut self, _: &[i32]) -> Result<Vec<u8>, String> {
+            Err("no".into())
+        }
+        fn eval(&mut self, _: &[i32], _: u32) -> Result<EvalOutput, String> {
+            Err("no".into())
+        }
+        fn reset(&mut self) -> Result<(), String> {
+            Err("no".into())
+        }
+    }
+
+    #[test]
+    fn the_handshake_refuses_another_protocol_version() {
+        let ok = handle(
+            &mut Refusing,
+            Request::Version {
+                protocol: PROTOCOL_VERSION,
+            },
+        );
+        assert_eq!(ok, Response::Version("test runner".into()));
+        match handle(&mut Refusing, Request::Version { protocol: 1 }) {
+            Response::Error(m) => assert!(m.contains("make refs"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 }
