@@ -1,4 +1,5 @@
-//! The client side: spawn a reference runner and talk to it.
+//! The client side: spawn a reference runner (or another program serving the protocol,
+//! such as the benchmark's engine worker) and talk to it.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bitnet_gguf::GgmlType;
 
 use crate::protocol::{
-    read_frame, write_frame, EvalOutput, KvType, LoadParams, ModelInfo, Request, Response,
+    read_frame, write_frame, EvalOutput, KvType, LoadParams, ModelInfo, Request, Response, Timings,
     PROTOCOL_VERSION,
 };
 
@@ -76,43 +77,84 @@ impl std::fmt::Display for Reference {
     }
 }
 
-/// Everything that can go wrong talking to a reference. Each variant names the reference
+/// Who serves a runner process: one of the C++ references, or another program speaking the
+/// same protocol (the benchmark runs our own engine that way, so both sides are timed by
+/// the same code inside their own process).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Peer {
+    Reference(Reference),
+    /// A program named for reports; it is built by cargo, not by `make refs`.
+    Program(String),
+}
+
+impl Peer {
+    /// The reference, if this is one.
+    pub fn reference(&self) -> Option<Reference> {
+        match self {
+            Peer::Reference(r) => Some(*r),
+            Peer::Program(_) => None,
+        }
+    }
+
+    /// How to get a missing binary.
+    fn build_hint(&self) -> &'static str {
+        match self {
+            Peer::Reference(_) => "build it with `make refs`",
+            Peer::Program(_) => "build it with `cargo build`",
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Reference(r) => f.write_str(r.name()),
+            Peer::Program(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<Reference> for Peer {
+    fn from(r: Reference) -> Peer {
+        Peer::Reference(r)
+    }
+}
+
+/// Everything that can go wrong talking to a runner. Each variant names the runner
 /// and, where the runner printed anything, carries its last stderr lines.
 #[derive(Debug, thiserror::Error)]
 pub enum RefError {
-    #[error("{reference} runner not found at {}: build it with `make refs`", path.display())]
-    RunnerMissing { reference: Reference, path: PathBuf },
-    #[error("{reference}: could not start the runner: {source}")]
+    #[error("{runner} runner not found at {}: {}", path.display(), runner.build_hint())]
+    RunnerMissing { runner: Peer, path: PathBuf },
+    #[error("{runner}: could not start the runner: {source}")]
     Spawn {
-        reference: Reference,
+        runner: Peer,
         source: std::io::Error,
     },
-    #[error(
-        "{reference} runner died ({status}) during {request}; its last output:\n{stderr_tail}"
-    )]
+    #[error("{runner} runner died ({status}) during {request}; its last output:\n{stderr_tail}")]
     Crashed {
-        reference: Reference,
+        runner: Peer,
         request: &'static str,
         status: String,
         stderr_tail: String,
     },
-    #[error("{reference}: {request} took longer than {secs} s; runner killed. Its last output:\n{stderr_tail}")]
+    #[error("{runner}: {request} took longer than {secs} s; runner killed. Its last output:\n{stderr_tail}")]
     Timeout {
-        reference: Reference,
+        runner: Peer,
         request: &'static str,
         secs: u64,
         stderr_tail: String,
     },
-    #[error("{reference} refused {request}: {message}\nits last output:\n{stderr_tail}")]
+    #[error("{runner} refused {request}: {message}\nits last output:\n{stderr_tail}")]
     Refused {
-        reference: Reference,
+        runner: Peer,
         request: &'static str,
         message: String,
         stderr_tail: String,
     },
-    #[error("{reference}: protocol error during {request}: {detail}")]
+    #[error("{runner}: protocol error during {request}: {detail}")]
     Protocol {
-        reference: Reference,
+        runner: Peer,
         request: &'static str,
         detail: String,
     },
@@ -134,15 +176,16 @@ fn request_name(r: &Request) -> &'static str {
         Request::VecDot { .. } => "vec_dot",
         Request::ConvertModel { .. } => "convert_model",
         Request::Shutdown => "shutdown",
+        Request::Bench { .. } => "bench",
     }
 }
 
 type Frame = std::io::Result<Option<Vec<u8>>>;
 
-/// A running reference process. Requests are synchronous; the process is shut down on drop.
+/// A running runner process. Requests are synchronous; the process is shut down on drop.
 #[derive(Debug)]
 pub struct RefRunner {
-    reference: Reference,
+    peer: Peer,
     child: Child,
     stdin: ChildStdin,
     frames: Receiver<Frame>,
@@ -159,10 +202,29 @@ impl RefRunner {
 
     /// Starts the runner binary at `path` as `reference` and asks its version.
     pub fn spawn_at(reference: Reference, path: PathBuf) -> Result<RefRunner, RefError> {
+        RefRunner::spawn_peer(Peer::Reference(reference), path, &[])
+    }
+
+    /// Starts another program that serves the protocol (`name` is how reports call it),
+    /// with `args`, and asks its version.
+    pub fn spawn_program(
+        name: &str,
+        path: PathBuf,
+        args: &[String],
+    ) -> Result<RefRunner, RefError> {
+        RefRunner::spawn_peer(Peer::Program(name.to_owned()), path, args)
+    }
+
+    fn spawn_peer(peer: Peer, path: PathBuf, args: &[String]) -> Result<RefRunner, RefError> {
         if !path.is_file() {
-            return Err(RefError::RunnerMissing { reference, path });
+            return Err(RefError::RunnerMissing { runner: peer, path });
         }
+        let spawn_err = |source| RefError::Spawn {
+            runner: peer.clone(),
+            source,
+        };
         let mut child = Command::new(&path)
+            .args(args)
             // Upstream ggml runs gdb for a backtrace on an assertion; its output would push
             // the assertion message out of the stderr tail an error carries.
             .env("GGML_NO_BACKTRACE", "1")
@@ -170,14 +232,11 @@ impl RefRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| RefError::Spawn { reference, source })?;
-        let spawn_err = |what: &str| RefError::Spawn {
-            reference,
-            source: std::io::Error::other(format!("no {what} pipe")),
-        };
-        let stdin = child.stdin.take().ok_or_else(|| spawn_err("stdin"))?;
-        let mut stdout = child.stdout.take().ok_or_else(|| spawn_err("stdout"))?;
-        let stderr = child.stderr.take().ok_or_else(|| spawn_err("stderr"))?;
+            .map_err(spawn_err)?;
+        let no_pipe = |what: &str| spawn_err(std::io::Error::other(format!("no {what} pipe")));
+        let stdin = child.stdin.take().ok_or_else(|| no_pipe("stdin"))?;
+        let mut stdout = child.stdout.take().ok_or_else(|| no_pipe("stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| no_pipe("stderr"))?;
 
         let (tx, frames) = mpsc::channel();
         thread::spawn(move || loop {
@@ -190,10 +249,11 @@ impl RefRunner {
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
         let echo = std::env::var_os("BITNET_REF_VERBOSE").is_some_and(|v| v != "0");
+        let label = peer.to_string();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if echo {
-                    eprintln!("[{reference}] {line}");
+                    eprintln!("[{label}] {line}");
                 }
                 let Ok(mut t) = tail.lock() else { break };
                 if t.len() == STDERR_TAIL_LINES {
@@ -207,7 +267,7 @@ impl RefRunner {
             .and_then(|s| s.parse().ok())
             .unwrap_or(DEFAULT_TIMEOUT_SECS);
         let mut runner = RefRunner {
-            reference,
+            peer,
             child,
             stdin,
             frames,
@@ -224,7 +284,7 @@ impl RefRunner {
             // A runner from older sources can't even parse the handshake.
             Err(RefError::Refused { message, .. }) => {
                 return Err(RefError::Protocol {
-                    reference,
+                    runner: runner.peer.clone(),
                     request: "version",
                     detail: format!(
                         "{message} (runner {}; rebuild the runners with `make refs`)",
@@ -237,9 +297,19 @@ impl RefRunner {
         Ok(runner)
     }
 
-    /// Which reference this is.
-    pub fn reference(&self) -> Reference {
-        self.reference
+    /// Who serves this runner.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Which reference this is (`None` for another program).
+    pub fn reference(&self) -> Option<Reference> {
+        self.peer.reference()
+    }
+
+    /// The runner's process id (for `/proc/<pid>` measurements such as peak RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The reference's exact version (crate version and upstream commit), for reports.
@@ -268,7 +338,7 @@ impl RefRunner {
             }
         };
         RefError::Crashed {
-            reference: self.reference,
+            runner: self.peer.clone(),
             request,
             status,
             stderr_tail: self.stderr_tail(),
@@ -278,7 +348,7 @@ impl RefRunner {
     fn unexpected(&self, request: &'static str, got: &Response) -> RefError {
         let detail = format!("unexpected response {:?}", std::mem::discriminant(got));
         RefError::Protocol {
-            reference: self.reference,
+            runner: self.peer.clone(),
             request,
             detail,
         }
@@ -296,7 +366,7 @@ impl RefRunner {
             Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => return Err(self.crashed(name)),
             Ok(Err(e)) => {
                 return Err(RefError::Protocol {
-                    reference: self.reference,
+                    runner: self.peer.clone(),
                     request: name,
                     detail: e.to_string(),
                 })
@@ -304,7 +374,7 @@ impl RefRunner {
             Err(RecvTimeoutError::Timeout) => {
                 let _ = self.child.kill();
                 return Err(RefError::Timeout {
-                    reference: self.reference,
+                    runner: self.peer.clone(),
                     request: name,
                     secs: self.timeout.as_secs(),
                     stderr_tail: self.stderr_tail(),
@@ -313,14 +383,14 @@ impl RefRunner {
         };
         match Response::decode(&payload) {
             Ok(Response::Error(message)) => Err(RefError::Refused {
-                reference: self.reference,
+                runner: self.peer.clone(),
                 request: name,
                 message,
                 stderr_tail: self.stderr_tail(),
             }),
             Ok(r) => Ok(r),
             Err(e) => Err(RefError::Protocol {
-                reference: self.reference,
+                runner: self.peer.clone(),
                 request: name,
                 detail: e.to_string(),
             }),
@@ -471,6 +541,15 @@ pub struct RefSession {
     vocab_only: bool,
 }
 
+fn check_config(config: &SessionConfig) -> Result<(), RefError> {
+    if config.n_ctx == 0 || config.n_batch == 0 || config.n_threads == 0 {
+        return Err(RefError::InvalidArgument(
+            "n_ctx, n_batch and n_threads must be positive".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn to_ids(tokens: &[u32]) -> Result<Vec<i32>, RefError> {
     tokens
         .iter()
@@ -496,12 +575,18 @@ impl RefSession {
         model: &Path,
         config: &SessionConfig,
     ) -> Result<RefSession, RefError> {
-        if config.n_ctx == 0 || config.n_batch == 0 || config.n_threads == 0 {
-            return Err(RefError::InvalidArgument(
-                "n_ctx, n_batch and n_threads must be positive".into(),
-            ));
-        }
-        let runner = RefRunner::spawn(reference)?;
+        check_config(config)?;
+        RefSession::load_in(RefRunner::spawn(reference)?, model, config)
+    }
+
+    /// Loads `model` with `config` in a runner already started (for instance a program
+    /// from [`RefRunner::spawn_program`]).
+    pub fn load_in(
+        runner: RefRunner,
+        model: &Path,
+        config: &SessionConfig,
+    ) -> Result<RefSession, RefError> {
+        check_config(config)?;
         let params = LoadParams {
             model_path: model.to_string_lossy().into_owned(),
             n_ctx: config.n_ctx,
@@ -561,9 +646,19 @@ impl RefSession {
         self.runner.version()
     }
 
-    /// Which reference this session runs in.
-    pub fn reference(&self) -> Reference {
+    /// Who serves this session.
+    pub fn peer(&self) -> &Peer {
+        self.runner.peer()
+    }
+
+    /// Which reference this session runs in (`None` for another program).
+    pub fn reference(&self) -> Option<Reference> {
         self.runner.reference()
+    }
+
+    /// The runner's process id.
+    pub fn pid(&self) -> u32 {
+        self.runner.pid()
     }
 
     /// The reference's tokenizer.
@@ -583,7 +678,7 @@ impl RefSession {
                 .into_iter()
                 .map(|id| {
                     u32::try_from(id).map_err(|_| RefError::Protocol {
-                        reference: self.reference(),
+                        runner: self.peer().clone(),
                         request: "tokenize",
                         detail: format!("negative token id {id}"),
                     })
@@ -615,7 +710,7 @@ impl RefSession {
         if self.vocab_only {
             return Err(RefError::InvalidArgument(format!(
                 "{}: eval on a vocabulary-only session (loaded with load_vocab: no context)",
-                self.reference()
+                self.peer()
             )));
         }
         if tokens.is_empty() {
@@ -637,7 +732,7 @@ impl RefSession {
                 let expected = tokens.len() * out.n_vocab as usize;
                 if out.logits.len() != expected {
                     return Err(RefError::Protocol {
-                        reference: self.reference(),
+                        runner: self.peer().clone(),
                         request: "eval",
                         detail: format!("{} logits for {expected} expected", out.logits.len()),
                     });
@@ -660,6 +755,42 @@ impl RefSession {
             .chunks_exact(out.n_vocab as usize)
             .map(<[f32]>::to_vec)
             .collect())
+    }
+
+    /// Times `prompt` (from an empty cache, logits of its last position only) and then
+    /// `n_decode` greedy steps inside the runner's process (the protocol's `Bench`); the
+    /// returned ids are the tokens the steps evaluated.
+    pub fn bench(&mut self, prompt: &[u32], n_decode: u32) -> Result<Timings, RefError> {
+        if self.vocab_only {
+            return Err(RefError::InvalidArgument(format!(
+                "{}: bench on a vocabulary-only session",
+                self.peer()
+            )));
+        }
+        if prompt.is_empty() {
+            return Err(RefError::InvalidArgument("bench of an empty prompt".into()));
+        }
+        let end = prompt.len() as u64 + u64::from(n_decode);
+        if end > u64::from(self.info.n_ctx) {
+            return Err(RefError::InvalidArgument(format!(
+                "{} prompt tokens and {n_decode} decoded ones exceed the context of {}",
+                prompt.len(),
+                self.info.n_ctx
+            )));
+        }
+        let req = Request::Bench {
+            prompt: to_ids(prompt)?,
+            n_decode,
+        };
+        match self.runner.call(req)? {
+            Response::Timings(t) if t.tokens.len() == n_decode as usize => Ok(t),
+            Response::Timings(t) => Err(RefError::Protocol {
+                runner: self.peer().clone(),
+                request: "bench",
+                detail: format!("{} tokens for {n_decode} decode steps", t.tokens.len()),
+            }),
+            other => Err(self.runner.unexpected("bench", &other)),
+        }
     }
 
     /// Clears the KV cache.
@@ -715,9 +846,15 @@ mod tests {
     #[test]
     fn a_missing_runner_is_a_readable_error() {
         let path = PathBuf::from("/nonexistent/bitnet-refs/runner");
-        let err = RefRunner::spawn_at(Reference::LlamaCpp, path).unwrap_err();
+        let err = RefRunner::spawn_at(Reference::LlamaCpp, path.clone()).unwrap_err();
         assert!(matches!(err, RefError::RunnerMissing { .. }), "{err}");
         assert!(err.to_string().contains("make refs"), "{err}");
+        let err = RefRunner::spawn_program("bitnet-rs", path, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bitnet-rs runner not found at /nonexistent/bitnet-refs/runner: build it with \
+             `cargo build`"
+        );
     }
 
     #[test]

@@ -7,11 +7,16 @@
 //! [`RefError`] carrying the reference's last log lines.
 //!
 //! This crate has no C++ dependency itself: [`client`] spawns runners, [`server`] is the
-//! loop each runner's `main` calls.
+//! loop each runner's `main` calls. Any other program serving the protocol can be spawned
+//! the same way ([`RefRunner::spawn_program`]): the benchmark runs our own engine so, and
+//! every runner answers its `Bench` request with the same timing loop
+//! ([`server::time_bench`]).
 
 pub mod client;
 pub mod protocol;
 pub mod server;
 
-pub use client::{argmax, Generation, RefError, RefRunner, RefSession, Reference, SessionConfig};
-pub use protocol::{CapturedTensor, EvalOutput, KvType, LoadParams, ModelInfo};
+pub use client::{
+    argmax, Generation, Peer, RefError, RefRunner, RefSession, Reference, SessionConfig,
+};
+pub use protocol::{CapturedTensor, EvalOutput, KvType, LoadParams, ModelInfo, Timings};

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 
 /// Version of this protocol. Client and runner compare it in the first request, so a runner
 /// built from older sources fails with "rebuild the runners" instead of a garbled frame.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts (a 128k-vocab × 512-position logits batch is 256 MiB).
 pub const MAX_FRAME: usize = 1 << 30;
@@ -68,6 +68,17 @@ pub struct EvalOutput {
     pub captured: Vec<CapturedTensor>,
 }
 
+/// What a runner measured for one `Bench` request, timed inside its own process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timings {
+    /// Wall time of the prompt evaluation (logits of its last position only).
+    pub prefill_ns: u64,
+    /// Wall time of all the greedy decode steps together.
+    pub decode_ns: u64,
+    /// The ids the decode steps fed back, in order.
+    pub tokens: Vec<i32>,
+}
+
 /// Client → runner.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -120,6 +131,13 @@ pub enum Request {
         ftype: u32,
     },
     Shutdown,
+    /// Throughput: clear the KV cache, evaluate `prompt` from position 0 in `n_batch` chunks
+    /// with logits for its last position only (timed), then `n_decode` greedy steps, each
+    /// the argmax of the last logits decoded as one token (timed as one span).
+    Bench {
+        prompt: Vec<i32>,
+        n_decode: u32,
+    },
 }
 
 /// Runner → client.
@@ -133,6 +151,7 @@ pub enum Response {
     Scalar(f32),
     Evaluated(EvalOutput),
     Done,
+    Timings(Timings),
     /// The request failed inside the reference; the message says why.
     Error(String),
 }
@@ -353,6 +372,11 @@ impl Request {
                 e.u32(*ftype);
             }
             Request::Shutdown => e = Enc::default().tag(11),
+            Request::Bench { prompt, n_decode } => {
+                e = Enc::default().tag(12);
+                e.i32s(prompt);
+                e.u32(*n_decode);
+            }
         }
         e.0
     }
@@ -409,6 +433,10 @@ impl Request {
                 ftype: d.u32()?,
             },
             11 => Request::Shutdown,
+            12 => Request::Bench {
+                prompt: d.i32s()?,
+                n_decode: d.u32()?,
+            },
             _ => return Err(DecodeError("unknown request tag")),
         };
         d.finish(r)
@@ -464,6 +492,12 @@ impl Response {
                 e = Enc::default().tag(8);
                 e.str(m);
             }
+            Response::Timings(t) => {
+                e = Enc::default().tag(9);
+                e.u64(t.prefill_ns);
+                e.u64(t.decode_ns);
+                e.i32s(&t.tokens);
+            }
         }
         e.0
     }
@@ -505,6 +539,11 @@ impl Response {
             }
             7 => Response::Done,
             8 => Response::Error(d.str()?),
+            9 => Response::Timings(Timings {
+                prefill_ns: d.u64()?,
+                decode_ns: d.u64()?,
+                tokens: d.i32s()?,
+            }),
             _ => return Err(DecodeError("unknown response tag")),
         };
         d.finish(r)
@@ -616,6 +655,14 @@ mod tests {
                 ftype: 137,
             },
             Request::Shutdown,
+            Request::Bench {
+                prompt: vec![128000, 13, 7932],
+                n_decode: 64,
+            },
+            Request::Bench {
+                prompt: Vec::new(),
+                n_decode: 0,
+            },
         ]
     }
 
@@ -644,6 +691,16 @@ mod tests {
             }),
             Response::Done,
             Response::Error("GGML_ASSERT failed".into()),
+            Response::Timings(Timings {
+                prefill_ns: 6_123_456_789,
+                decode_ns: u64::MAX,
+                tokens: vec![42, -1, 128001],
+            }),
+            Response::Timings(Timings {
+                prefill_ns: 0,
+                decode_ns: 0,
+                tokens: Vec::new(),
+            }),
         ]
     }
 
@@ -688,6 +745,32 @@ mod tests {
             Request::decode(&p),
             Err(DecodeError("element count exceeds the frame"))
         );
+    }
+
+    #[test]
+    fn bench_messages_have_the_documented_layout() {
+        let req = Request::Bench {
+            prompt: vec![1, -2],
+            n_decode: 64,
+        };
+        let mut want = vec![12u8];
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(&1i32.to_le_bytes());
+        want.extend_from_slice(&(-2i32).to_le_bytes());
+        want.extend_from_slice(&64u32.to_le_bytes());
+        assert_eq!(req.encode(), want);
+
+        let resp = Response::Timings(Timings {
+            prefill_ns: 5,
+            decode_ns: 1 << 40,
+            tokens: vec![7],
+        });
+        let mut want = vec![9u8];
+        want.extend_from_slice(&5u64.to_le_bytes());
+        want.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&7i32.to_le_bytes());
+        assert_eq!(resp.encode(), want);
     }
 
     #[test]

@@ -4,9 +4,11 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::os::fd::FromRawFd;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use crate::protocol::{
-    read_frame, write_frame, EvalOutput, LoadParams, ModelInfo, Request, Response, PROTOCOL_VERSION,
+    read_frame, write_frame, EvalOutput, LoadParams, ModelInfo, Request, Response, Timings,
+    PROTOCOL_VERSION,
 };
 
 /// What a reference runner can do. Every method reports a failure as a message; methods a
@@ -47,6 +49,67 @@ pub trait Backend {
         let _ = (input, output, ftype);
         Err(unsupported("model conversion"))
     }
+    /// The `Bench` request: implement [`BenchSteps`] and answer with [`time_bench`], so
+    /// every runner is timed by the same loop.
+    fn bench(&mut self, prompt: &[i32], n_decode: u32) -> Result<Timings, String> {
+        let _ = (prompt, n_decode);
+        Err(unsupported("benchmarking"))
+    }
+}
+
+/// The three operations a `Bench` request times, over a runner's own engine.
+pub trait BenchSteps {
+    /// Empties the KV cache.
+    fn clear(&mut self) -> Result<(), String>;
+    /// Evaluates `prompt` at positions `0..` in batches of the session's `n_batch`, asking
+    /// for the logits of the last position only, and returns them (`n_vocab` floats).
+    fn prefill(&mut self, prompt: &[i32]) -> Result<&[f32], String>;
+    /// Evaluates one token at the next position and returns its logits.
+    fn step(&mut self, token: i32) -> Result<&[f32], String>;
+}
+
+/// Greedy argmax of a logits row as a token id.
+fn greedy(logits: &[f32]) -> Result<i32, String> {
+    let i = crate::argmax(logits).ok_or("empty logits row")?;
+    i32::try_from(i).map_err(|_| format!("token index {i} does not fit an id"))
+}
+
+fn nanos(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Answers a `Bench` request: clears the cache, times the prefill of `prompt`, then times
+/// `n_decode` greedy steps as one span (argmax of the last logits, then that token
+/// evaluated alone). Returns the ids the steps evaluated. Each runner calls this from its
+/// own process over its own [`BenchSteps`], so every engine is measured the same way.
+pub fn time_bench(
+    steps: &mut impl BenchSteps,
+    prompt: &[i32],
+    n_decode: u32,
+) -> Result<Timings, String> {
+    if prompt.is_empty() {
+        return Err("bench of an empty prompt".into());
+    }
+    steps.clear()?;
+    let t = Instant::now();
+    let logits = steps.prefill(prompt)?;
+    let prefill_ns = nanos(t);
+    let mut tokens = Vec::with_capacity(n_decode as usize);
+    let t = Instant::now();
+    let mut next = greedy(logits)?;
+    for i in 0..n_decode {
+        tokens.push(next);
+        let logits = steps.step(next)?;
+        if i + 1 < n_decode {
+            next = greedy(logits)?;
+        }
+    }
+    let decode_ns = nanos(t);
+    Ok(Timings {
+        prefill_ns,
+        decode_ns,
+        tokens,
+    })
 }
 
 fn unsupported(what: &str) -> String {
@@ -87,6 +150,9 @@ fn handle(backend: &mut impl Backend, req: Request) -> Response {
             .convert_model(&input, &output, ftype)
             .map(|()| Response::Done),
         Request::Shutdown => Ok(Response::Done),
+        Request::Bench { prompt, n_decode } => {
+            backend.bench(&prompt, n_decode).map(Response::Timings)
+        }
     };
     r.unwrap_or_else(Response::Error)
 }
@@ -183,6 +249,68 @@ mod tests {
         assert_eq!(ok, Response::Version("test runner".into()));
         match handle(&mut Refusing, Request::Version { protocol: 1 }) {
             Response::Error(m) => assert!(m.contains("make refs"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A toy engine over a 5-token vocabulary whose next token after `t` is `(2t + 1) % 5`;
+    /// it records every call.
+    #[derive(Default)]
+    struct Toy {
+        calls: Vec<String>,
+        logits: Vec<f32>,
+    }
+
+    impl Toy {
+        fn after(&mut self, t: i32) -> &[f32] {
+            self.logits = vec![0.0; 5];
+            self.logits[((2 * t + 1) % 5) as usize] = 1.0;
+            &self.logits
+        }
+    }
+
+    impl BenchSteps for Toy {
+        fn clear(&mut self) -> Result<(), String> {
+            self.calls.push("clear".into());
+            Ok(())
+        }
+        fn prefill(&mut self, prompt: &[i32]) -> Result<&[f32], String> {
+            self.calls.push(format!("prefill {prompt:?}"));
+            Ok(self.after(*prompt.last().unwrap()))
+        }
+        fn step(&mut self, token: i32) -> Result<&[f32], String> {
+            self.calls.push(format!("step {token}"));
+            Ok(self.after(token))
+        }
+    }
+
+    #[test]
+    fn time_bench_clears_prefills_once_and_decodes_each_greedy_token() {
+        let mut toy = Toy::default();
+        let t = time_bench(&mut toy, &[4, 0], 3).unwrap();
+        // After 0 comes 1, then 3, then 2 (7 % 5).
+        assert_eq!(t.tokens, vec![1, 3, 2]);
+        assert_eq!(
+            toy.calls,
+            ["clear", "prefill [4, 0]", "step 1", "step 3", "step 2"]
+        );
+
+        let mut toy = Toy::default();
+        let t = time_bench(&mut toy, &[2], 0).unwrap();
+        assert!(t.tokens.is_empty());
+        assert_eq!(toy.calls, ["clear", "prefill [2]"]);
+
+        assert!(time_bench(&mut Toy::default(), &[], 4).is_err());
+    }
+
+    #[test]
+    fn a_backend_without_bench_refuses_it_by_name() {
+        let req = Request::Bench {
+            prompt: vec![1],
+            n_decode: 1,
+        };
+        match handle(&mut Refusing, req) {
+            Response::Error(m) => assert!(m.contains("benchmarking"), "{m}"),
             other => panic!("{other:?}"),
         }
     }

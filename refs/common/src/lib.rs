@@ -5,13 +5,13 @@
 //! `llama_kv_cache_seq_rm`), in struct layouts and in which ggml helpers exist — and this
 //! crate turns that shim into a [`bitnet_sys::server::Backend`]: argument checks, batch
 //! splitting, reading every position's logits, tokenizer buffer sizing, intermediate
-//! tensor capture and the kernel entry points.
+//! tensor capture, the kernel entry points and the `Bench` request's steps.
 
 use std::ffi::c_void;
 use std::process::ExitCode;
 
-use bitnet_sys::protocol::{CapturedTensor, EvalOutput, KvType, LoadParams, ModelInfo};
-use bitnet_sys::server::{serve, Backend};
+use bitnet_sys::protocol::{CapturedTensor, EvalOutput, KvType, LoadParams, ModelInfo, Timings};
+use bitnet_sys::server::{serve, time_bench, Backend, BenchSteps};
 
 /// ggml's `to_float`: `n` elements of a type at `x` into f32 at `y`.
 pub type ToFloat = unsafe extern "C" fn(x: *const c_void, y: *mut f32, n: i64);
@@ -50,6 +50,28 @@ pub struct TensorView {
     pub data: *const u8,
 }
 
+/// Which positions of a `llama_decode` batch request logits (`llama_batch::logits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    /// Every position (the parity suite compares them all).
+    All,
+    /// Only the last position (generation: the head runs once).
+    Last,
+    /// None (a prompt chunk before the one holding the last token).
+    None,
+}
+
+impl LogitRows {
+    /// Whether row `i` of a batch of `n` wants logits.
+    pub fn wants(self, i: usize, n: usize) -> bool {
+        match self {
+            LogitRows::All => true,
+            LogitRows::Last => i + 1 == n,
+            LogitRows::None => false,
+        }
+    }
+}
+
 /// The narrow slice of a reference's C API that the runner needs. Every method that
 /// touches C memory is implemented in the runner with its own `// SAFETY:` reasoning.
 pub trait LlamaApi {
@@ -73,10 +95,11 @@ pub trait LlamaApi {
     /// `llama_token_to_piece` (special tokens rendered, no lstrip); returns the byte count,
     /// or minus the needed size.
     fn token_to_piece(&mut self, token: i32, buf: &mut [u8]) -> i32;
-    /// `llama_decode` of `tokens` at positions `pos0..` in sequence 0 with every position's
-    /// logits requested; returns llama_decode's status.
-    fn decode(&mut self, tokens: &[i32], pos0: i32) -> i32;
-    /// Row `i` of the last decode's logits (`llama_get_logits_ith`).
+    /// `llama_decode` of `tokens` at positions `pos0..` in sequence 0 with the logits of
+    /// `rows` requested; returns llama_decode's status.
+    fn decode(&mut self, tokens: &[i32], pos0: i32, rows: LogitRows) -> i32;
+    /// Row `i` (a batch index whose logits were requested) of the last decode's logits
+    /// (`llama_get_logits_ith`).
     fn logits_ith(&mut self, i: i32) -> Option<&[f32]>;
     /// Drops cached positions `>= p0` of sequence 0.
     fn seq_rm(&mut self, p0: i32) -> bool;
@@ -212,6 +235,94 @@ impl<A: LlamaApi> Runner<A> {
     }
 }
 
+impl<A: LlamaApi> Runner<A> {
+    /// `llama_decode` of one chunk at `pos`; on failure the cache is taken to end at `pos`.
+    fn decode_chunk(&mut self, chunk: &[i32], pos: u32, rows: LogitRows) -> Result<(), String> {
+        let status = self.api.decode(chunk, pos as i32, rows);
+        if status != 0 {
+            if let Some(l) = self.loaded.as_mut() {
+                l.n_cur = pos;
+            }
+            return Err(format!(
+                "llama_decode returned {status} for {} tokens at position {pos}",
+                chunk.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Evaluates `tokens` after the cached positions in `n_batch` chunks, requesting only
+    /// the last position's logits (earlier chunks request none), and returns that row.
+    fn eval_last(&mut self, tokens: &[i32]) -> Result<&[f32], String> {
+        let state = self.with_context("bench")?.clone();
+        check_batch(&state, tokens, state.n_cur)?;
+        let n_chunks = tokens.len().div_ceil(state.n_batch as usize);
+        let mut pos = state.n_cur;
+        let mut last_row = 0;
+        for (c, chunk) in tokens.chunks(state.n_batch as usize).enumerate() {
+            let rows = if c + 1 == n_chunks {
+                LogitRows::Last
+            } else {
+                LogitRows::None
+            };
+            self.decode_chunk(chunk, pos, rows)?;
+            pos += chunk.len() as u32;
+            last_row = chunk.len() as i32 - 1;
+        }
+        self.loaded()?.n_cur = pos;
+        let n_vocab = state.info.n_vocab as usize;
+        let row = self
+            .api
+            .logits_ith(last_row)
+            .ok_or_else(|| format!("no logits for batch row {last_row}"))?;
+        if row.len() != n_vocab {
+            return Err(format!("logits row of {} for vocab {n_vocab}", row.len()));
+        }
+        Ok(row)
+    }
+}
+
+/// The `Bench` request's steps over the reference: the prompt and every decode step are
+/// evaluated with logits for their last position only, as generation does.
+impl<A: LlamaApi> BenchSteps for Runner<A> {
+    fn clear(&mut self) -> Result<(), String> {
+        self.reset()
+    }
+
+    fn prefill(&mut self, prompt: &[i32]) -> Result<&[f32], String> {
+        self.eval_last(prompt)
+    }
+
+    fn step(&mut self, token: i32) -> Result<&[f32], String> {
+        self.eval_last(&[token])
+    }
+}
+
+/// Checks a batch about to be evaluated at `n_past..` against the loaded state.
+fn check_batch(state: &LoadedState, tokens: &[i32], n_past: u32) -> Result<(), String> {
+    let n_vocab = state.info.n_vocab;
+    if tokens.is_empty() {
+        return Err("eval of an empty batch".into());
+    }
+    if n_past > state.n_cur {
+        return Err(format!(
+            "n_past {n_past} is beyond the {} cached positions",
+            state.n_cur
+        ));
+    }
+    if n_past as usize + tokens.len() > state.info.n_ctx as usize {
+        return Err(format!(
+            "positions {n_past}..{} exceed the context of {}",
+            n_past as usize + tokens.len(),
+            state.info.n_ctx
+        ));
+    }
+    if let Some(t) = tokens.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
+        return Err(format!("token id {t} outside the vocabulary of {n_vocab}"));
+    }
+    Ok(())
+}
+
 fn check_ty(api: &impl LlamaApi, ty: u32) -> Result<TypeKernels, String> {
     api.kernels(ty)
         .ok_or_else(|| format!("ggml type {ty} is unknown to this reference"))
@@ -284,25 +395,7 @@ impl<A: LlamaApi> Backend for Runner<A> {
     fn eval(&mut self, tokens: &[i32], n_past: u32) -> Result<EvalOutput, String> {
         let state = self.with_context("eval")?.clone();
         let n_vocab = state.info.n_vocab;
-        if tokens.is_empty() {
-            return Err("eval of an empty batch".into());
-        }
-        if n_past > state.n_cur {
-            return Err(format!(
-                "n_past {n_past} is beyond the {} cached positions",
-                state.n_cur
-            ));
-        }
-        if n_past as usize + tokens.len() > state.info.n_ctx as usize {
-            return Err(format!(
-                "positions {n_past}..{} exceed the context of {}",
-                n_past as usize + tokens.len(),
-                state.info.n_ctx
-            ));
-        }
-        if let Some(t) = tokens.iter().find(|&&t| t < 0 || t as u32 >= n_vocab) {
-            return Err(format!("token id {t} outside the vocabulary of {n_vocab}"));
-        }
+        check_batch(&state, tokens, n_past)?;
         if n_past < state.n_cur && !self.api.seq_rm(n_past as i32) {
             return Err(format!("could not drop cached positions >= {n_past}"));
         }
@@ -311,16 +404,7 @@ impl<A: LlamaApi> Backend for Runner<A> {
         let mut logits = Vec::with_capacity(tokens.len() * n_vocab as usize);
         let mut pos = n_past;
         for chunk in tokens.chunks(state.n_batch as usize) {
-            let status = self.api.decode(chunk, pos as i32);
-            if status != 0 {
-                if let Some(l) = self.loaded.as_mut() {
-                    l.n_cur = pos;
-                }
-                return Err(format!(
-                    "llama_decode returned {status} for {} tokens at position {pos}",
-                    chunk.len()
-                ));
-            }
+            self.decode_chunk(chunk, pos, LogitRows::All)?;
             for i in 0..chunk.len() as i32 {
                 let row = self
                     .api
@@ -442,6 +526,13 @@ impl<A: LlamaApi> Backend for Runner<A> {
 
     fn convert_model(&mut self, input: &str, output: &str, ftype: u32) -> Result<(), String> {
         self.api.convert_model(input, output, ftype)
+    }
+
+    fn bench(&mut self, prompt: &[i32], n_decode: u32) -> Result<Timings, String> {
+        if self.capture.is_on() {
+            return Err("bench with intermediate capture on (it would time the copies)".into());
+        }
+        time_bench(self, prompt, n_decode)
     }
 }
 
@@ -677,11 +768,12 @@ macro_rules! llama_api_methods {
             }
         }
 
-        fn decode(&mut self, tokens: &[i32], pos0: i32) -> i32 {
+        fn decode(&mut self, tokens: &[i32], pos0: i32, rows: $crate::LogitRows) -> i32 {
             let Some(batch) = self.batch.as_mut() else {
                 return -1;
             };
             for (i, &t) in tokens.iter().enumerate() {
+                let wants = rows.wants(i, tokens.len());
                 // SAFETY: the batch holds n_batch entries and the common runner splits
                 // batches to at most n_batch tokens; seq_id[i] has room for one sequence id.
                 unsafe {
@@ -689,7 +781,7 @@ macro_rules! llama_api_methods {
                     *batch.pos.add(i) = pos0 + i as i32;
                     *batch.n_seq_id.add(i) = 1;
                     *(*batch.seq_id.add(i)) = 0;
-                    *batch.logits.add(i) = 1;
+                    *batch.logits.add(i) = if wants { 1 } else { 0 };
                 }
             }
             batch.n_tokens = tokens.len() as i32;
