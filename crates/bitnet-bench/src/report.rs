@@ -1,0 +1,337 @@
+//! The report: `target/bench/throughput.json` and the tables printed on stdout.
+
+use serde::Serialize;
+
+use crate::plan::{Settings, OURS};
+
+/// Which part of a run a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The prompt, one batch, logits of the last position only.
+    Prefill,
+    /// The greedy steps after it, one token each.
+    Decode,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Prefill => "prefill",
+            Phase::Decode => "decode",
+        }
+    }
+}
+
+/// One engine × format × thread count × phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub engine: String,
+    /// The engine's exact version string (for references: crate and upstream commit).
+    pub version: String,
+    pub format: String,
+    pub threads: u32,
+    pub phase: Phase,
+    /// Tokens per measured run in this phase.
+    pub tokens: usize,
+    pub tok_s_median: f64,
+    /// Every measured run, in order.
+    pub tok_s_runs: Vec<f64>,
+    /// The worker's `VmHWM` after all its runs.
+    pub peak_rss_bytes: u64,
+    /// Model file + KV cache + 10%.
+    pub rss_budget_bytes: u64,
+    /// Size of the model file.
+    pub model_bytes: u64,
+    /// Decode only: bytes one step streams, the bandwidth bound on tok/s, and the median's
+    /// share of it.
+    pub bytes_per_token: Option<u64>,
+    pub decode_limit_tok_s: Option<f64>,
+    pub percent_of_limit: Option<f64>,
+    /// Whether the generated ids equal ours (`None` on our own rows).
+    pub tokens_match_ours: Option<bool>,
+    /// First index where they differ.
+    pub first_token_difference: Option<usize>,
+}
+
+/// Read bandwidth measured with this many threads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bandwidth {
+    pub threads: u32,
+    pub gb_per_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Machine {
+    /// `model name` of `/proc/cpuinfo`.
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    pub read_bandwidth: Vec<Bandwidth>,
+}
+
+/// What the bench read from each model file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelEntry {
+    pub format: String,
+    pub path: String,
+    pub file_bytes: u64,
+    pub tensor_bytes: u64,
+    pub token_embd_bytes: u64,
+    pub tied_head: bool,
+    pub bytes_per_token: u64,
+    pub kv_cache_bytes: u64,
+    pub rss_budget_bytes: u64,
+}
+
+/// Everything `target/bench/throughput.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub unix_time: u64,
+    pub settings: Settings,
+    pub machine: Machine,
+    pub models: Vec<ModelEntry>,
+    pub rows: Vec<Row>,
+}
+
+/// `model name` of a `/proc/cpuinfo` text.
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// A Markdown table with columns padded to their widest cell.
+pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(width(c));
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c}{}", " ".repeat(w - width(c))))
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(header.to_vec());
+    out += &format!(
+        "|{}|\n",
+        widths
+            .iter()
+            .map(|&w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn gb(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+fn rss_cell(r: &Row) -> String {
+    format!(
+        "{} / {} ({:.0}%)",
+        gb(r.peak_rss_bytes),
+        gb(r.rss_budget_bytes),
+        100.0 * r.peak_rss_bytes as f64 / r.rss_budget_bytes.max(1) as f64
+    )
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map(|p| format!("{p:.0}%")).unwrap_or_default()
+}
+
+/// The (format, threads, phase) groups of `rows`, in first-seen order.
+fn groups(rows: &[Row]) -> Vec<(&str, u32, Phase)> {
+    let mut keys = Vec::new();
+    for r in rows {
+        let k = (r.format.as_str(), r.threads, r.phase);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
+/// One line per format × threads × phase: our median, the fastest reference's, their
+/// ratio, our share of the bandwidth bound (decode) and our peak RSS against its budget.
+pub fn summary_table(rows: &[Row]) -> String {
+    let header = [
+        "format",
+        "threads",
+        "phase",
+        "ours tok/s",
+        "best reference (tok/s)",
+        "ours/best",
+        "% of bandwidth limit",
+        "RSS ours / budget",
+    ];
+    let lines: Vec<Vec<String>> = groups(rows)
+        .into_iter()
+        .map(|(format, threads, phase)| {
+            let group = rows
+                .iter()
+                .filter(|r| r.format == format && r.threads == threads && r.phase == phase);
+            let ours = group.clone().find(|r| r.engine == OURS);
+            let best = group
+                .filter(|r| r.engine != OURS)
+                .max_by(|a, b| a.tok_s_median.total_cmp(&b.tok_s_median));
+            vec![
+                format.to_owned(),
+                threads.to_string(),
+                phase.name().to_owned(),
+                ours.map(|r| format!("{:.1}", r.tok_s_median))
+                    .unwrap_or_else(|| "-".into()),
+                best.map(|r| format!("{} {:.1}", r.engine, r.tok_s_median))
+                    .unwrap_or_else(|| "-".into()),
+                match (ours, best) {
+                    (Some(o), Some(b)) if b.tok_s_median > 0.0 => {
+                        format!("{:.2}", o.tok_s_median / b.tok_s_median)
+                    }
+                    _ => "-".into(),
+                },
+                percent(ours.and_then(|r| r.percent_of_limit)),
+                ours.map(rss_cell).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    render_table(&header, &lines)
+}
+
+/// One line per engine × format × threads: both phases, the decode bound, peak RSS, and
+/// whether its generated ids equal ours.
+pub fn engines_table(rows: &[Row]) -> String {
+    let header = [
+        "format",
+        "threads",
+        "engine",
+        "prefill tok/s",
+        "decode tok/s",
+        "decode % of limit",
+        "peak RSS / budget",
+        "tokens vs ours",
+    ];
+    let mut lines = Vec::new();
+    for d in rows.iter().filter(|r| r.phase == Phase::Decode) {
+        let prefill = rows.iter().find(|r| {
+            r.phase == Phase::Prefill
+                && r.engine == d.engine
+                && r.format == d.format
+                && r.threads == d.threads
+        });
+        let agreement = match (d.tokens_match_ours, d.first_token_difference) {
+            (None, _) => "(ours)".to_owned(),
+            (Some(true), _) => "same".to_owned(),
+            (Some(false), Some(i)) => format!("differ from #{i}"),
+            (Some(false), None) => "differ".to_owned(),
+        };
+        lines.push(vec![
+            d.format.clone(),
+            d.threads.to_string(),
+            d.engine.clone(),
+            prefill
+                .map(|p| format!("{:.1}", p.tok_s_median))
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.1}", d.tok_s_median),
+            percent(d.percent_of_limit),
+            rss_cell(d),
+            agreement,
+        ]);
+    }
+    render_table(&header, &lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(engine: &str, threads: u32, phase: Phase, median: f64) -> Row {
+        let decode = phase == Phase::Decode;
+        Row {
+            engine: engine.into(),
+            version: format!("{engine} v1"),
+            format: "tq2_0".into(),
+            threads,
+            phase,
+            tokens: if decode { 64 } else { 128 },
+            tok_s_median: median,
+            tok_s_runs: vec![median],
+            peak_rss_bytes: 1_300_000_000,
+            rss_budget_bytes: 1_365_000_000,
+            model_bytes: 1_203_562_688,
+            bytes_per_token: decode.then_some(1_190_000_000),
+            decode_limit_tok_s: decode.then_some(10.0),
+            percent_of_limit: decode.then_some(median * 10.0),
+            tokens_match_ours: (engine != OURS).then_some(engine == "llama.cpp"),
+            first_token_difference: (engine == "bitnet.cpp").then_some(17),
+        }
+    }
+
+    fn rows() -> Vec<Row> {
+        let mut v = Vec::new();
+        for (phase, ours, llama, bitnet) in [
+            (Phase::Prefill, 25.0, 20.9, 19.6),
+            (Phase::Decode, 7.0, 6.8, 7.3),
+        ] {
+            v.push(row(OURS, 1, phase, ours));
+            v.push(row("llama.cpp", 1, phase, llama));
+            v.push(row("bitnet.cpp", 1, phase, bitnet));
+        }
+        v
+    }
+
+    #[test]
+    fn the_summary_compares_ours_with_the_fastest_reference() {
+        let want = "\
+| format | threads | phase   | ours tok/s | best reference (tok/s) | ours/best | % of bandwidth limit | RSS ours / budget       |
+|--------|---------|---------|------------|------------------------|-----------|----------------------|-------------------------|
+| tq2_0  | 1       | prefill | 25.0       | llama.cpp 20.9         | 1.20      |                      | 1.30 GB / 1.36 GB (95%) |
+| tq2_0  | 1       | decode  | 7.0        | bitnet.cpp 7.3         | 0.96      | 70%                  | 1.30 GB / 1.36 GB (95%) |
+";
+        assert_eq!(summary_table(&rows()), want);
+    }
+
+    #[test]
+    fn the_engine_table_says_where_tokens_differ() {
+        let want = "\
+| format | threads | engine     | prefill tok/s | decode tok/s | decode % of limit | peak RSS / budget       | tokens vs ours  |
+|--------|---------|------------|---------------|--------------|-------------------|-------------------------|-----------------|
+| tq2_0  | 1       | bitnet-rs  | 25.0          | 7.0          | 70%               | 1.30 GB / 1.36 GB (95%) | (ours)          |
+| tq2_0  | 1       | llama.cpp  | 20.9          | 6.8          | 68%               | 1.30 GB / 1.36 GB (95%) | same            |
+| tq2_0  | 1       | bitnet.cpp | 19.6          | 7.3          | 73%               | 1.30 GB / 1.36 GB (95%) | differ from #17 |
+";
+        assert_eq!(engines_table(&rows()), want);
+    }
+
+    #[test]
+    fn tables_pad_by_characters_not_bytes() {
+        let t = render_table(&["a", "bb"], &[vec!["×".into(), "1".into()]]);
+        assert_eq!(t, "| a | bb |\n|---|----|\n| × | 1  |\n");
+    }
+
+    #[test]
+    fn the_cpu_model_comes_from_cpuinfo() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(cpu_model(info).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn rows_serialise_with_lowercase_phases_and_nulls() {
+        let j = serde_json::to_value(row(OURS, 2, Phase::Prefill, 30.0)).unwrap();
+        assert_eq!(j["phase"], "prefill");
+        assert_eq!(j["threads"], 2);
+        assert!(j["decode_limit_tok_s"].is_null());
+        assert!(j["tokens_match_ours"].is_null());
+    }
+}
