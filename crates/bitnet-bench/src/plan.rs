@@ -31,10 +31,11 @@ impl FormatPlan {
     }
 }
 
-/// Which engines load which format, checked by loading the full-size fixtures: ik_llama.cpp
-/// runs only the `bitnet-b1.58` IQ2_BN file (it dies with SIGFPE loading TQ1_0/TQ2_0, and
-/// computes garbage on a raw I2_S file); upstream llama.cpp has no I2_S or IQ2_BN;
-/// bitnet.cpp has no IQ2_BN.
+/// Which engines load which format, checked by loading the full-size fixtures (TQ1_0 too:
+/// llama.cpp and bitnet.cpp load and run it): ik_llama.cpp runs only the `bitnet-b1.58`
+/// IQ2_BN file (it dies with SIGFPE loading TQ1_0 and TQ2_0, and computes garbage on a raw
+/// I2_S file); upstream llama.cpp has no I2_S or IQ2_BN; bitnet.cpp has no IQ2_BN. The F16
+/// entry follows the tiny fixtures' checks and is not in the default run.
 pub const PLANS: &[FormatPlan] = &[
     FormatPlan {
         name: "i2_s",
@@ -95,6 +96,15 @@ pub fn numerics_name(n: Numerics) -> &'static str {
         Numerics::LlamaCpp => "llama.cpp",
         Numerics::BitnetCpp => "bitnet.cpp",
         Numerics::IkLlamaCpp => "ik_llama.cpp",
+    }
+}
+
+/// The numerics of our engine that reproduce `r` bit for bit.
+pub fn numerics_of(r: Reference) -> Numerics {
+    match r {
+        Reference::LlamaCpp => Numerics::LlamaCpp,
+        Reference::BitnetCpp => Numerics::BitnetCpp,
+        Reference::IkLlamaCpp => Numerics::IkLlamaCpp,
     }
 }
 
@@ -301,6 +311,17 @@ mod tests {
             assert_eq!(numerics_from_name(numerics_name(n)), Some(n));
         }
         assert_eq!(numerics_from_name("candle"), None);
+        for r in Reference::ALL {
+            assert_eq!(numerics_name(numerics_of(r)), r.name());
+        }
+        // Each format's numerics are those of a reference that runs it.
+        for p in PLANS {
+            assert!(
+                p.references.iter().any(|&r| numerics_of(r) == p.numerics),
+                "{}",
+                p.name
+            );
+        }
     }
 
     #[test]

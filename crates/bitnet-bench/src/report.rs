@@ -48,7 +48,11 @@ pub struct Row {
     pub bytes_per_token: Option<u64>,
     pub decode_limit_tok_s: Option<f64>,
     pub percent_of_limit: Option<f64>,
-    /// Whether the generated ids equal ours (`None` on our own rows).
+    /// Our engine's numerics for this row: the ones it ran with (our rows), or those of
+    /// the run of our engine whose ids this reference's ids were compared with (reference
+    /// rows: always the reference's own, so a difference is a parity bug, not a choice).
+    pub numerics: String,
+    /// Whether the generated ids equal our engine's (`None` on our own rows).
     pub tokens_match_ours: Option<bool>,
     /// First index where they differ.
     pub first_token_difference: Option<usize>,
@@ -209,7 +213,7 @@ pub fn summary_table(rows: &[Row]) -> String {
 }
 
 /// One line per engine × format × threads: both phases, the decode bound, peak RSS, and
-/// whether its generated ids equal ours.
+/// whether its generated ids equal those of our engine run with its numerics.
 pub fn engines_table(rows: &[Row]) -> String {
     let header = [
         "format",
@@ -219,7 +223,7 @@ pub fn engines_table(rows: &[Row]) -> String {
         "decode tok/s",
         "decode % of limit",
         "peak RSS / budget",
-        "tokens vs ours",
+        "ids vs ours (numerics)",
     ];
     let mut lines = Vec::new();
     for d in rows.iter().filter(|r| r.phase == Phase::Decode) {
@@ -230,11 +234,12 @@ pub fn engines_table(rows: &[Row]) -> String {
                 && r.threads == d.threads
         });
         let agreement = match (d.tokens_match_ours, d.first_token_difference) {
-            (None, _) => "(ours)".to_owned(),
+            (None, _) => "ours".to_owned(),
             (Some(true), _) => "same".to_owned(),
             (Some(false), Some(i)) => format!("differ from #{i}"),
             (Some(false), None) => "differ".to_owned(),
         };
+        let agreement = format!("{agreement} ({})", d.numerics);
         lines.push(vec![
             d.format.clone(),
             d.threads.to_string(),
@@ -272,6 +277,7 @@ mod tests {
             bytes_per_token: decode.then_some(1_190_000_000),
             decode_limit_tok_s: decode.then_some(10.0),
             percent_of_limit: decode.then_some(median * 10.0),
+            numerics: if engine == OURS { "llama.cpp" } else { engine }.into(),
             tokens_match_ours: (engine != OURS).then_some(engine == "llama.cpp"),
             first_token_difference: (engine == "bitnet.cpp").then_some(17),
         }
@@ -304,11 +310,11 @@ mod tests {
     #[test]
     fn the_engine_table_says_where_tokens_differ() {
         let want = "\
-| format | threads | engine     | prefill tok/s | decode tok/s | decode % of limit | peak RSS / budget       | tokens vs ours  |
-|--------|---------|------------|---------------|--------------|-------------------|-------------------------|-----------------|
-| tq2_0  | 1       | bitnet-rs  | 25.0          | 7.0          | 70%               | 1.30 GB / 1.36 GB (95%) | (ours)          |
-| tq2_0  | 1       | llama.cpp  | 20.9          | 6.8          | 68%               | 1.30 GB / 1.36 GB (95%) | same            |
-| tq2_0  | 1       | bitnet.cpp | 19.6          | 7.3          | 73%               | 1.30 GB / 1.36 GB (95%) | differ from #17 |
+| format | threads | engine     | prefill tok/s | decode tok/s | decode % of limit | peak RSS / budget       | ids vs ours (numerics)       |
+|--------|---------|------------|---------------|--------------|-------------------|-------------------------|------------------------------|
+| tq2_0  | 1       | bitnet-rs  | 25.0          | 7.0          | 70%               | 1.30 GB / 1.36 GB (95%) | ours (llama.cpp)             |
+| tq2_0  | 1       | llama.cpp  | 20.9          | 6.8          | 68%               | 1.30 GB / 1.36 GB (95%) | same (llama.cpp)             |
+| tq2_0  | 1       | bitnet.cpp | 19.6          | 7.3          | 73%               | 1.30 GB / 1.36 GB (95%) | differ from #17 (bitnet.cpp) |
 ";
         assert_eq!(engines_table(&rows()), want);
     }
@@ -333,5 +339,6 @@ mod tests {
         assert_eq!(j["threads"], 2);
         assert!(j["decode_limit_tok_s"].is_null());
         assert!(j["tokens_match_ours"].is_null());
+        assert_eq!(j["numerics"], "llama.cpp");
     }
 }
