@@ -109,26 +109,29 @@ pub fn vec_dot_tq1_0_q8_k(
     vec_dot_tq1_0_q8_k_with(Isa::best(), order, x, y)
 }
 
-/// `out[r]` = dot of weight row `r` with `y`, for `out.len()` consecutive rows of
-/// `y.len()` blocks each (`x.len() == out.len() · y.len()`), on `isa`.
-pub fn vec_dot_tq1_0_q8_k_rows_with(
+/// `out[r · n_tok + t]` = dot of weight row `r` of `x` with activation row `t` of `y`
+/// (`n_tok` rows of `y.len() / n_tok` blocks), on `isa`: each result is bit-identical to
+/// [`vec_dot_tq1_0_q8_k_with`] of that pair (see [`crate::gemm`]).
+pub fn gemm_tq1_0_q8_k_with(
     isa: Isa,
     order: SumOrder,
     x: &[BlockTQ1_0],
     y: &[BlockQ8K],
+    n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    q8_k::vec_dot_ternary_rows(isa, order, x, y, out)
+    q8_k::gemm_ternary(isa, order, x, y, n_tok, out)
 }
 
-/// [`vec_dot_tq1_0_q8_k_rows_with`] on [`Isa::best`].
-pub fn vec_dot_tq1_0_q8_k_rows(
+/// [`gemm_tq1_0_q8_k_with`] on [`Isa::best`].
+pub fn gemm_tq1_0_q8_k(
     order: SumOrder,
     x: &[BlockTQ1_0],
     y: &[BlockQ8K],
+    n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    vec_dot_tq1_0_q8_k_rows_with(Isa::best(), order, x, y, out)
+    gemm_tq1_0_q8_k_with(Isa::best(), order, x, y, n_tok, out)
 }
 
 impl TernaryBlock for BlockTQ1_0 {

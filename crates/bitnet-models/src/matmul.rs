@@ -24,18 +24,18 @@ use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::float::{
     f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16, vec_dot_f32,
 };
-use bitnet_kernels::i2_s::{i2_s_dot_to_f32, vec_dot_i2_s_i8_s, I2sTensor};
+use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, i2_s_dot_to_f32, I2sTensor};
 use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
 use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
-use bitnet_kernels::iq2_bn::{vec_dot_iq2_bn_q8_k64, Iq2BnRow};
+use bitnet_kernels::iq2_bn::gemm_iq2_bn_q8_k64;
 use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
 use bitnet_kernels::q8_0::{quantize_row_q8_0_x86, vec_dot_q8_0_q8_0, BlockQ8_0, QK8_0};
 use bitnet_kernels::q8_1::{quantize_row_q8_1_x86, BlockQ8_1};
 use bitnet_kernels::q8_k::{quantize_row_q8_k, quantize_row_q8_k_fma, BlockQ8K, SumOrder, QK_K};
-use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header, Q8K64Row};
-use bitnet_kernels::tq1_0::{vec_dot_tq1_0_q8_k, BlockTQ1_0};
-use bitnet_kernels::tq2_0::{vec_dot_tq2_0_q8_k, BlockTQ2_0};
+use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header};
+use bitnet_kernels::tq1_0::{gemm_tq1_0_q8_k, BlockTQ1_0};
+use bitnet_kernels::tq2_0::{gemm_tq2_0_q8_k, BlockTQ2_0};
 use bitnet_kernels::KernelError;
 use bytemuck::Zeroable;
 use half::{bf16, f16};
@@ -286,68 +286,96 @@ enum Operands<'a> {
     Iq2Bn(&'a [u8], usize, &'a [i8], &'a [Q8K64Header]),
 }
 
-impl Operands<'_> {
-    /// Weight row `r` · activation row `t`; rows have `k` elements.
-    fn dot(&self, r: usize, t: usize, k: usize) -> Result<f32, KernelError> {
-        fn rows<'s, W, A>(
-            w: &'s [W],
-            a: &'s [A],
-            r: usize,
-            t: usize,
-            per: usize,
-        ) -> (&'s [W], &'s [A]) {
-            (&w[r * per..(r + 1) * per], &a[t * per..(t + 1) * per])
+/// Weight row `r` and activation row `t` of two row-major operands with `per` elements (or
+/// blocks) per row.
+fn row_pair<'s, W, A>(
+    w: &'s [W],
+    a: &'s [A],
+    r: usize,
+    t: usize,
+    per: usize,
+) -> (&'s [W], &'s [A]) {
+    (&w[r * per..(r + 1) * per], &a[t * per..(t + 1) * per])
+}
+
+/// `out[i · n_tok + t] = dot(r0 + i, t)`: one dot product per output, for the formats
+/// without a many-token kernel.
+fn each_dot(
+    r0: usize,
+    n_tok: usize,
+    out: &mut [f32],
+    dot: impl Fn(usize, usize) -> Result<f32, KernelError>,
+) -> Result<(), KernelError> {
+    // Shape: out (rows, n_tok).
+    for (i, row) in out.chunks_exact_mut(n_tok).enumerate() {
+        for (t, y) in row.iter_mut().enumerate() {
+            *y = dot(r0 + i, t)?;
         }
+    }
+    Ok(())
+}
+
+impl Operands<'_> {
+    /// Weight rows `r0..r0 + out.len() / n_tok` against every activation row:
+    /// `out[i · n_tok + t]` = weight row `r0 + i` · activation row `t`; rows have `k`
+    /// elements. The ternary formats run their many-token kernels (each weight block
+    /// decoded once per 4 tokens); the others one dot per output.
+    fn rows(&self, r0: usize, n_tok: usize, k: usize, out: &mut [f32]) -> Result<(), KernelError> {
+        let r1 = r0 + out.len() / n_tok;
+        let order = SumOrder::GgmlAvx2;
         match self {
-            Operands::F32(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
-                vec_dot_f32(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::F16(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
-                vec_dot_f16(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::IkF32(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
+            Operands::F32(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
+                vec_dot_f32(order, w, a)
+            }),
+            Operands::F16(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
+                vec_dot_f16(order, w, a)
+            }),
+            Operands::IkF32(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
                 ik_dot_f32(w, a)
-            }
-            Operands::IkF16(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
+            }),
+            Operands::IkF16(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
                 ik_dot_f16_f32(w, a)
-            }
-            Operands::Bf16(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
-                vec_dot_bf16(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::Q8_0(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q8_0_q8_0(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::Q4_0(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q4_0_q8_0(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::Q4_1(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q4_1_q8_1(SumOrder::GgmlAvx2, w, a)
-            }
+            }),
+            Operands::Bf16(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
+                vec_dot_bf16(order, w, a)
+            }),
+            Operands::Q8_0(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k / QK8_0);
+                vec_dot_q8_0_q8_0(order, w, a)
+            }),
+            Operands::Q4_0(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k / QK8_0);
+                vec_dot_q4_0_q8_0(order, w, a)
+            }),
+            Operands::Q4_1(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k / QK8_0);
+                vec_dot_q4_1_q8_1(order, w, a)
+            }),
             Operands::Tq1(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK_K);
-                vec_dot_tq1_0_q8_k(SumOrder::GgmlAvx2, w, a)
+                let nb = k / QK_K;
+                gemm_tq1_0_q8_k(order, &w[r0 * nb..r1 * nb], a, n_tok, out)
             }
             Operands::Tq2(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK_K);
-                vec_dot_tq2_0_q8_k(SumOrder::GgmlAvx2, w, a)
+                let nb = k / QK_K;
+                gemm_tq2_0_q8_k(order, &w[r0 * nb..r1 * nb], a, n_tok, out)
             }
             Operands::I2s(w, q, meta) => {
-                let row = w.row(r).unwrap_or_default();
-                let sumi = vec_dot_i2_s_i8_s(row, &q[t * k..(t + 1) * k])?;
-                Ok(i2_s_dot_to_f32(sumi, &meta[t], w.scale()))
+                let blocks = w.rows(r0..r1).unwrap_or_default();
+                // The integer sums land in `out`'s bytes, then become floats in place.
+                gemm_i2_s_i8_s(blocks, q, n_tok, bytemuck::cast_slice_mut(out))?;
+                for (i, y) in out.iter_mut().enumerate() {
+                    let sumi = y.to_bits() as i32;
+                    *y = i2_s_dot_to_f32(sumi, &meta[i % n_tok], w.scale());
+                }
+                Ok(())
             }
             Operands::Iq2Bn(bytes, row_size, q, heads) => {
-                let w = Iq2BnRow::from_bytes(&bytes[r * row_size..(r + 1) * row_size], k)?;
-                let a = Q8K64Row::new(heads[t], &q[t * k..(t + 1) * k])?;
-                vec_dot_iq2_bn_q8_k64(&w, &a)
+                gemm_iq2_bn_q8_k64(&bytes[r0 * row_size..r1 * row_size], q, heads, out)
             }
         }
     }
@@ -422,32 +450,17 @@ pub(crate) fn matmul(
     };
     // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
     let rows_per_task = n.div_ceil(rayon::current_num_threads() * 8).max(4);
-    if n_tok == 1 {
-        out[..n]
-            .par_chunks_mut(rows_per_task)
-            .enumerate()
-            .try_for_each(|(c, o)| {
-                // Shape: o: (rows,) outputs of rows c·rows_per_task.. for the one token.
-                for (i, y) in o.iter_mut().enumerate() {
-                    *y = ops.dot(c * rows_per_task + i, 0, k)?;
-                }
-                Ok(())
-            })
-            .map_err(kerr)?;
+    // Shape: dst (n, n_tok), weight row-major; for one token that is `out` itself.
+    let dst = if n_tok == 1 {
+        &mut out[..n]
     } else {
-        tmp[..n * n_tok]
-            .par_chunks_mut(rows_per_task * n_tok)
-            .enumerate()
-            .try_for_each(|(c, o)| {
-                // Shape: o: (rows, n_tok), weight row-major.
-                for (i, row) in o.chunks_exact_mut(n_tok).enumerate() {
-                    for (t, y) in row.iter_mut().enumerate() {
-                        *y = ops.dot(c * rows_per_task + i, t, k)?;
-                    }
-                }
-                Ok(())
-            })
-            .map_err(kerr)?;
+        &mut tmp[..n * n_tok]
+    };
+    dst.par_chunks_mut(rows_per_task * n_tok)
+        .enumerate()
+        .try_for_each(|(c, o)| ops.rows(c * rows_per_task, n_tok, k, o))
+        .map_err(kerr)?;
+    if n_tok > 1 {
         for (t, orow) in out[..n_tok * n].chunks_exact_mut(n).enumerate() {
             for (r, y) in orow.iter_mut().enumerate() {
                 *y = tmp[r * n_tok + t];
