@@ -175,7 +175,18 @@ impl TernaryBlock for BlockTQ1_0 {
         let b23 = mul3_epi8(mul3_epi8(b01));
         let b4 = mul3_epi8(mul3_epi8(b23));
         let b4h = _mm256_inserti128_si256::<1>(b4, qh_scaled(self.qh));
-        [a0, a1, a2, a3, a4, b01, b23, b4h].map(|v| top_trit(v))
+        // Spelled out rather than `.map(..)`: a closure is compiled without AVX2, so
+        // `top_trit` would not inline into it (a call per chunk, 15× slower).
+        [
+            top_trit(a0),
+            top_trit(a1),
+            top_trit(a2),
+            top_trit(a3),
+            top_trit(a4),
+            top_trit(b01),
+            top_trit(b23),
+            top_trit(b4h),
+        ]
     }
 }
 
