@@ -271,7 +271,7 @@ pub fn gemm_iq2_bn_q8_k64_with(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let n_tok = heads.len();
-    let k = if n_tok == 0 { 0 } else { q.len() / n_tok };
+    let k = q.len().checked_div(n_tok).unwrap_or(0);
     crate::q8_k64::check_row_len(k)?;
     let row_size = iq2_bn_row_size(k)?;
     if !w.len().is_multiple_of(row_size) {
