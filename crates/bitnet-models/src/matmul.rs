@@ -232,42 +232,90 @@ impl Activations {
             tensor: w.to_owned(),
             source,
         };
+        // Rows are independent: a prompt's rows are quantized in parallel.
         match kind {
-            ActKind::F32 => {}
-            ActKind::F16 => f32_to_f16_row(x, &mut self.f16[..n]).map_err(kerr)?,
-            ActKind::Bf16 => f32_to_bf16_row(x, &mut self.bf16[..n]).map_err(kerr)?,
-            ActKind::Q8_0 => quantize_row_q8_0_x86(x, &mut self.q8_0[..n / QK8_0]).map_err(kerr)?,
-            ActKind::Q8_1 => quantize_row_q8_1_x86(x, &mut self.q8_1[..n / QK8_0]).map_err(kerr)?,
+            ActKind::F32 => Ok(()),
+            ActKind::F16 => by_rows(x, k, &mut self.f16[..n], k, f32_to_f16_row),
+            ActKind::Bf16 => by_rows(x, k, &mut self.bf16[..n], k, f32_to_bf16_row),
+            ActKind::Q8_0 => by_rows(
+                x,
+                k,
+                &mut self.q8_0[..n / QK8_0],
+                k / QK8_0,
+                quantize_row_q8_0_x86,
+            ),
+            ActKind::Q8_1 => by_rows(
+                x,
+                k,
+                &mut self.q8_1[..n / QK8_0],
+                k / QK8_0,
+                quantize_row_q8_1_x86,
+            ),
             ActKind::Q8K => {
                 let y = &mut self.q8k[..n / QK_K];
                 match q8k {
-                    Q8KRounding::Ref => quantize_row_q8_k(x, y),
-                    Q8KRounding::FmaContracted => quantize_row_q8_k_fma(x, y),
-                }
-                .map_err(kerr)?
-            }
-            ActKind::I8s => {
-                for ((xr, qr), m) in x
-                    .chunks_exact(k)
-                    .zip(self.i8s.chunks_exact_mut(k))
-                    .zip(&mut self.i8s_meta)
-                {
-                    *m = quantize_row_i8_s(xr, qr).map_err(kerr)?;
+                    Q8KRounding::Ref => by_rows(x, k, y, k / QK_K, quantize_row_q8_k),
+                    Q8KRounding::FmaContracted => by_rows(x, k, y, k / QK_K, quantize_row_q8_k_fma),
                 }
             }
-            ActKind::Q8K64 => {
-                for ((xr, qr), h) in x
-                    .chunks_exact(k)
-                    .zip(self.q8k64.chunks_exact_mut(k))
-                    .zip(&mut self.q8k64_head)
-                {
-                    *h = quantize_row_q8_k64(xr, qr).map_err(kerr)?;
-                }
-            }
+            ActKind::I8s => by_rows_with_header(
+                x,
+                k,
+                &mut self.i8s[..n],
+                &mut self.i8s_meta[..n_tok],
+                quantize_row_i8_s,
+            ),
+            ActKind::Q8K64 => by_rows_with_header(
+                x,
+                k,
+                &mut self.q8k64[..n],
+                &mut self.q8k64_head[..n_tok],
+                quantize_row_q8_k64,
+            ),
         }
+        .map_err(kerr)?;
         self.valid[kind.index()] = true;
         Ok(())
     }
+}
+
+/// `f(x row, y row)` for each row of `k` inputs and `per` outputs, rows in parallel when
+/// there are several.
+fn by_rows<T: Send>(
+    x: &[f32],
+    k: usize,
+    y: &mut [T],
+    per: usize,
+    f: impl Fn(&[f32], &mut [T]) -> Result<(), KernelError> + Sync,
+) -> Result<(), KernelError> {
+    if x.len() == k {
+        return f(x, y);
+    }
+    x.par_chunks(k)
+        .zip(y.par_chunks_mut(per))
+        .try_for_each(|(xr, yr)| f(xr, yr))
+}
+
+/// [`by_rows`] for per-row formats that return a row header (I8_S, Q8_K64): `k` quants and
+/// one header per row.
+fn by_rows_with_header<H: Send>(
+    x: &[f32],
+    k: usize,
+    q: &mut [i8],
+    heads: &mut [H],
+    f: impl Fn(&[f32], &mut [i8]) -> Result<H, KernelError> + Sync,
+) -> Result<(), KernelError> {
+    if let [h] = heads {
+        *h = f(x, q)?;
+        return Ok(());
+    }
+    x.par_chunks(k)
+        .zip(q.par_chunks_mut(k))
+        .zip(heads.par_iter_mut())
+        .try_for_each(|((xr, qr), h)| {
+            *h = f(xr, qr)?;
+            Ok(())
+        })
 }
 
 /// Typed views of one weight tensor and its prepared activations.
@@ -368,9 +416,11 @@ impl Operands<'_> {
                 let blocks = w.rows(r0..r1).unwrap_or_default();
                 // The integer sums land in `out`'s bytes, then become floats in place.
                 gemm_i2_s_i8_s(blocks, q, n_tok, bytemuck::cast_slice_mut(out))?;
-                for (i, y) in out.iter_mut().enumerate() {
-                    let sumi = y.to_bits() as i32;
-                    *y = i2_s_dot_to_f32(sumi, &meta[i % n_tok], w.scale());
+                for row in out.chunks_exact_mut(n_tok) {
+                    for (y, m) in row.iter_mut().zip(meta.iter()) {
+                        let sumi = y.to_bits() as i32;
+                        *y = i2_s_dot_to_f32(sumi, m, w.scale());
+                    }
                 }
                 Ok(())
             }
@@ -461,14 +511,27 @@ pub(crate) fn matmul(
         .try_for_each(|(c, o)| ops.rows(c * rows_per_task, n_tok, k, o))
         .map_err(kerr)?;
     if n_tok > 1 {
-        for (t, orow) in out[..n_tok * n].chunks_exact_mut(n).enumerate() {
-            for (r, y) in orow.iter_mut().enumerate() {
-                *y = tmp[r * n_tok + t];
-            }
-        }
+        // (n, n_tok) → (n_tok, n) in bands of tokens: each band reads one short run of
+        // `tmp` per weight row and writes its own rows of `out`.
+        out[..n_tok * n]
+            .par_chunks_mut(TRANSPOSE_BAND * n)
+            .enumerate()
+            .for_each(|(b, band)| {
+                let t0 = b * TRANSPOSE_BAND;
+                let rows = band.len() / n;
+                for (r, src) in tmp[..n * n_tok].chunks_exact(n_tok).enumerate() {
+                    for (j, &v) in src[t0..t0 + rows].iter().enumerate() {
+                        band[j * n + r] = v;
+                    }
+                }
+            });
     }
     Ok(())
 }
+
+/// Tokens per band of the output transposition: 16 floats are one 64-byte cache line of a
+/// weight row's outputs.
+const TRANSPOSE_BAND: usize = 16;
 
 /// Multiplies a matmul output by the weight's `.scale`, if it has one (`ggml_mul` with a
 /// `{1}` tensor). out: (n_tok, n).
