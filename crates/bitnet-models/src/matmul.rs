@@ -37,9 +37,9 @@ use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header};
 use bitnet_kernels::tq1_0::{gemm_tq1_0_q8_k, BlockTQ1_0};
 use bitnet_kernels::tq2_0::{gemm_tq2_0_q8_k, BlockTQ2_0};
 use bitnet_kernels::KernelError;
+use bitnet_pool::Pool;
 use bytemuck::Zeroable;
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use crate::model::Numerics;
 use crate::ops::{FloatDot, Q8KRounding};
@@ -222,6 +222,7 @@ impl Activations {
         n_tok: usize,
         k: usize,
         w: &str,
+        pool: &Pool,
     ) -> Result<(), ModelError> {
         if self.valid[kind.index()] {
             return Ok(());
@@ -235,9 +236,10 @@ impl Activations {
         // Rows are independent: a prompt's rows are quantized in parallel.
         match kind {
             ActKind::F32 => Ok(()),
-            ActKind::F16 => by_rows(x, k, &mut self.f16[..n], k, f32_to_f16_row),
-            ActKind::Bf16 => by_rows(x, k, &mut self.bf16[..n], k, f32_to_bf16_row),
+            ActKind::F16 => by_rows(pool, x, k, &mut self.f16[..n], k, f32_to_f16_row),
+            ActKind::Bf16 => by_rows(pool, x, k, &mut self.bf16[..n], k, f32_to_bf16_row),
             ActKind::Q8_0 => by_rows(
+                pool,
                 x,
                 k,
                 &mut self.q8_0[..n / QK8_0],
@@ -245,6 +247,7 @@ impl Activations {
                 quantize_row_q8_0_x86,
             ),
             ActKind::Q8_1 => by_rows(
+                pool,
                 x,
                 k,
                 &mut self.q8_1[..n / QK8_0],
@@ -254,11 +257,14 @@ impl Activations {
             ActKind::Q8K => {
                 let y = &mut self.q8k[..n / QK_K];
                 match q8k {
-                    Q8KRounding::Ref => by_rows(x, k, y, k / QK_K, quantize_row_q8_k),
-                    Q8KRounding::FmaContracted => by_rows(x, k, y, k / QK_K, quantize_row_q8_k_fma),
+                    Q8KRounding::Ref => by_rows(pool, x, k, y, k / QK_K, quantize_row_q8_k),
+                    Q8KRounding::FmaContracted => {
+                        by_rows(pool, x, k, y, k / QK_K, quantize_row_q8_k_fma)
+                    }
                 }
             }
             ActKind::I8s => by_rows_with_header(
+                pool,
                 x,
                 k,
                 &mut self.i8s[..n],
@@ -266,6 +272,7 @@ impl Activations {
                 quantize_row_i8_s,
             ),
             ActKind::Q8K64 => by_rows_with_header(
+                pool,
                 x,
                 k,
                 &mut self.q8k64[..n],
@@ -282,6 +289,7 @@ impl Activations {
 /// `f(x row, y row)` for each row of `k` inputs and `per` outputs, rows in parallel when
 /// there are several.
 fn by_rows<T: Send>(
+    pool: &Pool,
     x: &[f32],
     k: usize,
     y: &mut [T],
@@ -291,14 +299,13 @@ fn by_rows<T: Send>(
     if x.len() == k {
         return f(x, y);
     }
-    x.par_chunks(k)
-        .zip(y.par_chunks_mut(per))
-        .try_for_each(|(xr, yr)| f(xr, yr))
+    pool.try_for_each(x.chunks(k).zip(y.chunks_mut(per)), |(xr, yr)| f(xr, yr))
 }
 
 /// [`by_rows`] for per-row formats that return a row header (I8_S, Q8_K64): `k` quants and
 /// one header per row.
 fn by_rows_with_header<H: Send>(
+    pool: &Pool,
     x: &[f32],
     k: usize,
     q: &mut [i8],
@@ -309,13 +316,11 @@ fn by_rows_with_header<H: Send>(
         *h = f(x, q)?;
         return Ok(());
     }
-    x.par_chunks(k)
-        .zip(q.par_chunks_mut(k))
-        .zip(heads.par_iter_mut())
-        .try_for_each(|((xr, qr), h)| {
-            *h = f(xr, qr)?;
-            Ok(())
-        })
+    let rows = x.chunks(k).zip(q.chunks_mut(k)).zip(heads.iter_mut());
+    pool.try_for_each(rows, |((xr, qr), h)| {
+        *h = f(xr, qr)?;
+        Ok(())
+    })
 }
 
 /// Typed views of one weight tensor and its prepared activations.
@@ -449,6 +454,7 @@ pub(crate) fn matmul(
     out: &mut [f32],
     tmp: &mut [f32],
     numerics: &Numerics,
+    pool: &Pool,
 ) -> Result<(), ModelError> {
     let (k, n) = (w.k, w.n);
     let ik = numerics.float_dot == FloatDot::IkGemm;
@@ -458,7 +464,7 @@ pub(crate) fn matmul(
     } else {
         w.act
     };
-    acts.prepare(act, numerics.q8k, x, n_tok, k, &w.name)?;
+    acts.prepare(act, numerics.q8k, x, n_tok, k, &w.name, pool)?;
     let bytes = file.tensor_data(&w.info);
     let nk = n_tok * k;
     let ops = match w.info.ggml_type {
@@ -499,32 +505,31 @@ pub(crate) fn matmul(
         source,
     };
     // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
-    let rows_per_task = n.div_ceil(rayon::current_num_threads() * 8).max(4);
+    let rows_per_task = n.div_ceil(pool.threads() * 8).max(4);
     // Shape: dst (n, n_tok), weight row-major; for one token that is `out` itself.
     let dst = if n_tok == 1 {
         &mut out[..n]
     } else {
         &mut tmp[..n * n_tok]
     };
-    dst.par_chunks_mut(rows_per_task * n_tok)
-        .enumerate()
-        .try_for_each(|(c, o)| ops.rows(c * rows_per_task, n_tok, k, o))
-        .map_err(kerr)?;
+    pool.try_for_each(
+        dst.chunks_mut(rows_per_task * n_tok).enumerate(),
+        |(c, o)| ops.rows(c * rows_per_task, n_tok, k, o),
+    )
+    .map_err(kerr)?;
     if n_tok > 1 {
         // (n, n_tok) → (n_tok, n) in bands of tokens: each band reads one short run of
         // `tmp` per weight row and writes its own rows of `out`.
-        out[..n_tok * n]
-            .par_chunks_mut(TRANSPOSE_BAND * n)
-            .enumerate()
-            .for_each(|(b, band)| {
-                let t0 = b * TRANSPOSE_BAND;
-                let rows = band.len() / n;
-                for (r, src) in tmp[..n * n_tok].chunks_exact(n_tok).enumerate() {
-                    for (j, &v) in src[t0..t0 + rows].iter().enumerate() {
-                        band[j * n + r] = v;
-                    }
+        let bands = out[..n_tok * n].chunks_mut(TRANSPOSE_BAND * n).enumerate();
+        pool.for_each(bands, |(b, band)| {
+            let t0 = b * TRANSPOSE_BAND;
+            let rows = band.len() / n;
+            for (r, src) in tmp[..n * n_tok].chunks_exact(n_tok).enumerate() {
+                for (j, &v) in src[t0..t0 + rows].iter().enumerate() {
+                    band[j * n + r] = v;
                 }
-            });
+            }
+        });
     }
     Ok(())
 }
