@@ -221,18 +221,13 @@ impl Activations {
         x: &[f32],
         n_tok: usize,
         k: usize,
-        w: &str,
         pool: &Pool,
-    ) -> Result<(), ModelError> {
+    ) -> Result<(), KernelError> {
         if self.valid[kind.index()] {
             return Ok(());
         }
         let n = n_tok * k;
         let x = &x[..n];
-        let kerr = |source: KernelError| ModelError::Kernel {
-            tensor: w.to_owned(),
-            source,
-        };
         // Rows are independent: a prompt's rows are quantized in parallel.
         match kind {
             ActKind::F32 => Ok(()),
@@ -279,8 +274,7 @@ impl Activations {
                 &mut self.q8k64_head[..n_tok],
                 quantize_row_q8_k64,
             ),
-        }
-        .map_err(kerr)?;
+        }?;
         self.valid[kind.index()] = true;
         Ok(())
     }
@@ -464,7 +458,12 @@ pub(crate) fn matmul(
     } else {
         w.act
     };
-    acts.prepare(act, numerics.q8k, x, n_tok, k, &w.name, pool)?;
+    let kerr = |source| ModelError::Kernel {
+        tensor: w.name.clone(),
+        source,
+    };
+    acts.prepare(act, numerics.q8k, x, n_tok, k, pool)
+        .map_err(kerr)?;
     let bytes = file.tensor_data(&w.info);
     let nk = n_tok * k;
     let ops = match w.info.ggml_type {
@@ -499,10 +498,6 @@ pub(crate) fn matmul(
                 role: "a matmul weight",
             })
         }
-    };
-    let kerr = |source| ModelError::Kernel {
-        tensor: w.name.clone(),
-        source,
     };
     // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
     let rows_per_task = n.div_ceil(pool.threads() * 8).max(4);
