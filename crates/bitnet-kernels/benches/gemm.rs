@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16};
+use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16_f32};
 use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, BlockI2s, QK_I2_S};
 use bitnet_kernels::iq2_bn::{gemm_iq2_bn_q8_k64, iq2_bn_row_size};
 use bitnet_kernels::q8_k::{quantize_row_q8_k, BlockQ8K, SumOrder, QK_K};
@@ -137,13 +137,15 @@ fn main() {
     let p = best(|| gemm_iq2_bn_q8_k64(&wb, &qs, &heads, &mut out).expect("shape"));
     report("IQ2_BN", wb.len(), d, p);
 
-    // F16 head rows × F16 activations (decode only: the head runs for one token).
+    // F16 head rows × F16-rounded activations held as f32, the engine's output-head path
+    // (decode only: the head runs for one token).
     let wf: Vec<f16> = floats(ROWS * K, 8).into_iter().map(f16::from_f32).collect();
     let mut af = vec![f16::ZERO; K];
     f32_to_f16_row(&floats(K, 9), &mut af).expect("same length");
+    let aw: Vec<f32> = af.iter().map(|h| h.to_f32()).collect();
     let d = best(|| {
         for (r, o) in wf.chunks_exact(K).zip(out.iter_mut()) {
-            *o = vec_dot_f16(SumOrder::GgmlAvx2, r, &af).expect("same length");
+            *o = vec_dot_f16_f32(SumOrder::GgmlAvx2, r, &aw).expect("same length");
         }
         black_box(&out);
     });

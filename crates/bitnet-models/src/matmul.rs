@@ -22,7 +22,7 @@
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::float::{
-    f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16, vec_dot_f32,
+    f16_to_f32_row, f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16_f32, vec_dot_f32,
 };
 use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, i2_s_dot_to_f32, I2sTensor};
 use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
@@ -168,6 +168,10 @@ impl Linear {
 pub struct Activations {
     valid: [bool; ActKind::ALL.len()],
     f16: Vec<f16>,
+    /// The F16 activations widened back to f32 (exactly), so that the dot of each weight
+    /// row (the output head's 128k rows) does not convert them again: the same products
+    /// and sums as ggml's F16 · F16 dot, bit for bit.
+    f16_wide: Vec<f32>,
     bf16: Vec<bf16>,
     q8_0: Vec<BlockQ8_0>,
     q8_1: Vec<BlockQ8_1>,
@@ -197,6 +201,7 @@ impl Activations {
         Activations {
             valid: [false; ActKind::ALL.len()],
             f16: vec![f16::ZERO; sized(ActKind::F16, n)],
+            f16_wide: vec![0.0; sized(ActKind::F16, n)],
             bf16: vec![bf16::ZERO; sized(ActKind::Bf16, n)],
             q8_0: vec![BlockQ8_0::zeroed(); sized(ActKind::Q8_0, n / QK8_0)],
             q8_1: vec![BlockQ8_1::zeroed(); sized(ActKind::Q8_1, n / QK8_0)],
@@ -231,7 +236,8 @@ impl Activations {
         // Rows are independent: a prompt's rows are quantized in parallel.
         match kind {
             ActKind::F32 => Ok(()),
-            ActKind::F16 => by_rows(pool, x, k, &mut self.f16[..n], k, f32_to_f16_row),
+            ActKind::F16 => by_rows(pool, x, k, &mut self.f16[..n], k, f32_to_f16_row)
+                .and_then(|()| f16_to_f32_row(&self.f16[..n], &mut self.f16_wide[..n])),
             ActKind::Bf16 => by_rows(pool, x, k, &mut self.bf16[..n], k, f32_to_bf16_row),
             ActKind::Q8_0 => by_rows(
                 pool,
@@ -320,7 +326,8 @@ fn by_rows_with_header<H: Send>(
 /// Typed views of one weight tensor and its prepared activations.
 enum Operands<'a> {
     F32(&'a [f32], &'a [f32]),
-    F16(&'a [f16], &'a [f16]),
+    /// F16 weights and the F16-rounded activations as f32 (see `Activations::f16_wide`).
+    F16(&'a [f16], &'a [f32]),
     IkF32(&'a [f32], &'a [f32]),
     IkF16(&'a [f16], &'a [f32]),
     Bf16(&'a [bf16], &'a [bf16]),
@@ -377,7 +384,7 @@ impl Operands<'_> {
             }),
             Operands::F16(w, a) => each_dot(r0, n_tok, out, |r, t| {
                 let (w, a) = row_pair(w, a, r, t, k);
-                vec_dot_f16(order, w, a)
+                vec_dot_f16_f32(order, w, a)
             }),
             Operands::IkF32(w, a) => each_dot(r0, n_tok, out, |r, t| {
                 let (w, a) = row_pair(w, a, r, t, k);
@@ -470,7 +477,7 @@ pub(crate) fn matmul(
         GgmlType::F32 if ik => Operands::IkF32(cast(bytes), &x[..nk]),
         GgmlType::F16 if ik => Operands::IkF16(cast(bytes), &x[..nk]),
         GgmlType::F32 => Operands::F32(cast(bytes), &x[..nk]),
-        GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16[..nk]),
+        GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16_wide[..nk]),
         GgmlType::BF16 => Operands::Bf16(cast(bytes), &acts.bf16[..nk]),
         GgmlType::Q8_0 => Operands::Q8_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
         GgmlType::Q4_0 => Operands::Q4_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
