@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Determinism: every logit is computed by one thread (threads split matmul rows, never a
-//! sum), so results are identical for any thread count (`BITNET_THREADS`, or rayon's
+//! sum), so results are identical for any thread count (`BITNET_THREADS`, else
 //! `RAYON_NUM_THREADS`) and for any batch split. Sampling draws from a seeded SplitMix64
 //! stream: [`SamplingParams::from_env`] reads `BITNET_SEED`, and `BITNET_DETERMINISTIC=1`
 //! fixes the seed (42) when none is given.

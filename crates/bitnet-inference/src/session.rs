@@ -7,9 +7,12 @@ use bitnet_models::{CaptureFn, Logits, Model, Numerics, State};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::InferenceError;
 
-/// Environment variable giving the number of worker threads (else rayon's default, which
-/// honours `RAYON_NUM_THREADS`). Results never depend on it.
+/// Environment variable giving the number of worker threads (else `RAYON_NUM_THREADS`, the
+/// variable users of rayon-based engines know, else every CPU). Results never depend on it.
 pub const THREADS_ENV: &str = "BITNET_THREADS";
+
+/// Fallback thread-count variable, read when [`THREADS_ENV`] is unset.
+pub const RAYON_THREADS_ENV: &str = "RAYON_NUM_THREADS";
 
 /// How a session is created.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,7 +24,8 @@ pub struct SessionConfig {
     pub n_batch: usize,
     /// Which reference's arithmetic to follow (KV type, ...).
     pub numerics: Numerics,
-    /// Worker threads; `None` reads [`THREADS_ENV`], then falls back to rayon's global pool.
+    /// Threads of the session's pool; `None` reads [`THREADS_ENV`], then
+    /// [`RAYON_THREADS_ENV`], then uses every CPU.
     pub threads: Option<usize>,
 }
 
@@ -77,37 +81,27 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
-/// A model with its run state (KV cache, scratch) and thread pool.
+/// A model with its run state (KV cache, scratch, thread pool).
 #[derive(Debug)]
 pub struct Session<'m> {
     model: &'m Model,
     state: State,
-    pool: Option<rayon::ThreadPool>,
 }
 
 impl<'m> Session<'m> {
     /// Allocates the KV cache and scratch for `config`.
     pub fn new(model: &'m Model, config: &SessionConfig) -> Result<Session<'m>, InferenceError> {
         let threads = match config.threads {
-            Some(n) => Some(n),
+            Some(n) => n,
             None => threads_from_env()?,
         };
-        let pool = match threads {
-            Some(0) => {
-                return Err(InferenceError::InvalidArgument(
-                    "thread count must be positive".into(),
-                ))
-            }
-            Some(n) => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .map_err(|e| InferenceError::InvalidArgument(format!("thread pool: {e}")))?,
-            ),
-            None => None,
-        };
-        let state = model.new_state(config.n_ctx, config.n_batch, config.numerics)?;
-        Ok(Session { model, state, pool })
+        if threads == 0 {
+            return Err(InferenceError::InvalidArgument(
+                "thread count must be positive".into(),
+            ));
+        }
+        let state = model.new_state(config.n_ctx, config.n_batch, config.numerics, threads)?;
+        Ok(Session { model, state })
     }
 
     pub fn model(&self) -> &'m Model {
@@ -156,17 +150,6 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// Runs `f` on the session's pool (or the global one).
-    fn run<T>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> T + Send) -> T
-    where
-        T: Send,
-    {
-        match pool {
-            Some(p) => p.install(f),
-            None => f(),
-        }
-    }
-
     /// Evaluates `tokens` after the cached positions and returns the logits of every
     /// position, row-major `(tokens.len(), n_vocab)`.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>, InferenceError> {
@@ -183,16 +166,10 @@ impl<'m> Session<'m> {
         self.check_fits(tokens.len())?;
         let nv = self.n_vocab();
         let mut out = Vec::with_capacity(tokens.len() * nv);
-        let (model, pool) = (self.model, self.pool.as_ref());
         for chunk in tokens.chunks(self.state.n_batch()) {
-            let state = &mut self.state;
             let h = hook.as_deref_mut();
-            let logits = Self::run(pool, || {
-                model
-                    .forward(state, chunk, Logits::All, h)
-                    .map(<[f32]>::to_vec)
-            })?;
-            out.extend_from_slice(&logits);
+            let logits = self.model.forward(&mut self.state, chunk, Logits::All, h)?;
+            out.extend_from_slice(logits);
         }
         Ok(out)
     }
@@ -201,21 +178,16 @@ impl<'m> Session<'m> {
     /// generation; skips the output head for the other positions). Allocation-free.
     pub fn eval_last(&mut self, tokens: &[u32]) -> Result<&[f32], InferenceError> {
         self.check_fits(tokens.len())?;
-        let (model, pool) = (self.model, self.pool.as_ref());
         let n_batch = self.state.n_batch();
         // Every chunk but the one holding the last token; the KV cache is all they leave.
         let split = (tokens.len() - 1) / n_batch * n_batch;
         for chunk in tokens[..split].chunks(n_batch) {
-            let state = &mut self.state;
-            Self::run(pool, || {
-                model.forward(state, chunk, Logits::Last, None).map(drop)
-            })?;
+            self.model
+                .forward(&mut self.state, chunk, Logits::Last, None)?;
         }
-        let state = &mut self.state;
-        let tail = &tokens[split..];
-        Ok(Self::run(pool, || {
-            model.forward(state, tail, Logits::Last, None)
-        })?)
+        Ok(self
+            .model
+            .forward(&mut self.state, &tokens[split..], Logits::Last, None)?)
     }
 
     /// Decodes one token (incremental, reusing the KV cache) and returns its logits.
@@ -279,11 +251,17 @@ pub fn eval_logits_once(
     Session::new(&model, &config)?.eval(tokens)
 }
 
-fn threads_from_env() -> Result<Option<usize>, InferenceError> {
-    match std::env::var(THREADS_ENV) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<usize>().map(Some).map_err(|_| {
-            InferenceError::InvalidArgument(format!("{THREADS_ENV}={v:?} is not a count"))
-        }),
-        _ => Ok(None),
+/// The thread count from [`THREADS_ENV`], else [`RAYON_THREADS_ENV`], else every CPU.
+fn threads_from_env() -> Result<usize, InferenceError> {
+    for var in [THREADS_ENV, RAYON_THREADS_ENV] {
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => {
+                return v.trim().parse::<usize>().map_err(|_| {
+                    InferenceError::InvalidArgument(format!("{var}={v:?} is not a count"))
+                })
+            }
+            _ => {}
+        }
     }
+    Ok(std::thread::available_parallelism().map_or(1, usize::from))
 }

@@ -74,6 +74,30 @@ pub fn avx2_supported() -> bool {
     }
 }
 
+/// Runs `f` inside a function compiled for AVX2 and FMA when the CPU has them, so that once
+/// `f` is inlined there, its `f32::mul_add` is one `vfmadd` instead of a call into libm's
+/// `fmaf`. The result is the same either way (`mul_add` is an exact fused multiply-add on
+/// every target); only the speed changes. For element-wise float loops outside the kernels.
+#[inline]
+pub fn with_fma<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_supported() {
+        // SAFETY: AVX2, FMA and F16C were detected on this CPU.
+        return unsafe { call_with_fma(f) };
+    }
+    f()
+}
+
+/// `f()` compiled with FMA enabled (see [`with_fma`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn call_with_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -405,7 +405,10 @@ pub fn vec_dot_f16_f32_with(
 /// F16 weights · F32 activations without rounding the activations to F16, in `order`, on
 /// [`Isa::best`]. Not a ggml pairing (ggml rounds them first, see [`vec_dot_f16`]); it sums
 /// in ggml's F16 order, so when every activation is exactly representable in f16 the result
-/// equals [`vec_dot_f16`]'s. Errors when lengths differ.
+/// equals [`vec_dot_f16`]'s bit for bit. The engine's F16 matmuls (the tied output head)
+/// round the activations to f16 once, widen them back, and call this for every weight row:
+/// ggml's result without converting the activations again per row. Errors when lengths
+/// differ.
 pub fn vec_dot_f16_f32(order: SumOrder, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
     vec_dot_f16_f32_with(Isa::best(), order, x, y)
 }

@@ -15,6 +15,7 @@
 //!   `((float)sumi - (float)Σq) / act_scale * w_scale` ([`i2_s_dot_to_f32`]).
 
 use crate::cpu::Isa;
+use crate::gemm::GemmShape;
 use crate::i8_s::I8sRowMeta;
 use crate::KernelError;
 use bitnet_gguf::GgmlType;
@@ -187,9 +188,15 @@ impl<'a> I2sTensor<'a> {
 
     /// The blocks of row `r`, or `None` if `r` is out of range.
     pub fn row(&self, r: usize) -> Option<&'a [BlockI2s]> {
+        self.rows(r..r.checked_add(1)?)
+    }
+
+    /// The blocks of rows `range` (consecutive), or `None` if it is out of range.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Option<&'a [BlockI2s]> {
         let per_row = self.n_per_row / QK_I2_S;
-        let start = r.checked_mul(per_row)?;
-        self.blocks.get(start..start.checked_add(per_row)?)
+        let start = range.start.checked_mul(per_row)?;
+        let end = range.end.checked_mul(per_row)?;
+        self.blocks.get(start..end)
     }
 
     /// Expands the whole tensor to f32 (`out.len()` = rows × n_per_row).
@@ -264,28 +271,63 @@ pub fn vec_dot_i2_s_i8_s_generic(w: &[BlockI2s], q: &[i8]) -> Result<i32, Kernel
 
 /// [`vec_dot_i2_s_i8_s_generic`] on the given ISA (scalar if `isa` is not supported here).
 pub fn vec_dot_i2_s_i8_s_with(isa: Isa, w: &[BlockI2s], q: &[i8]) -> Result<i32, KernelError> {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
-            check_lengths(w, q.len(), "activations")?;
-            // 128 activations per block, viewed as 4 × 32 for the vector loads.
-            let qv: &[[[i8; 32]; 4]] =
-                bytemuck::try_cast_slice(q).map_err(|_| KernelError::NotBlockMultiple {
-                    format: GgmlType::I2_S,
-                    len: q.len(),
-                    block: QK_I2_S,
-                })?;
-            // SAFETY: `Isa::Avx2.is_supported()` (AVX2, FMA, F16C detected) was checked by
-            // the match guard; `qv` has one entry per block of `w` (check_lengths).
-            Ok(unsafe { avx2::vec_dot_i2_s_i8_s(w, qv) })
-        }
-        _ => vec_dot_i2_s_i8_s_generic(w, q),
-    }
+    check_lengths(w, q.len(), "activations")?;
+    let mut out = [0i32];
+    gemm_i2_s_i8_s_with(isa, w, q, 1, &mut out)?;
+    Ok(out[0])
 }
 
 /// Σcode·q of an I2_S row against an I8_S row, on the fastest ISA available.
 pub fn vec_dot_i2_s_i8_s(w: &[BlockI2s], q: &[i8]) -> Result<i32, KernelError> {
     vec_dot_i2_s_i8_s_with(Isa::best(), w, q)
+}
+
+/// Σcode·q of every weight row of `w` against every one of the `n_tok` activation rows in
+/// `q` (row-major, `k = q.len() / n_tok`): `out[r · n_tok + t]` is
+/// [`vec_dot_i2_s_i8_s_generic`] of row `r` and activation row `t`, bit for bit (see
+/// [`crate::gemm`]). `w` holds `out.len() / n_tok` rows of `k / 128` blocks.
+pub fn gemm_i2_s_i8_s_with(
+    isa: Isa,
+    w: &[BlockI2s],
+    q: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) -> Result<(), KernelError> {
+    let shape = GemmShape::new(GgmlType::I2_S, w.len(), QK_I2_S, q.len(), out.len(), n_tok)?;
+    let bpr = shape.blocks_per_row(QK_I2_S);
+    if bpr == 0 {
+        out.fill(0);
+        return Ok(());
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            // 128 activations per block, viewed as 4 × 32 for the vector loads.
+            let qv: &[[[i8; 32]; 4]] = bytemuck::cast_slice(q);
+            // SAFETY: `Isa::Avx2.is_supported()` (AVX2, FMA, F16C detected) was checked by
+            // the match guard; the shape check gives `w` rows × bpr blocks and `qv`
+            // n_tok × bpr blocks.
+            unsafe { avx2::gemm(w, qv, bpr, n_tok, out) };
+        }
+        _ => {
+            for (wr, o) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(n_tok)) {
+                for (qr, y) in q.chunks_exact(shape.k).zip(o) {
+                    *y = vec_dot_i2_s_i8_s_generic(wr, qr)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`gemm_i2_s_i8_s_with`] on the fastest ISA available.
+pub fn gemm_i2_s_i8_s(
+    w: &[BlockI2s],
+    q: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) -> Result<(), KernelError> {
+    gemm_i2_s_i8_s_with(Isa::best(), w, q, n_tok, out)
 }
 
 /// bitnet.cpp's matmul epilogue: `((float)sumi - (float)Σq) / act_scale * w_scale`, in f32 and
@@ -298,6 +340,7 @@ pub fn i2_s_dot_to_f32(sumi: i32, act: &I8sRowMeta, w_scale: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use super::{BlockI2s, I16_GROUP_BLOCKS};
+    use crate::gemm::{tiles, TILE_TOKENS};
     use std::arch::x86_64::*;
 
     /// Loads 32 code bytes (no alignment needed).
@@ -316,54 +359,81 @@ pub(crate) mod avx2 {
         unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
     }
 
-    /// Σcode·q with bitnet.cpp's lane layout: per block, the code byte vector is split into
-    /// four 2-bit planes (shifts 6, 4, 2, 0 = elements 0..32, 32..64, 64..96, 96..128) and
-    /// each plane is `maddubs`ed with its 32 activations. maddubs pairs: 2 · 3 · 128 = 768
-    /// fits i16 (codes are masked to 2 bits, so never saturates). The i16 accumulator then
-    /// takes 32 blocks × 4 planes before widening and wraps exactly as the C's does; the
-    /// order of the i16 adds within a run does not matter (addition mod 2^16).
+    /// Every row × every token (see `gemm_i2_s_i8_s_with`): `w` is rows × `bpr` blocks,
+    /// `q` is n_tok × `bpr` blocks of activations, `out` is (rows, n_tok).
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C (`Isa::Avx2.is_supported()`).
+    /// The CPU must support AVX2, FMA and F16C; `w.len() = out.len() / n_tok · bpr`,
+    /// `q.len() = n_tok · bpr`, `bpr > 0`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn vec_dot_i2_s_i8_s(w: &[BlockI2s], q: &[[[i8; 32]; 4]]) -> i32 {
+    pub(super) unsafe fn gemm(
+        w: &[BlockI2s],
+        q: &[[[i8; 32]; 4]],
+        bpr: usize,
+        n_tok: usize,
+        out: &mut [i32],
+    ) {
+        // Shape: w (rows, bpr) blocks; q (n_tok, bpr); out (rows, n_tok).
+        for (wr, o) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(n_tok)) {
+            let act = |t: usize| &q[t * bpr..(t + 1) * bpr];
+            let (full, rest) = tiles(n_tok);
+            for t0 in full {
+                let sums = tile::<TILE_TOKENS>(wr, std::array::from_fn(|i| act(t0 + i)));
+                o[t0..t0 + TILE_TOKENS].copy_from_slice(&sums);
+            }
+            for t in rest {
+                o[t] = tile(wr, [act(t)])[0];
+            }
+        }
+    }
+
+    /// Σcode·q of one weight row against `N` activation rows, with bitnet.cpp's lane layout:
+    /// per block, the code byte vector is split into four 2-bit planes (shifts 6, 4, 2, 0 =
+    /// elements 0..32, 32..64, 64..96, 96..128), decoded once, and each plane is `maddubs`ed
+    /// with each row's 32 activations. maddubs pairs: 2 · 3 · 128 = 768 fits i16 (codes are
+    /// masked to 2 bits, so never saturates). Each row's i16 accumulator takes 32 blocks ×
+    /// 4 planes before widening and wraps exactly as the C's does; the order of the i16
+    /// adds within a run does not matter (addition mod 2^16).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn tile<const N: usize>(w: &[BlockI2s], q: [&[[[i8; 32]; 4]]; N]) -> [i32; N] {
         let mask = _mm256_set1_epi8(3);
         let ones = _mm256_set1_epi16(1);
-        let mut acc32 = _mm256_setzero_si256();
+        let mut acc32 = [_mm256_setzero_si256(); N];
         // Runs of up to 32 blocks (the C's 16-bit accumulation window).
-        for (wg, qg) in w.chunks(I16_GROUP_BLOCKS).zip(q.chunks(I16_GROUP_BLOCKS)) {
-            // Two i16 accumulators (planes 0-1 and planes 2-3) so the loop-carried chain is
-            // one add per block; their sum mod 2^16 equals the C's single accumulator.
-            let mut acc_a = _mm256_setzero_si256();
-            let mut acc_b = _mm256_setzero_si256();
-            for (b, y) in wg.iter().zip(qg) {
+        for start in (0..w.len()).step_by(I16_GROUP_BLOCKS) {
+            let end = (start + I16_GROUP_BLOCKS).min(w.len());
+            let mut acc16 = [_mm256_setzero_si256(); N];
+            for (i, b) in w[start..end].iter().enumerate() {
                 let bits = load_u8x32(&b.qs);
                 let c0 = _mm256_and_si256(_mm256_srli_epi16::<6>(bits), mask);
                 let c1 = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), mask);
                 let c2 = _mm256_and_si256(_mm256_srli_epi16::<2>(bits), mask);
                 let c3 = _mm256_and_si256(bits, mask);
-                let p01 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(c0, load_i8x32(&y[0])),
-                    _mm256_maddubs_epi16(c1, load_i8x32(&y[1])),
-                );
-                let p23 = _mm256_add_epi16(
-                    _mm256_maddubs_epi16(c2, load_i8x32(&y[2])),
-                    _mm256_maddubs_epi16(c3, load_i8x32(&y[3])),
-                );
-                acc_a = _mm256_add_epi16(acc_a, p01);
-                acc_b = _mm256_add_epi16(acc_b, p23);
+                for (acc, qt) in acc16.iter_mut().zip(&q) {
+                    let y = &qt[start + i];
+                    let p01 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(c0, load_i8x32(&y[0])),
+                        _mm256_maddubs_epi16(c1, load_i8x32(&y[1])),
+                    );
+                    let p23 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(c2, load_i8x32(&y[2])),
+                        _mm256_maddubs_epi16(c3, load_i8x32(&y[3])),
+                    );
+                    *acc = _mm256_add_epi16(*acc, _mm256_add_epi16(p01, p23));
+                }
             }
-            let acc16 = _mm256_add_epi16(acc_a, acc_b);
-            // Sign-extend pairs of i16 lanes into i32 (exact).
-            acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, ones));
+            for (a32, a16) in acc32.iter_mut().zip(acc16) {
+                // Sign-extend pairs of i16 lanes into i32 (exact).
+                *a32 = _mm256_add_epi32(*a32, _mm256_madd_epi16(a16, ones));
+            }
         }
-        let s = _mm_add_epi32(
-            _mm256_castsi256_si128(acc32),
-            _mm256_extracti128_si256::<1>(acc32),
-        );
-        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
-        _mm_cvtsi128_si32(s)
+        acc32.map(|v| {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+            _mm_cvtsi128_si32(s)
+        })
     }
 }
 

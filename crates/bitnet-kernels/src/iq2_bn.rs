@@ -30,6 +30,7 @@
 //!   pass the blocks only); ours applies the scale.
 
 use crate::cpu::Isa;
+use crate::gemm::GemmShape;
 use crate::q8_k64::{Q8K64Header, Q8K64Row, Q8_K64_GROUPS, Q8_K64_MIN_K};
 use crate::KernelError;
 use bitnet_gguf::GgmlType;
@@ -239,17 +240,12 @@ pub fn vec_dot_iq2_bn_q8_k64_with(
     w: &Iq2BnRow<'_>,
     a: &Q8K64Row<'_>,
 ) -> Result<f32, KernelError> {
+    check_dot(w, a)?;
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if isa.is_supported() => {
-            check_dot(w, a)?;
             // 64 activations per block, viewed as 2 × 32 for the vector loads.
-            let qv: &[[[i8; 32]; 2]] =
-                bytemuck::try_cast_slice(a.qs()).map_err(|_| KernelError::NotBlockMultiple {
-                    format: GgmlType::Q8_K64,
-                    len: a.k(),
-                    block: QK_IQ2_BN,
-                })?;
+            let qv: &[[[i8; 32]; 2]] = bytemuck::cast_slice(a.qs());
             // SAFETY: `Isa::Avx2.is_supported()` (AVX2, FMA, F16C detected) was checked by
             // the match guard; `qv` has one entry per block of `w` (check_dot).
             Ok(unsafe { avx2::vec_dot(w.d, a.header(), w.blocks, qv) })
@@ -263,9 +259,72 @@ pub fn vec_dot_iq2_bn_q8_k64(w: &Iq2BnRow<'_>, a: &Q8K64Row<'_>) -> Result<f32, 
     vec_dot_iq2_bn_q8_k64_with(Isa::best(), w, a)
 }
 
+/// `out[r · n_tok + t]` = [`vec_dot_iq2_bn_q8_k64_generic`] of weight row `r` and
+/// activation row `t`, bit for bit (see [`crate::gemm`]): `w` is `out.len() / n_tok` rows
+/// in file layout (`4 + k/4` bytes each), `q` holds `n_tok = heads.len()` rows of `k`
+/// quants with their headers.
+pub fn gemm_iq2_bn_q8_k64_with(
+    isa: Isa,
+    w: &[u8],
+    q: &[i8],
+    heads: &[Q8K64Header],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let n_tok = heads.len();
+    let k = q.len().checked_div(n_tok).unwrap_or(0);
+    crate::q8_k64::check_row_len(k)?;
+    let row_size = iq2_bn_row_size(k)?;
+    if !w.len().is_multiple_of(row_size) {
+        return Err(KernelError::NotBlockMultiple {
+            format: GgmlType::IQ2_BN,
+            len: w.len(),
+            block: row_size,
+        });
+    }
+    // Rows are counted in whole row records here.
+    GemmShape::new(
+        GgmlType::IQ2_BN,
+        w.len() / row_size,
+        k,
+        q.len(),
+        out.len(),
+        n_tok,
+    )?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            let qv: &[[[i8; 32]; 2]] = bytemuck::cast_slice(q);
+            // SAFETY: `Isa::Avx2.is_supported()` checked by the match guard; the checks
+            // above give whole rows of `row_size` bytes, n_tok · k/64 activation blocks and
+            // (rows, n_tok) outputs.
+            unsafe { avx2::gemm(w, row_size, qv, heads, out) };
+        }
+        _ => {
+            for (wr, o) in w.chunks_exact(row_size).zip(out.chunks_exact_mut(n_tok)) {
+                let row = Iq2BnRow::from_bytes(wr, k)?;
+                for ((qt, h), y) in q.chunks_exact(k).zip(heads).zip(o) {
+                    *y = vec_dot_iq2_bn_q8_k64_generic(&row, &Q8K64Row::new(*h, qt)?)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`gemm_iq2_bn_q8_k64_with`] on the fastest ISA available.
+pub fn gemm_iq2_bn_q8_k64(
+    w: &[u8],
+    q: &[i8],
+    heads: &[Q8K64Header],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    gemm_iq2_bn_q8_k64_with(Isa::best(), w, q, heads, out)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{finish, BlockIq2Bn};
+    use super::{finish, BlockIq2Bn, IQ2_BN_ROW_PREFIX_BYTES};
+    use crate::gemm::{tiles, TILE_TOKENS};
     use crate::i2_s::avx2::load_i8x32;
     use crate::q8_k64::{Q8K64Header, Q8_K64_GROUPS};
     use std::arch::x86_64::*;
@@ -295,48 +354,91 @@ mod avx2 {
         w: &[BlockIq2Bn],
         q: &[[[i8; 32]; 2]],
     ) -> f32 {
-        finish(d, h, group_sums(w, q))
+        finish(d, h, group_sums(w, [q])[0])
     }
 
-    /// Per-group Σcode·q. The block's bytes are broadcast to both halves and shifted per
-    /// 64-bit lane (0 | 2, then 4 | 6), so after masking to 2 bits the two vectors hold
-    /// elements 0..16 | 16..32 and 32..48 | 48..64 in order — matching the activations'
-    /// natural order without a cross-lane shuffle. Byte p of a 32-element vector is element
+    /// Every row × every token: `w` is whole rows of `row_size` bytes (f32 scale, then
+    /// blocks), `q` is `heads.len()` activation rows of `(row_size - 4) / 16` blocks, `out`
+    /// is (rows, n_tok).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; the lengths are consistent as stated.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gemm(
+        w: &[u8],
+        row_size: usize,
+        q: &[[[i8; 32]; 2]],
+        heads: &[Q8K64Header],
+        out: &mut [f32],
+    ) {
+        let n_tok = heads.len();
+        let nb = (row_size - IQ2_BN_ROW_PREFIX_BYTES) / 16;
+        // Shape: w (rows, row_size) bytes; q (n_tok, nb) blocks; out (rows, n_tok).
+        for (wr, o) in w.chunks_exact(row_size).zip(out.chunks_exact_mut(n_tok)) {
+            let (head, codes) = wr.split_at(IQ2_BN_ROW_PREFIX_BYTES);
+            let d = f32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+            let blocks: &[BlockIq2Bn] = bytemuck::cast_slice(codes);
+            let act = |t: usize| &q[t * nb..(t + 1) * nb];
+            let (full, rest) = tiles(n_tok);
+            for t0 in full {
+                let sums = group_sums::<TILE_TOKENS>(blocks, std::array::from_fn(|i| act(t0 + i)));
+                for (i, s) in sums.into_iter().enumerate() {
+                    o[t0 + i] = finish(d, &heads[t0 + i], s);
+                }
+            }
+            for t in rest {
+                o[t] = finish(d, &heads[t], group_sums(blocks, [act(t)])[0]);
+            }
+        }
+    }
+
+    /// Per-group Σcode·q of one weight row against `N` activation rows. The block's bytes
+    /// are broadcast to both halves and shifted per 64-bit lane (0 | 2, then 4 | 6), so
+    /// after masking to 2 bits the two vectors hold elements 0..16 | 16..32 and 32..48 |
+    /// 48..64 in order — matching the activations' natural order without a cross-lane
+    /// shuffle — decoded once for all `N` rows. Byte p of a 32-element vector is element
     /// p (mod 32), so the i32 lane m produced by `madd` covers group m % 4, and adding the
     /// two 128-bit halves leaves lane g = group g.
-    ///
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn group_sums(w: &[BlockIq2Bn], q: &[[[i8; 32]; 2]]) -> [i32; Q8_K64_GROUPS] {
+    fn group_sums<const N: usize>(
+        w: &[BlockIq2Bn],
+        q: [&[[[i8; 32]; 2]]; N],
+    ) -> [[i32; Q8_K64_GROUPS]; N] {
         let mask = _mm256_set1_epi8(3);
         let ones = _mm256_set1_epi16(1);
         let shift_lo = _mm256_set_epi64x(2, 2, 0, 0);
         let shift_hi = _mm256_set_epi64x(6, 6, 4, 4);
-        let mut acc32 = _mm256_setzero_si256();
-        for (wg, qg) in w.chunks(I16_RUN_BLOCKS).zip(q.chunks(I16_RUN_BLOCKS)) {
-            // One i16 accumulator per half-block keeps the loop-carried chain at one add.
-            let mut acc_lo = _mm256_setzero_si256();
-            let mut acc_hi = _mm256_setzero_si256();
-            for (b, y) in wg.iter().zip(qg) {
+        let mut acc32 = [_mm256_setzero_si256(); N];
+        for start in (0..w.len()).step_by(I16_RUN_BLOCKS) {
+            let end = (start + I16_RUN_BLOCKS).min(w.len());
+            let mut acc16 = [_mm256_setzero_si256(); N];
+            for (i, b) in w[start..end].iter().enumerate() {
                 let bits = broadcast_block(b);
                 let c0 = _mm256_and_si256(_mm256_srlv_epi64(bits, shift_lo), mask);
                 let c1 = _mm256_and_si256(_mm256_srlv_epi64(bits, shift_hi), mask);
-                acc_lo = _mm256_add_epi16(acc_lo, _mm256_maddubs_epi16(c0, load_i8x32(&y[0])));
-                acc_hi = _mm256_add_epi16(acc_hi, _mm256_maddubs_epi16(c1, load_i8x32(&y[1])));
+                for (acc, qt) in acc16.iter_mut().zip(&q) {
+                    let y = &qt[start + i];
+                    let p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(c0, load_i8x32(&y[0])),
+                        _mm256_maddubs_epi16(c1, load_i8x32(&y[1])),
+                    );
+                    *acc = _mm256_add_epi16(*acc, p);
+                }
             }
-            let acc16 = _mm256_add_epi16(acc_lo, acc_hi);
-            acc32 = _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, ones));
+            for (a32, a16) in acc32.iter_mut().zip(acc16) {
+                *a32 = _mm256_add_epi32(*a32, _mm256_madd_epi16(a16, ones));
+            }
         }
-        let s = _mm_add_epi32(
-            _mm256_castsi256_si128(acc32),
-            _mm256_extracti128_si256::<1>(acc32),
-        );
-        [
-            _mm_extract_epi32::<0>(s),
-            _mm_extract_epi32::<1>(s),
-            _mm_extract_epi32::<2>(s),
-            _mm_extract_epi32::<3>(s),
-        ]
+        acc32.map(|v| {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            [
+                _mm_extract_epi32::<0>(s),
+                _mm_extract_epi32::<1>(s),
+                _mm_extract_epi32::<2>(s),
+                _mm_extract_epi32::<3>(s),
+            ]
+        })
     }
 }
 

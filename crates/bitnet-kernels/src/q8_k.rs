@@ -15,6 +15,7 @@
 use bytemuck::Zeroable;
 use half::f16;
 
+use crate::gemm::GemmShape;
 use crate::order::hsum8_ggml;
 use crate::round::nearest_int;
 use crate::{GgmlType, Isa, KernelError};
@@ -243,34 +244,26 @@ pub(crate) fn vec_dot_ternary<B: TernaryBlock>(
         });
     }
     let mut out = [0.0f32];
-    vec_dot_ternary_rows(isa, order, x, y, &mut out)?;
+    gemm_ternary(isa, order, x, y, 1, &mut out)?;
     Ok(out[0])
 }
 
-/// `out[r] = dot(x row r, y)` for `out.len()` consecutive weight rows of `y.len()` blocks
-/// each: `x.len() == out.len() · y.len()`. Runs `isa`'s kernel when the CPU supports it,
-/// the scalar reference otherwise; both give bit-identical results for consistent `bsums`.
-pub(crate) fn vec_dot_ternary_rows<B: TernaryBlock>(
+/// `out[r · n_tok + t]` = dot of weight row `r` with activation row `t`, for the
+/// `out.len() / n_tok` weight rows in `x` and the `n_tok` activation rows in `y`, each of
+/// `y.len() / n_tok` blocks (see [`crate::gemm`]). Runs `isa`'s kernel when the CPU
+/// supports it, the scalar reference otherwise; both give bit-identical results for
+/// consistent `bsums`.
+pub(crate) fn gemm_ternary<B: TernaryBlock>(
     isa: Isa,
     order: SumOrder,
     x: &[B],
     y: &[BlockQ8K],
+    n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let nb = y.len();
-    let whole_rows = if nb == 0 {
-        x.is_empty()
-    } else {
-        x.len().is_multiple_of(nb) && x.len() / nb == out.len()
-    };
-    if !whole_rows {
-        return Err(KernelError::LengthMismatch {
-            format: B::FORMAT,
-            what: "weight blocks (rows × activation blocks)",
-            got: x.len(),
-            expected: out.len().saturating_mul(nb),
-        });
-    }
+    // The shape is counted in blocks (a "row" of nb one-block elements).
+    let shape = GemmShape::new(B::FORMAT, x.len(), 1, y.len(), out.len(), n_tok)?;
+    let nb = shape.k;
     if nb == 0 {
         out.fill(0.0);
         return Ok(());
@@ -278,12 +271,15 @@ pub(crate) fn vec_dot_ternary_rows<B: TernaryBlock>(
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if isa.is_supported() => {
-            // SAFETY: Isa::Avx2.is_supported() checked in the match guard (AVX2, FMA, F16C).
-            unsafe { avx2::dot_rows(order, x, y, out) }
+            // SAFETY: Isa::Avx2.is_supported() checked in the match guard (AVX2, FMA, F16C);
+            // the shape check gives x rows × nb blocks and y n_tok × nb blocks.
+            unsafe { avx2::gemm(order, x, y, nb, n_tok, out) }
         }
         _ => {
-            for (row, o) in x.chunks_exact(nb).zip(out) {
-                *o = dot_row_scalar(order, row, y);
+            for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n_tok)) {
+                for (yt, v) in y.chunks_exact(nb).zip(o) {
+                    *v = dot_row_scalar(order, row, yt);
+                }
             }
         }
     }
@@ -359,25 +355,48 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{block_scale, hsum8_ggml, BlockQ8K, SumOrder, TernaryBlock};
+    use crate::gemm::{tiles, TILE_TOKENS};
 
-    /// Every row of `x` (`out.len()` rows of `y.len()` blocks, `y` non-empty) against `y`.
+    /// Every weight row × every activation row: `x` is rows × `nb` blocks, `y` is
+    /// n_tok × `nb` blocks, `out` is (rows, n_tok).
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
+    /// The CPU must support AVX2, FMA and F16C; `x.len() = out.len() / n_tok · nb`,
+    /// `y.len() = n_tok · nb`, `nb > 0`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_rows<B: TernaryBlock>(
+    pub(super) unsafe fn gemm<B: TernaryBlock>(
         order: SumOrder,
         x: &[B],
         y: &[BlockQ8K],
+        nb: usize,
+        n_tok: usize,
         out: &mut [f32],
     ) {
-        for (row, o) in x.chunks_exact(y.len()).zip(out) {
-            *o = match order {
-                // SAFETY: this function's own precondition (AVX2, FMA, F16C).
-                SumOrder::GgmlGeneric => unsafe { row_generic(row, y) },
-                // SAFETY: as above.
-                SumOrder::GgmlAvx2 => unsafe { row_lanes(row, y) },
-            };
+        // Shape: x (rows, nb); y (n_tok, nb); out (rows, n_tok).
+        for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n_tok)) {
+            let act = |t: usize| &y[t * nb..(t + 1) * nb];
+            match order {
+                SumOrder::GgmlGeneric => {
+                    for (t, v) in o.iter_mut().enumerate() {
+                        // SAFETY: this function's own precondition (AVX2, FMA, F16C).
+                        *v = unsafe { row_generic(row, act(t)) };
+                    }
+                }
+                SumOrder::GgmlAvx2 => {
+                    let (full, rest) = tiles(n_tok);
+                    for t0 in full {
+                        // SAFETY: as above; every activation row has nb blocks.
+                        let sums = unsafe {
+                            tile_lanes::<B, TILE_TOKENS>(row, std::array::from_fn(|i| act(t0 + i)))
+                        };
+                        o[t0..t0 + TILE_TOKENS].copy_from_slice(&sums);
+                    }
+                    for t in rest {
+                        // SAFETY: as above.
+                        o[t] = unsafe { tile_lanes::<B, 1>(row, [act(t)]) }[0];
+                    }
+                }
+            }
         }
     }
 
@@ -397,23 +416,37 @@ mod avx2 {
         sumf
     }
 
-    /// [`SumOrder::GgmlAvx2`]: ggml's lane-wise FMA accumulation and final horizontal sum.
+    /// [`SumOrder::GgmlAvx2`] for one weight row against `N` activation rows: each block's
+    /// codes are decoded once; per activation row, ggml's lane-wise FMA accumulation and
+    /// final horizontal sum.
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
+    /// The CPU must support AVX2, FMA and F16C; every `y[t]` has `x.len()` blocks.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn row_lanes<B: TernaryBlock>(x: &[B], y: &[BlockQ8K]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (xb, yb) in x.iter().zip(y) {
+    unsafe fn tile_lanes<B: TernaryBlock, const N: usize>(
+        x: &[B],
+        y: [&[BlockQ8K]; N],
+    ) -> [f32; N] {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (b, xb) in x.iter().enumerate() {
             // SAFETY: this function's own precondition (AVX2, FMA, F16C).
-            let lanes = unsafe { block_lanes(xb.codes_avx2(), yb) };
-            let d = _mm256_set1_ps(block_scale(xb.scale(), yb.d));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, acc);
+            let codes = unsafe { xb.codes_avx2() };
+            let xd = xb.scale();
+            for (a, yt) in acc.iter_mut().zip(&y) {
+                let yb = &yt[b];
+                // SAFETY: as above.
+                let lanes = unsafe { block_lanes(codes, yb) };
+                let d = _mm256_set1_ps(block_scale(xd, yb.d));
+                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
+            }
         }
-        let mut a = [0.0f32; 8];
-        // SAFETY: `a` is 8 f32 = 32 writable bytes; storeu has no alignment requirement.
-        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc) };
-        hsum8_ggml(a)
+        acc.map(|v| {
+            let mut a = [0.0f32; 8];
+            // SAFETY: `a` is 8 f32 = 32 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+            hsum8_ggml(a)
+        })
     }
 
     /// One block's eight i32 lane sums (see `block_lanes_scalar` for the lane layout).

@@ -109,26 +109,29 @@ pub fn vec_dot_tq1_0_q8_k(
     vec_dot_tq1_0_q8_k_with(Isa::best(), order, x, y)
 }
 
-/// `out[r]` = dot of weight row `r` with `y`, for `out.len()` consecutive rows of
-/// `y.len()` blocks each (`x.len() == out.len() · y.len()`), on `isa`.
-pub fn vec_dot_tq1_0_q8_k_rows_with(
+/// `out[r · n_tok + t]` = dot of weight row `r` of `x` with activation row `t` of `y`
+/// (`n_tok` rows of `y.len() / n_tok` blocks), on `isa`: each result is bit-identical to
+/// [`vec_dot_tq1_0_q8_k_with`] of that pair (see [`crate::gemm`]).
+pub fn gemm_tq1_0_q8_k_with(
     isa: Isa,
     order: SumOrder,
     x: &[BlockTQ1_0],
     y: &[BlockQ8K],
+    n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    q8_k::vec_dot_ternary_rows(isa, order, x, y, out)
+    q8_k::gemm_ternary(isa, order, x, y, n_tok, out)
 }
 
-/// [`vec_dot_tq1_0_q8_k_rows_with`] on [`Isa::best`].
-pub fn vec_dot_tq1_0_q8_k_rows(
+/// [`gemm_tq1_0_q8_k_with`] on [`Isa::best`].
+pub fn gemm_tq1_0_q8_k(
     order: SumOrder,
     x: &[BlockTQ1_0],
     y: &[BlockQ8K],
+    n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    vec_dot_tq1_0_q8_k_rows_with(Isa::best(), order, x, y, out)
+    gemm_tq1_0_q8_k_with(Isa::best(), order, x, y, n_tok, out)
 }
 
 impl TernaryBlock for BlockTQ1_0 {
@@ -172,7 +175,18 @@ impl TernaryBlock for BlockTQ1_0 {
         let b23 = mul3_epi8(mul3_epi8(b01));
         let b4 = mul3_epi8(mul3_epi8(b23));
         let b4h = _mm256_inserti128_si256::<1>(b4, qh_scaled(self.qh));
-        [a0, a1, a2, a3, a4, b01, b23, b4h].map(|v| top_trit(v))
+        // Spelled out rather than `.map(..)`: a closure is compiled without AVX2, so
+        // `top_trit` would not inline into it (a call per chunk, 15× slower).
+        [
+            top_trit(a0),
+            top_trit(a1),
+            top_trit(a2),
+            top_trit(a3),
+            top_trit(a4),
+            top_trit(b01),
+            top_trit(b23),
+            top_trit(b4h),
+        ]
     }
 }
 

@@ -108,26 +108,29 @@ pub fn vec_dot_tq2_0_q8_k(
     vec_dot_tq2_0_q8_k_with(Isa::best(), order, x, y)
 }
 
-/// `out[r]` = dot of weight row `r` with `y`, for `out.len()` consecutive rows of
-/// `y.len()` blocks each (`x.len() == out.len() · y.len()`), on `isa`.
-pub fn vec_dot_tq2_0_q8_k_rows_with(
+/// `out[r · n_tok + t]` = dot of weight row `r` of `x` with activation row `t` of `y`
+/// (`n_tok` rows of `y.len() / n_tok` blocks), on `isa`: each result is bit-identical to
+/// [`vec_dot_tq2_0_q8_k_with`] of that pair (see [`crate::gemm`]).
+pub fn gemm_tq2_0_q8_k_with(
     isa: Isa,
     order: SumOrder,
     x: &[BlockTQ2_0],
     y: &[BlockQ8K],
+    n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    q8_k::vec_dot_ternary_rows(isa, order, x, y, out)
+    q8_k::gemm_ternary(isa, order, x, y, n_tok, out)
 }
 
-/// [`vec_dot_tq2_0_q8_k_rows_with`] on [`Isa::best`].
-pub fn vec_dot_tq2_0_q8_k_rows(
+/// [`gemm_tq2_0_q8_k_with`] on [`Isa::best`].
+pub fn gemm_tq2_0_q8_k(
     order: SumOrder,
     x: &[BlockTQ2_0],
     y: &[BlockQ8K],
+    n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    vec_dot_tq2_0_q8_k_rows_with(Isa::best(), order, x, y, out)
+    gemm_tq2_0_q8_k_with(Isa::best(), order, x, y, n_tok, out)
 }
 
 impl TernaryBlock for BlockTQ2_0 {
@@ -313,7 +316,7 @@ mod tests {
         ));
         let mut out = [0.0f32; 3];
         assert!(matches!(
-            vec_dot_tq2_0_q8_k_rows(SumOrder::GgmlAvx2, &x, &y, &mut out),
+            gemm_tq2_0_q8_k(SumOrder::GgmlAvx2, &x, &y, 1, &mut out),
             Err(KernelError::LengthMismatch {
                 got: 4,
                 expected: 6,
@@ -322,11 +325,11 @@ mod tests {
         ));
         let mut out = [1.0f32; 2];
         assert_eq!(
-            vec_dot_tq2_0_q8_k_rows(SumOrder::GgmlAvx2, &x, &y, &mut out),
+            gemm_tq2_0_q8_k(SumOrder::GgmlAvx2, &x, &y, 1, &mut out),
             Ok(())
         );
         assert_eq!(
-            vec_dot_tq2_0_q8_k_rows(SumOrder::GgmlAvx2, &[], &[], &mut out),
+            gemm_tq2_0_q8_k(SumOrder::GgmlAvx2, &[], &[], 1, &mut out),
             Ok(())
         );
         assert_eq!(out, [0.0; 2]);

@@ -2,8 +2,8 @@
 //! against the scalar reference, and the float epilogue against an f64 dot product.
 
 use bitnet_kernels::i2_s::{
-    dequantize_row_i2_s, i2_s_dot_to_f32, quantize_i2_s_ref, vec_dot_i2_s_i8_s_generic,
-    vec_dot_i2_s_i8_s_with, BlockI2s, I2sTensor, QK_I2_S,
+    dequantize_row_i2_s, gemm_i2_s_i8_s_with, i2_s_dot_to_f32, quantize_i2_s_ref,
+    vec_dot_i2_s_i8_s_generic, vec_dot_i2_s_i8_s_with, BlockI2s, I2sTensor, QK_I2_S,
 };
 use bitnet_kernels::i8_s::{dequantize_row_i8_s, quantize_row_i8_s};
 use bitnet_kernels::Isa;
@@ -70,6 +70,34 @@ proptest! {
         for &isa in Isa::available() {
             let got = vec_dot_i2_s_i8_s_with(isa, &w, &q).unwrap();
             prop_assert_eq!(got, want, "{:?} differs from scalar over {} blocks", isa, w.len());
+        }
+    }
+
+    /// The many-row, many-token product is each row's dot with each token, bit for bit, on
+    /// every ISA: token counts on both sides of a 4-token tile, runs past 32 blocks.
+    #[test]
+    fn gemm_every_isa_matches_row_dots(
+        (rows, n_tok, w, q) in (1usize..=3, 1usize..=9, 1usize..=40).prop_flat_map(|(r, t, nb)| (
+            Just(r),
+            Just(t),
+            raw_blocks(r * nb),
+            prop::collection::vec(any::<i8>(), t * nb * QK_I2_S),
+        ))
+    ) {
+        let k = q.len() / n_tok;
+        let nb = k / QK_I2_S;
+        for &isa in Isa::available() {
+            let mut out = vec![i32::MIN; rows * n_tok];
+            gemm_i2_s_i8_s_with(isa, &w, &q, n_tok, &mut out).unwrap();
+            for r in 0..rows {
+                for t in 0..n_tok {
+                    let want = vec_dot_i2_s_i8_s_generic(
+                        &w[r * nb..(r + 1) * nb],
+                        &q[t * k..(t + 1) * k],
+                    ).unwrap();
+                    prop_assert_eq!(out[r * n_tok + t], want, "{:?} row {} token {}", isa, r, t);
+                }
+            }
         }
     }
 

@@ -3,8 +3,9 @@
 //! dequantized operands.
 
 use bitnet_kernels::iq2_bn::{
-    dequantize_row_iq2_bn, iq2_bn_row_size, quantize_row_iq2_bn_ref, vec_dot_iq2_bn_q8_k64,
-    vec_dot_iq2_bn_q8_k64_generic, vec_dot_iq2_bn_q8_k64_with, BlockIq2Bn, Iq2BnRow, QK_IQ2_BN,
+    dequantize_row_iq2_bn, gemm_iq2_bn_q8_k64_with, iq2_bn_row_size, quantize_row_iq2_bn_ref,
+    vec_dot_iq2_bn_q8_k64, vec_dot_iq2_bn_q8_k64_generic, vec_dot_iq2_bn_q8_k64_with, BlockIq2Bn,
+    Iq2BnRow, QK_IQ2_BN,
 };
 use bitnet_kernels::q8_k64::{
     dequantize_row_q8_k64, group_of, quantize_row_q8_k64, Q8K64Row, Q8_K64_MIN_K,
@@ -69,6 +70,47 @@ proptest! {
         for &isa in Isa::available() {
             let got = vec_dot_iq2_bn_q8_k64_with(isa, &row, &act).unwrap();
             prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?}: {} vs scalar {}", isa, got, want);
+        }
+    }
+
+    /// The many-row, many-token product is each row's dot with each token, bit for bit, on
+    /// every ISA: raw code bytes in file layout (scale prefix included), token counts on
+    /// both sides of a 4-token tile.
+    #[test]
+    fn gemm_every_isa_matches_row_dots(
+        (rows, nb, w, x) in (1usize..=3, blocks(), 1usize..=6).prop_flat_map(|(r, nb, t)| (
+            Just(r),
+            Just(nb),
+            prop::collection::vec(any::<u8>(), r * (4 + nb * 16)),
+            prop::collection::vec(act_value(), t * nb * QK_IQ2_BN),
+        ))
+    ) {
+        let k = nb * QK_IQ2_BN;
+        let row_size = iq2_bn_row_size(k).unwrap();
+        // A finite row scale (the prefix bytes are random).
+        let mut w = w;
+        for r in 0..rows {
+            w[r * row_size..r * row_size + 4].copy_from_slice(&(0.5f32 + r as f32).to_le_bytes());
+        }
+        let n_tok = x.len() / k;
+        let (mut qs, mut heads) = (Vec::new(), Vec::new());
+        for xt in x.chunks_exact(k) {
+            let (q, h) = quantize_act(xt);
+            qs.extend(q);
+            heads.push(h);
+        }
+        for &isa in Isa::available() {
+            let mut out = vec![f32::NAN; rows * n_tok];
+            gemm_iq2_bn_q8_k64_with(isa, &w, &qs, &heads, &mut out).unwrap();
+            for r in 0..rows {
+                let row = Iq2BnRow::from_bytes(&w[r * row_size..(r + 1) * row_size], k).unwrap();
+                for t in 0..n_tok {
+                    let act = Q8K64Row::new(heads[t], &qs[t * k..(t + 1) * k]).unwrap();
+                    let want = vec_dot_iq2_bn_q8_k64_generic(&row, &act).unwrap();
+                    let got = out[r * n_tok + t];
+                    prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} row {} token {}", isa, r, t);
+                }
+            }
         }
     }
 

@@ -5,12 +5,12 @@
 use bitnet_kernels::q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K, SumOrder, QK_K};
 use bitnet_kernels::round::round_even;
 use bitnet_kernels::tq1_0::{
-    dequantize_row_tq1_0, quantize_row_tq1_0_ref, vec_dot_tq1_0_q8_k_generic,
-    vec_dot_tq1_0_q8_k_rows_with, vec_dot_tq1_0_q8_k_with, BlockTQ1_0,
+    dequantize_row_tq1_0, gemm_tq1_0_q8_k_with, quantize_row_tq1_0_ref, vec_dot_tq1_0_q8_k_generic,
+    vec_dot_tq1_0_q8_k_with, BlockTQ1_0,
 };
 use bitnet_kernels::tq2_0::{
-    dequantize_row_tq2_0, quantize_row_tq2_0_ref, vec_dot_tq2_0_q8_k_generic,
-    vec_dot_tq2_0_q8_k_rows_with, vec_dot_tq2_0_q8_k_with, BlockTQ2_0,
+    dequantize_row_tq2_0, gemm_tq2_0_q8_k_with, quantize_row_tq2_0_ref, vec_dot_tq2_0_q8_k_generic,
+    vec_dot_tq2_0_q8_k_with, BlockTQ2_0,
 };
 use bitnet_kernels::Isa;
 use bytemuck::Zeroable;
@@ -236,25 +236,33 @@ proptest! {
         check_isas(&t1, &t2, &y)?;
     }
 
+    /// The many-row, many-token products equal each row's dot with each token, bit for
+    /// bit, on every ISA and in both orders: token counts on both sides of a 4-token tile.
     #[test]
-    fn rows_match_single_dots((w, a) in row_pair(2), rows in 1usize..5) {
-        // `rows` weight rows: the same row, scaled differently so each result differs.
+    fn gemm_matches_single_dots((w, a) in row_pair(2), rows in 1usize..4, n_tok in 1usize..7) {
+        // `rows` weight rows and `n_tok` activation rows: the same rows, scaled differently
+        // so each result differs.
         let nb = a.len() / QK_K;
-        let w_rows: Vec<f32> = (0..rows)
-            .flat_map(|r| w[..nb * QK_K].iter().map(move |&v| v * (r + 1) as f32))
-            .collect();
-        let (t1, t2, y) = (tq1(&w_rows), tq2(&w_rows), q8k(&a));
+        let scaled = |v: &[f32], n: usize| -> Vec<f32> {
+            (0..n).flat_map(|r| v[..nb * QK_K].iter().map(move |&x| x * (r + 1) as f32)).collect()
+        };
+        let (t1, t2) = (tq1(&scaled(&w, rows)), tq2(&scaled(&w, rows)));
+        let y = q8k(&scaled(&a, n_tok));
         for order in ORDERS {
             for &isa in Isa::available() {
-                let mut out1 = vec![f32::NAN; rows];
-                let mut out2 = vec![f32::NAN; rows];
-                vec_dot_tq1_0_q8_k_rows_with(isa, order, &t1, &y, &mut out1).expect("whole rows");
-                vec_dot_tq2_0_q8_k_rows_with(isa, order, &t2, &y, &mut out2).expect("whole rows");
+                let mut out1 = vec![f32::NAN; rows * n_tok];
+                let mut out2 = vec![f32::NAN; rows * n_tok];
+                gemm_tq1_0_q8_k_with(isa, order, &t1, &y, n_tok, &mut out1).expect("whole rows");
+                gemm_tq2_0_q8_k_with(isa, order, &t2, &y, n_tok, &mut out2).expect("whole rows");
                 for r in 0..rows {
-                    let one1 = vec_dot_tq1_0_q8_k_with(isa, order, &t1[r * nb..(r + 1) * nb], &y).expect("same length");
-                    let one2 = vec_dot_tq2_0_q8_k_with(isa, order, &t2[r * nb..(r + 1) * nb], &y).expect("same length");
-                    prop_assert_eq!(out1[r].to_bits(), one1.to_bits(), "TQ1_0 {:?} {:?} row {}", isa, order, r);
-                    prop_assert_eq!(out2[r].to_bits(), one2.to_bits(), "TQ2_0 {:?} {:?} row {}", isa, order, r);
+                    for t in 0..n_tok {
+                        let yt = &y[t * nb..(t + 1) * nb];
+                        let one1 = vec_dot_tq1_0_q8_k_generic(order, &t1[r * nb..(r + 1) * nb], yt).expect("same length");
+                        let one2 = vec_dot_tq2_0_q8_k_generic(order, &t2[r * nb..(r + 1) * nb], yt).expect("same length");
+                        let i = r * n_tok + t;
+                        prop_assert_eq!(out1[i].to_bits(), one1.to_bits(), "TQ1_0 {:?} {:?} row {} token {}", isa, order, r, t);
+                        prop_assert_eq!(out2[i].to_bits(), one2.to_bits(), "TQ2_0 {:?} {:?} row {} token {}", isa, order, r, t);
+                    }
                 }
             }
         }

@@ -7,7 +7,8 @@
 //!
 //! # fn main() -> Result<(), bitnet_models::ModelError> {
 //! let model = Model::load("model.gguf")?;
-//! let mut state = model.new_state(512, 512, Numerics::default())?;
+//! // 512 positions, batches of up to 512 tokens, upstream llama.cpp's arithmetic, 2 threads.
+//! let mut state = model.new_state(512, 512, Numerics::default(), 2)?;
 //! let logits = model.forward(&mut state, &[1, 2, 3], Logits::All, None)?;
 //! assert_eq!(logits.len(), 3 * model.config().n_vocab);
 //! # Ok(()) }
@@ -46,7 +47,7 @@
 //! | [`Numerics::q8k`] (TQ1_0/TQ2_0 activations) | `nearest_int(iscale·x)` | FMA-contracted | (no TQ types) |
 //! | [`Numerics::kv_pad`] (capture shapes only) | 256 | 32 | 32 |
 //!
-//! Every output element is one dot product, so the thread count (rayon's pool) never
+//! Every output element is one dot product, so the thread count (`bitnet_pool`) never
 //! changes a result, and a prompt evaluated in one batch gives the same bits as token by
 //! token (so do all three references as built here).
 

@@ -22,24 +22,24 @@
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::float::{
-    f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16, vec_dot_f32,
+    f16_to_f32_row, f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16_f32, vec_dot_f32,
 };
-use bitnet_kernels::i2_s::{i2_s_dot_to_f32, vec_dot_i2_s_i8_s, I2sTensor};
+use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, i2_s_dot_to_f32, I2sTensor};
 use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
 use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
-use bitnet_kernels::iq2_bn::{vec_dot_iq2_bn_q8_k64, Iq2BnRow};
+use bitnet_kernels::iq2_bn::gemm_iq2_bn_q8_k64;
 use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
 use bitnet_kernels::q8_0::{quantize_row_q8_0_x86, vec_dot_q8_0_q8_0, BlockQ8_0, QK8_0};
 use bitnet_kernels::q8_1::{quantize_row_q8_1_x86, BlockQ8_1};
 use bitnet_kernels::q8_k::{quantize_row_q8_k, quantize_row_q8_k_fma, BlockQ8K, SumOrder, QK_K};
-use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header, Q8K64Row};
-use bitnet_kernels::tq1_0::{vec_dot_tq1_0_q8_k, BlockTQ1_0};
-use bitnet_kernels::tq2_0::{vec_dot_tq2_0_q8_k, BlockTQ2_0};
+use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header};
+use bitnet_kernels::tq1_0::{gemm_tq1_0_q8_k, BlockTQ1_0};
+use bitnet_kernels::tq2_0::{gemm_tq2_0_q8_k, BlockTQ2_0};
 use bitnet_kernels::KernelError;
+use bitnet_pool::Pool;
 use bytemuck::Zeroable;
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use crate::model::Numerics;
 use crate::ops::{FloatDot, Q8KRounding};
@@ -168,6 +168,10 @@ impl Linear {
 pub struct Activations {
     valid: [bool; ActKind::ALL.len()],
     f16: Vec<f16>,
+    /// The F16 activations widened back to f32 (exactly), so that the dot of each weight
+    /// row (the output head's 128k rows) does not convert them again: the same products
+    /// and sums as ggml's F16 · F16 dot, bit for bit.
+    f16_wide: Vec<f32>,
     bf16: Vec<bf16>,
     q8_0: Vec<BlockQ8_0>,
     q8_1: Vec<BlockQ8_1>,
@@ -197,6 +201,7 @@ impl Activations {
         Activations {
             valid: [false; ActKind::ALL.len()],
             f16: vec![f16::ZERO; sized(ActKind::F16, n)],
+            f16_wide: vec![0.0; sized(ActKind::F16, n)],
             bf16: vec![bf16::ZERO; sized(ActKind::Bf16, n)],
             q8_0: vec![BlockQ8_0::zeroed(); sized(ActKind::Q8_0, n / QK8_0)],
             q8_1: vec![BlockQ8_1::zeroed(); sized(ActKind::Q8_1, n / QK8_0)],
@@ -221,59 +226,108 @@ impl Activations {
         x: &[f32],
         n_tok: usize,
         k: usize,
-        w: &str,
-    ) -> Result<(), ModelError> {
+        pool: &Pool,
+    ) -> Result<(), KernelError> {
         if self.valid[kind.index()] {
             return Ok(());
         }
         let n = n_tok * k;
         let x = &x[..n];
-        let kerr = |source: KernelError| ModelError::Kernel {
-            tensor: w.to_owned(),
-            source,
-        };
+        // Rows are independent: a prompt's rows are quantized in parallel.
         match kind {
-            ActKind::F32 => {}
-            ActKind::F16 => f32_to_f16_row(x, &mut self.f16[..n]).map_err(kerr)?,
-            ActKind::Bf16 => f32_to_bf16_row(x, &mut self.bf16[..n]).map_err(kerr)?,
-            ActKind::Q8_0 => quantize_row_q8_0_x86(x, &mut self.q8_0[..n / QK8_0]).map_err(kerr)?,
-            ActKind::Q8_1 => quantize_row_q8_1_x86(x, &mut self.q8_1[..n / QK8_0]).map_err(kerr)?,
+            ActKind::F32 => Ok(()),
+            ActKind::F16 => by_rows(pool, x, k, &mut self.f16[..n], k, f32_to_f16_row)
+                .and_then(|()| f16_to_f32_row(&self.f16[..n], &mut self.f16_wide[..n])),
+            ActKind::Bf16 => by_rows(pool, x, k, &mut self.bf16[..n], k, f32_to_bf16_row),
+            ActKind::Q8_0 => by_rows(
+                pool,
+                x,
+                k,
+                &mut self.q8_0[..n / QK8_0],
+                k / QK8_0,
+                quantize_row_q8_0_x86,
+            ),
+            ActKind::Q8_1 => by_rows(
+                pool,
+                x,
+                k,
+                &mut self.q8_1[..n / QK8_0],
+                k / QK8_0,
+                quantize_row_q8_1_x86,
+            ),
             ActKind::Q8K => {
                 let y = &mut self.q8k[..n / QK_K];
                 match q8k {
-                    Q8KRounding::Ref => quantize_row_q8_k(x, y),
-                    Q8KRounding::FmaContracted => quantize_row_q8_k_fma(x, y),
-                }
-                .map_err(kerr)?
-            }
-            ActKind::I8s => {
-                for ((xr, qr), m) in x
-                    .chunks_exact(k)
-                    .zip(self.i8s.chunks_exact_mut(k))
-                    .zip(&mut self.i8s_meta)
-                {
-                    *m = quantize_row_i8_s(xr, qr).map_err(kerr)?;
+                    Q8KRounding::Ref => by_rows(pool, x, k, y, k / QK_K, quantize_row_q8_k),
+                    Q8KRounding::FmaContracted => {
+                        by_rows(pool, x, k, y, k / QK_K, quantize_row_q8_k_fma)
+                    }
                 }
             }
-            ActKind::Q8K64 => {
-                for ((xr, qr), h) in x
-                    .chunks_exact(k)
-                    .zip(self.q8k64.chunks_exact_mut(k))
-                    .zip(&mut self.q8k64_head)
-                {
-                    *h = quantize_row_q8_k64(xr, qr).map_err(kerr)?;
-                }
-            }
-        }
+            ActKind::I8s => by_rows_with_header(
+                pool,
+                x,
+                k,
+                &mut self.i8s[..n],
+                &mut self.i8s_meta[..n_tok],
+                quantize_row_i8_s,
+            ),
+            ActKind::Q8K64 => by_rows_with_header(
+                pool,
+                x,
+                k,
+                &mut self.q8k64[..n],
+                &mut self.q8k64_head[..n_tok],
+                quantize_row_q8_k64,
+            ),
+        }?;
         self.valid[kind.index()] = true;
         Ok(())
     }
 }
 
+/// `f(x row, y row)` for each row of `k` inputs and `per` outputs, rows in parallel when
+/// there are several.
+fn by_rows<T: Send>(
+    pool: &Pool,
+    x: &[f32],
+    k: usize,
+    y: &mut [T],
+    per: usize,
+    f: impl Fn(&[f32], &mut [T]) -> Result<(), KernelError> + Sync,
+) -> Result<(), KernelError> {
+    if x.len() == k {
+        return f(x, y);
+    }
+    pool.try_for_each(x.chunks(k).zip(y.chunks_mut(per)), |(xr, yr)| f(xr, yr))
+}
+
+/// [`by_rows`] for per-row formats that return a row header (I8_S, Q8_K64): `k` quants and
+/// one header per row.
+fn by_rows_with_header<H: Send>(
+    pool: &Pool,
+    x: &[f32],
+    k: usize,
+    q: &mut [i8],
+    heads: &mut [H],
+    f: impl Fn(&[f32], &mut [i8]) -> Result<H, KernelError> + Sync,
+) -> Result<(), KernelError> {
+    if let [h] = heads {
+        *h = f(x, q)?;
+        return Ok(());
+    }
+    let rows = x.chunks(k).zip(q.chunks_mut(k)).zip(heads.iter_mut());
+    pool.try_for_each(rows, |((xr, qr), h)| {
+        *h = f(xr, qr)?;
+        Ok(())
+    })
+}
+
 /// Typed views of one weight tensor and its prepared activations.
 enum Operands<'a> {
     F32(&'a [f32], &'a [f32]),
-    F16(&'a [f16], &'a [f16]),
+    /// F16 weights and the F16-rounded activations as f32 (see `Activations::f16_wide`).
+    F16(&'a [f16], &'a [f32]),
     IkF32(&'a [f32], &'a [f32]),
     IkF16(&'a [f16], &'a [f32]),
     Bf16(&'a [bf16], &'a [bf16]),
@@ -286,68 +340,98 @@ enum Operands<'a> {
     Iq2Bn(&'a [u8], usize, &'a [i8], &'a [Q8K64Header]),
 }
 
-impl Operands<'_> {
-    /// Weight row `r` · activation row `t`; rows have `k` elements.
-    fn dot(&self, r: usize, t: usize, k: usize) -> Result<f32, KernelError> {
-        fn rows<'s, W, A>(
-            w: &'s [W],
-            a: &'s [A],
-            r: usize,
-            t: usize,
-            per: usize,
-        ) -> (&'s [W], &'s [A]) {
-            (&w[r * per..(r + 1) * per], &a[t * per..(t + 1) * per])
+/// Weight row `r` and activation row `t` of two row-major operands with `per` elements (or
+/// blocks) per row.
+fn row_pair<'s, W, A>(
+    w: &'s [W],
+    a: &'s [A],
+    r: usize,
+    t: usize,
+    per: usize,
+) -> (&'s [W], &'s [A]) {
+    (&w[r * per..(r + 1) * per], &a[t * per..(t + 1) * per])
+}
+
+/// `out[i · n_tok + t] = dot(r0 + i, t)`: one dot product per output, for the formats
+/// without a many-token kernel.
+fn each_dot(
+    r0: usize,
+    n_tok: usize,
+    out: &mut [f32],
+    dot: impl Fn(usize, usize) -> Result<f32, KernelError>,
+) -> Result<(), KernelError> {
+    // Shape: out (rows, n_tok).
+    for (i, row) in out.chunks_exact_mut(n_tok).enumerate() {
+        for (t, y) in row.iter_mut().enumerate() {
+            *y = dot(r0 + i, t)?;
         }
+    }
+    Ok(())
+}
+
+impl Operands<'_> {
+    /// Weight rows `r0..r0 + out.len() / n_tok` against every activation row:
+    /// `out[i · n_tok + t]` = weight row `r0 + i` · activation row `t`; rows have `k`
+    /// elements. The ternary formats run their many-token kernels (each weight block
+    /// decoded once per 4 tokens); the others one dot per output.
+    fn rows(&self, r0: usize, n_tok: usize, k: usize, out: &mut [f32]) -> Result<(), KernelError> {
+        let r1 = r0 + out.len() / n_tok;
+        let order = SumOrder::GgmlAvx2;
         match self {
-            Operands::F32(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
-                vec_dot_f32(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::F16(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
-                vec_dot_f16(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::IkF32(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
+            Operands::F32(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
+                vec_dot_f32(order, w, a)
+            }),
+            Operands::F16(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
+                vec_dot_f16_f32(order, w, a)
+            }),
+            Operands::IkF32(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
                 ik_dot_f32(w, a)
-            }
-            Operands::IkF16(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
+            }),
+            Operands::IkF16(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
                 ik_dot_f16_f32(w, a)
-            }
-            Operands::Bf16(w, a) => {
-                let (w, a) = rows(w, a, r, t, k);
-                vec_dot_bf16(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::Q8_0(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q8_0_q8_0(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::Q4_0(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q4_0_q8_0(SumOrder::GgmlAvx2, w, a)
-            }
-            Operands::Q4_1(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK8_0);
-                vec_dot_q4_1_q8_1(SumOrder::GgmlAvx2, w, a)
-            }
+            }),
+            Operands::Bf16(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k);
+                vec_dot_bf16(order, w, a)
+            }),
+            Operands::Q8_0(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k / QK8_0);
+                vec_dot_q8_0_q8_0(order, w, a)
+            }),
+            Operands::Q4_0(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k / QK8_0);
+                vec_dot_q4_0_q8_0(order, w, a)
+            }),
+            Operands::Q4_1(w, a) => each_dot(r0, n_tok, out, |r, t| {
+                let (w, a) = row_pair(w, a, r, t, k / QK8_0);
+                vec_dot_q4_1_q8_1(order, w, a)
+            }),
             Operands::Tq1(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK_K);
-                vec_dot_tq1_0_q8_k(SumOrder::GgmlAvx2, w, a)
+                let nb = k / QK_K;
+                gemm_tq1_0_q8_k(order, &w[r0 * nb..r1 * nb], a, n_tok, out)
             }
             Operands::Tq2(w, a) => {
-                let (w, a) = rows(w, a, r, t, k / QK_K);
-                vec_dot_tq2_0_q8_k(SumOrder::GgmlAvx2, w, a)
+                let nb = k / QK_K;
+                gemm_tq2_0_q8_k(order, &w[r0 * nb..r1 * nb], a, n_tok, out)
             }
             Operands::I2s(w, q, meta) => {
-                let row = w.row(r).unwrap_or_default();
-                let sumi = vec_dot_i2_s_i8_s(row, &q[t * k..(t + 1) * k])?;
-                Ok(i2_s_dot_to_f32(sumi, &meta[t], w.scale()))
+                let blocks = w.rows(r0..r1).unwrap_or_default();
+                // The integer sums land in `out`'s bytes, then become floats in place.
+                gemm_i2_s_i8_s(blocks, q, n_tok, bytemuck::cast_slice_mut(out))?;
+                for row in out.chunks_exact_mut(n_tok) {
+                    for (y, m) in row.iter_mut().zip(meta.iter()) {
+                        let sumi = y.to_bits() as i32;
+                        *y = i2_s_dot_to_f32(sumi, m, w.scale());
+                    }
+                }
+                Ok(())
             }
             Operands::Iq2Bn(bytes, row_size, q, heads) => {
-                let w = Iq2BnRow::from_bytes(&bytes[r * row_size..(r + 1) * row_size], k)?;
-                let a = Q8K64Row::new(heads[t], &q[t * k..(t + 1) * k])?;
-                vec_dot_iq2_bn_q8_k64(&w, &a)
+                gemm_iq2_bn_q8_k64(&bytes[r0 * row_size..r1 * row_size], q, heads, out)
             }
         }
     }
@@ -371,6 +455,7 @@ pub(crate) fn matmul(
     out: &mut [f32],
     tmp: &mut [f32],
     numerics: &Numerics,
+    pool: &Pool,
 ) -> Result<(), ModelError> {
     let (k, n) = (w.k, w.n);
     let ik = numerics.float_dot == FloatDot::IkGemm;
@@ -380,14 +465,19 @@ pub(crate) fn matmul(
     } else {
         w.act
     };
-    acts.prepare(act, numerics.q8k, x, n_tok, k, &w.name)?;
+    let kerr = |source| ModelError::Kernel {
+        tensor: w.name.clone(),
+        source,
+    };
+    acts.prepare(act, numerics.q8k, x, n_tok, k, pool)
+        .map_err(kerr)?;
     let bytes = file.tensor_data(&w.info);
     let nk = n_tok * k;
     let ops = match w.info.ggml_type {
         GgmlType::F32 if ik => Operands::IkF32(cast(bytes), &x[..nk]),
         GgmlType::F16 if ik => Operands::IkF16(cast(bytes), &x[..nk]),
         GgmlType::F32 => Operands::F32(cast(bytes), &x[..nk]),
-        GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16[..nk]),
+        GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16_wide[..nk]),
         GgmlType::BF16 => Operands::Bf16(cast(bytes), &acts.bf16[..nk]),
         GgmlType::Q8_0 => Operands::Q8_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
         GgmlType::Q4_0 => Operands::Q4_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
@@ -416,46 +506,39 @@ pub(crate) fn matmul(
             })
         }
     };
-    let kerr = |source| ModelError::Kernel {
-        tensor: w.name.clone(),
-        source,
-    };
     // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
-    let rows_per_task = n.div_ceil(rayon::current_num_threads() * 8).max(4);
-    if n_tok == 1 {
-        out[..n]
-            .par_chunks_mut(rows_per_task)
-            .enumerate()
-            .try_for_each(|(c, o)| {
-                // Shape: o: (rows,) outputs of rows c·rows_per_task.. for the one token.
-                for (i, y) in o.iter_mut().enumerate() {
-                    *y = ops.dot(c * rows_per_task + i, 0, k)?;
-                }
-                Ok(())
-            })
-            .map_err(kerr)?;
+    let rows_per_task = n.div_ceil(pool.threads() * 8).max(4);
+    // Shape: dst (n, n_tok), weight row-major; for one token that is `out` itself.
+    let dst = if n_tok == 1 {
+        &mut out[..n]
     } else {
-        tmp[..n * n_tok]
-            .par_chunks_mut(rows_per_task * n_tok)
-            .enumerate()
-            .try_for_each(|(c, o)| {
-                // Shape: o: (rows, n_tok), weight row-major.
-                for (i, row) in o.chunks_exact_mut(n_tok).enumerate() {
-                    for (t, y) in row.iter_mut().enumerate() {
-                        *y = ops.dot(c * rows_per_task + i, t, k)?;
-                    }
+        &mut tmp[..n * n_tok]
+    };
+    pool.try_for_each(
+        dst.chunks_mut(rows_per_task * n_tok).enumerate(),
+        |(c, o)| ops.rows(c * rows_per_task, n_tok, k, o),
+    )
+    .map_err(kerr)?;
+    if n_tok > 1 {
+        // (n, n_tok) → (n_tok, n) in bands of tokens: each band reads one short run of
+        // `tmp` per weight row and writes its own rows of `out`.
+        let bands = out[..n_tok * n].chunks_mut(TRANSPOSE_BAND * n).enumerate();
+        pool.for_each(bands, |(b, band)| {
+            let t0 = b * TRANSPOSE_BAND;
+            let rows = band.len() / n;
+            for (r, src) in tmp[..n * n_tok].chunks_exact(n_tok).enumerate() {
+                for (j, &v) in src[t0..t0 + rows].iter().enumerate() {
+                    band[j * n + r] = v;
                 }
-                Ok(())
-            })
-            .map_err(kerr)?;
-        for (t, orow) in out[..n_tok * n].chunks_exact_mut(n).enumerate() {
-            for (r, y) in orow.iter_mut().enumerate() {
-                *y = tmp[r * n_tok + t];
             }
-        }
+        });
     }
     Ok(())
 }
+
+/// Tokens per band of the output transposition: 16 floats are one 64-byte cache line of a
+/// weight row's outputs.
+const TRANSPOSE_BAND: usize = 16;
 
 /// Multiplies a matmul output by the weight's `.scale`, if it has one (`ggml_mul` with a
 /// `{1}` tensor). out: (n_tok, n).

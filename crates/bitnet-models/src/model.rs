@@ -6,8 +6,8 @@ use bitnet_gguf::GgufFile;
 use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16, vec_dot_f32};
 use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
 use bitnet_kernels::SumOrder;
+use bitnet_pool::Pool;
 use half::f16;
-use rayon::prelude::*;
 
 use crate::config::{Config, FfnActivation};
 use crate::kv_cache::{KvCache, KvStore, KvType, KV_STEP};
@@ -166,12 +166,15 @@ impl Model {
         n_ctx: usize,
         n_batch: usize,
         numerics: Numerics,
+        threads: usize,
     ) -> Result<State, ModelError> {
-        if n_ctx == 0 || n_batch == 0 {
+        if n_ctx == 0 || n_batch == 0 || threads == 0 {
             return Err(ModelError::InvalidArgument(
-                "n_ctx and n_batch must be positive".into(),
+                "n_ctx, n_batch and the thread count must be positive".into(),
             ));
         }
+        let pool = Pool::new(threads)
+            .map_err(|e| ModelError::InvalidArgument(format!("starting {threads} threads: {e}")))?;
         let c = &self.config;
         let n_batch = n_batch.min(n_ctx);
         let kv = KvCache::new(numerics.kv_type, c.n_layer, n_ctx, c.n_embd_kv());
@@ -201,6 +204,7 @@ impl Model {
                 att16: vec![f16::ZERO; c.n_head * cap],
                 q16: vec![f16::ZERO; c.n_head * c.head_dim],
             },
+            pool,
         })
     }
 
@@ -269,6 +273,7 @@ impl Model {
             tmp,
             rope,
             attn,
+            pool,
             ..
         } = state;
         let (d, nq, nkv, nff) = (c.n_embd, c.n_embd_q(), c.n_embd_kv(), c.n_ff);
@@ -279,7 +284,7 @@ impl Model {
                   input: &[f32],
                   out: &mut [f32],
                   tmp: &mut [f32]| {
-            matmul(file, w, acts, input, n_tok, out, tmp, &numerics)?;
+            matmul(file, w, acts, input, n_tok, out, tmp, &numerics, pool)?;
             apply_scale(w, &mut out[..n_tok * w.n]);
             Ok::<(), ModelError>(())
         };
@@ -342,7 +347,7 @@ impl Model {
             }
 
             attention(
-                c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, attn, &mut tap,
+                c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, attn, pool, &mut tap,
             )?;
             fault_perturb("kqv_out", layer, &mut kqv[..n_tok * nq]);
             tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
@@ -369,7 +374,7 @@ impl Model {
             if fault_keep_attn_output_scale(layer) {
                 mm(&lw.wo, acts, attn_in, hb, tmp)?;
             } else {
-                matmul(file, &lw.wo, acts, attn_in, n_tok, hb, tmp, &numerics)?;
+                matmul(file, &lw.wo, acts, attn_in, n_tok, hb, tmp, &numerics, pool)?;
             }
             tap.emit("attn_out", il, &[d, n_tok], &hb[..n_tok * d]);
             for (xv, &a) in x[..n_tok * d].iter_mut().zip(&hb[..n_tok * d]) {
@@ -391,14 +396,24 @@ impl Model {
             acts.invalidate();
             // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
             // build_ffn names the bare products and then, when scaled, `ffn_up_s`/`ffn_gate_s`.
-            matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, &numerics)?;
+            matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, &numerics, pool)?;
             fault_perturb("ffn_up", layer, &mut hb2[..n_tok * nff]);
             tap.emit("ffn_up", il, &[nff, n_tok], &hb2[..n_tok * nff]);
             if lw.ffn_up.scale.is_some() {
                 apply_scale(&lw.ffn_up, &mut hb2[..n_tok * nff]);
                 tap.emit("ffn_up_s", il, &[nff, n_tok], &hb2[..n_tok * nff]);
             }
-            matmul(file, &lw.ffn_gate, acts, xb, n_tok, hb, tmp, &numerics)?;
+            matmul(
+                file,
+                &lw.ffn_gate,
+                acts,
+                xb,
+                n_tok,
+                hb,
+                tmp,
+                &numerics,
+                pool,
+            )?;
             fault_perturb("ffn_gate", layer, &mut hb[..n_tok * nff]);
             tap.emit("ffn_gate", il, &[nff, n_tok], &hb[..n_tok * nff]);
             if lw.ffn_gate.scale.is_some() {
@@ -479,6 +494,7 @@ impl Model {
             out_logits,
             tmp,
             &numerics,
+            pool,
         )?;
         tap.emit(
             "result_output",
@@ -507,6 +523,7 @@ fn attention(
     q: &[f32],
     kqv: &mut [f32],
     scratch: &mut AttnScratch,
+    pool: &Pool,
     tap: &mut Tap<'_, '_>,
 ) -> Result<(), ModelError> {
     let (hd, nq, cap) = (c.head_dim, c.n_embd_q(), kv.capacity());
@@ -557,12 +574,15 @@ fn attention(
         tap.emit("kq", Some(layer), &shape, &kq);
         tap.emit("kq_soft_max", Some(layer), &shape, &probs);
     } else {
-        out.par_chunks_mut(n_tok * hd)
-            .zip(att.par_chunks_mut(cap))
-            .zip(att16.par_chunks_mut(cap))
-            .zip(q16.par_chunks_mut(hd))
-            .enumerate()
-            .try_for_each(|(h, (((o, a), a16), q16))| head.run(h, o, a, a16, q16, None))?;
+        let heads = out
+            .chunks_mut(n_tok * hd)
+            .zip(att.chunks_mut(cap))
+            .zip(att16.chunks_mut(cap))
+            .zip(q16.chunks_mut(hd))
+            .enumerate();
+        pool.try_for_each(heads, |(h, (((o, a), a16), q16))| {
+            head.run(h, o, a, a16, q16, None)
+        })?;
     }
     // (n_head, n_tok, head_dim) → (n_tok, n_head, head_dim).
     for (h, oh) in out.chunks_exact(n_tok * hd).enumerate() {
@@ -721,6 +741,8 @@ pub struct State {
     /// RoPE cos/sin of one position: (n_rot,).
     rope: Vec<f32>,
     attn: AttnScratch,
+    /// The threads every parallel region of a forward pass runs on.
+    pool: Pool,
 }
 
 /// Summarizes: the buffers hold megabytes.

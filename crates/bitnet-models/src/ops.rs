@@ -5,6 +5,8 @@
 //! `f32::mul_add` is an exact fused multiply-add on every target, which is what the C
 //! intrinsics (`_mm256_fmadd_ps`) and GCC's `-ffp-contract=fast` contractions compute.
 
+use bitnet_kernels::cpu::with_fma;
+
 /// `0x1.8p23`: adding it rounds to an integer (ggml's `ggml_v_expf`).
 const EXP_R: f32 = f32::from_bits(0x4b40_0000);
 /// `0x1.715476p+0` ≈ log2(e).
@@ -69,11 +71,13 @@ fn silu_scalar(x: f32) -> f32 {
 /// `ggml_vec_swiglu_f32`: `out = silu(gate) · up`, vector approximation on whole chunks of
 /// 8, libm on the tail. Shapes: gate, up, out: (n,).
 pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    let whole = gate.len() / SIMD_LANES * SIMD_LANES;
-    for (i, ((o, &g), &u)) in out.iter_mut().zip(gate).zip(up).enumerate() {
-        let s = if i < whole { v_silu(g) } else { silu_scalar(g) };
-        *o = s * u;
-    }
+    with_fma(|| {
+        let whole = gate.len() / SIMD_LANES * SIMD_LANES;
+        for (i, ((o, &g), &u)) in out.iter_mut().zip(gate).zip(up).enumerate() {
+            let s = if i < whole { v_silu(g) } else { silu_scalar(g) };
+            *o = s * u;
+        }
+    })
 }
 
 /// bitnet-b1.58's squared-ReLU gate (`ggml_relu` then `ggml_sqr`, then `ggml_mul` by up):
@@ -126,26 +130,28 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, order: NormOrder, out: &mut [f32
 /// summed as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))` in f32, the chunk sums added in f64,
 /// then every value multiplied by `(f32)(1 / sum)`.
 pub fn softmax_scaled_row(row: &mut [f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for v in row.iter_mut() {
-        *v *= scale;
-        // C's MAX(a, b) = a > b ? a : b.
-        max = if max > *v { max } else { *v };
-    }
-    let mut sum = 0.0f64;
-    for chunk in row.chunks_mut(SIMD_LANES) {
-        let mut l = [0.0f32; SIMD_LANES];
-        for (lane, v) in l.iter_mut().zip(chunk.iter_mut()) {
-            *v = v_expf(*v - max);
-            *lane = *v;
+    with_fma(|| {
+        let mut max = f32::NEG_INFINITY;
+        for v in row.iter_mut() {
+            *v *= scale;
+            // C's MAX(a, b) = a > b ? a : b.
+            max = if max > *v { max } else { *v };
         }
-        let s = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
-        sum += f64::from(s);
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
+        let mut sum = 0.0f64;
+        for chunk in row.chunks_mut(SIMD_LANES) {
+            let mut l = [0.0f32; SIMD_LANES];
+            for (lane, v) in l.iter_mut().zip(chunk.iter_mut()) {
+                *v = v_expf(*v - max);
+                *lane = *v;
+            }
+            let s = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+            sum += f64::from(s);
+        }
+        let inv = (1.0 / sum) as f32;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    })
 }
 
 /// How F32 and F16 dot products (F32/F16 weights, attention with either KV type) are
@@ -202,17 +208,19 @@ pub fn rope_cache(pos: usize, theta_scale: f32, freq_scale: f32, cache: &mut [f3
 /// `y0 = fma(x0, cos, −(x1·sin))`, `y1 = fma(x0, sin, x1·cos)`. Rotates the first
 /// `cache.len()` dimensions of one head in place. Shapes: head: (head_dim,), cache: (n_rot,).
 pub fn rope_head(head: &mut [f32], cache: &[f32], style: RopeStyle) {
-    let n_rot = cache.len();
-    for (i, cs) in cache.chunks_exact(2).enumerate() {
-        let (c, s) = (cs[0], cs[1]);
-        let (a, b) = match style {
-            RopeStyle::Normal => (2 * i, 2 * i + 1),
-            RopeStyle::Neox => (i, i + n_rot / 2),
-        };
-        let (x0, x1) = (head[a], head[b]);
-        head[a] = x0.mul_add(c, -(x1 * s));
-        head[b] = x0.mul_add(s, x1 * c);
-    }
+    with_fma(|| {
+        let n_rot = cache.len();
+        for (i, cs) in cache.chunks_exact(2).enumerate() {
+            let (c, s) = (cs[0], cs[1]);
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + n_rot / 2),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0.mul_add(c, -(x1 * s));
+            head[b] = x0.mul_add(s, x1 * c);
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! Shapes and token tiling shared by the many-row, many-token products (`gemm_*`).
+//!
+//! A `gemm_*` entry point multiplies `rows` weight rows by `n_tok` activation rows and writes
+//! `out[r · n_tok + t]` = the format's `vec_dot_*` of weight row `r` and activation row `t`,
+//! bit for bit. The SIMD kernels decode each weight block once and use it for up to
+//! [`TILE_TOKENS`] activation rows (prompt evaluation reuses every weight load); with one
+//! token they are the plain row dot, without its per-call checks.
+
+use std::iter::StepBy;
+use std::ops::Range;
+
+use crate::KernelError;
+use bitnet_gguf::GgmlType;
+
+/// Activation rows one decoded weight block is used for. Four keeps every per-token
+/// accumulator and the decoded block in the 16 AVX2 registers.
+pub const TILE_TOKENS: usize = 4;
+
+/// The shape of a `gemm_*` call, checked against its buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GemmShape {
+    /// Weight rows.
+    pub rows: usize,
+    /// Activation rows.
+    pub n_tok: usize,
+    /// Elements per row (weights and activations).
+    pub k: usize,
+}
+
+impl GemmShape {
+    /// Derives the shape from `n_act` activation elements and `n_out` outputs for `n_tok`
+    /// tokens, and checks that the weights hold `rows · k / block` blocks of `block`
+    /// elements.
+    pub(crate) fn new(
+        format: GgmlType,
+        n_weight_blocks: usize,
+        block: usize,
+        n_act: usize,
+        n_out: usize,
+        n_tok: usize,
+    ) -> Result<GemmShape, KernelError> {
+        let mismatch = |what, got, expected| KernelError::LengthMismatch {
+            format,
+            what,
+            got,
+            expected,
+        };
+        if n_tok == 0 || !n_act.is_multiple_of(n_tok) || !n_out.is_multiple_of(n_tok) {
+            return Err(mismatch(
+                "activations and outputs (whole rows per token)",
+                n_act,
+                n_out,
+            ));
+        }
+        let (k, rows) = (n_act / n_tok, n_out / n_tok);
+        if !k.is_multiple_of(block) {
+            return Err(KernelError::NotBlockMultiple {
+                format,
+                len: k,
+                block,
+            });
+        }
+        let want = rows.saturating_mul(k / block);
+        if n_weight_blocks != want {
+            return Err(mismatch("weight blocks", n_weight_blocks, want));
+        }
+        Ok(GemmShape { rows, n_tok, k })
+    }
+
+    /// Blocks of `block` elements per row.
+    pub(crate) fn blocks_per_row(&self, block: usize) -> usize {
+        self.k / block
+    }
+}
+
+/// Splits `0..n_tok` into the first tokens of whole runs of [`TILE_TOKENS`] and the
+/// left-over tokens, which are handled one at a time.
+#[inline]
+pub(crate) fn tiles(n_tok: usize) -> (StepBy<Range<usize>>, Range<usize>) {
+    let whole = n_tok - n_tok % TILE_TOKENS;
+    ((0..whole).step_by(TILE_TOKENS), whole..n_tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_is_derived_and_checked() {
+        let s = GemmShape::new(GgmlType::I2_S, 3 * 2, 128, 5 * 256, 5 * 3, 5).unwrap();
+        assert_eq!((s.rows, s.n_tok, s.k), (3, 5, 256));
+        assert_eq!(s.blocks_per_row(128), 2);
+        // Wrong number of weight blocks for 3 rows of 2 blocks.
+        assert!(matches!(
+            GemmShape::new(GgmlType::I2_S, 5, 128, 5 * 256, 15, 5),
+            Err(KernelError::LengthMismatch {
+                got: 5,
+                expected: 6,
+                ..
+            })
+        ));
+        // Rows not a whole number of blocks.
+        assert!(matches!(
+            GemmShape::new(GgmlType::I2_S, 3, 128, 5 * 100, 15, 5),
+            Err(KernelError::NotBlockMultiple { len: 100, .. })
+        ));
+        // Zero tokens, or buffers that are not whole rows per token.
+        assert!(GemmShape::new(GgmlType::I2_S, 0, 128, 0, 0, 0).is_err());
+        assert!(GemmShape::new(GgmlType::I2_S, 6, 128, 5 * 256 + 1, 15, 5).is_err());
+    }
+
+    #[test]
+    fn tiles_cover_every_token_once() {
+        for n in 0..11 {
+            let mut seen = vec![0; n];
+            let (full, rest) = tiles(n);
+            let mut n_full = 0;
+            for t0 in full {
+                n_full += 1;
+                seen[t0..t0 + TILE_TOKENS].iter_mut().for_each(|s| *s += 1);
+            }
+            for t in rest {
+                seen[t] += 1;
+            }
+            assert_eq!(n_full, n / TILE_TOKENS);
+            assert!(seen.iter().all(|&s| s == 1), "n = {n}: {seen:?}");
+        }
+    }
+}
