@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
@@ -26,14 +26,15 @@ const MIN_KV_BYTES: u64 = 8 + 1 + 4 + 1;
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 4 + 8;
 
 enum Storage {
-    Mapped(Mmap),
+    /// The mapping, with the open file and its path (for reads that bypass the mapping).
+    Mapped(Mmap, File, PathBuf),
     Owned(Vec<u8>),
 }
 
 impl Storage {
     fn bytes(&self) -> &[u8] {
         match self {
-            Storage::Mapped(m) => m,
+            Storage::Mapped(m, ..) => m,
             Storage::Owned(v) => v,
         }
     }
@@ -88,7 +89,7 @@ impl GgufFile {
         // prevented from inside the process, and model files are not modified in place
         // while a model is loaded — the same contract as every mmap-based model loader.
         let map = unsafe { Mmap::map(&file) }.map_err(io_err("mapping"))?;
-        GgufFile::from_storage(Storage::Mapped(map))
+        GgufFile::from_storage(Storage::Mapped(map, file, path.to_owned()))
     }
 
     /// Validates a file held in memory (tests, downloads, embedded fixtures).
@@ -272,6 +273,65 @@ impl GgufFile {
         range
             .and_then(|r| self.storage.bytes().get(r))
             .unwrap_or_default()
+    }
+
+    /// Copies `out.len()` bytes of the tensor, from byte `start` of its data, into `out`,
+    /// reading the file itself rather than the mapping, so that the pages stay out of this
+    /// process's resident set: for data converted once at load into another layout, whose
+    /// original bytes are never needed again. Held-in-memory files copy from memory.
+    pub fn read_tensor_range(
+        &self,
+        info: &TensorInfo,
+        start: u64,
+        out: &mut [u8],
+    ) -> Result<(), GgufError> {
+        let len = out.len() as u64;
+        let in_tensor = start.checked_add(len).is_some_and(|end| end <= info.size);
+        let abs = self
+            .header
+            .data_offset
+            .checked_add(info.offset)
+            .and_then(|o| o.checked_add(start));
+        let (Some(abs), true) = (abs, in_tensor) else {
+            return Err(GgufError::Truncated {
+                what: format!(
+                    "tensor '{}' bytes {start}..{}",
+                    info.name,
+                    start.saturating_add(len)
+                ),
+                offset: start,
+                needed: len,
+                available: info.size.saturating_sub(start),
+            });
+        };
+        match &self.storage {
+            Storage::Mapped(_, file, path) => {
+                std::os::unix::fs::FileExt::read_exact_at(file, out, abs).map_err(|source| {
+                    GgufError::Io {
+                        action: "reading tensor data from",
+                        path: path.clone(),
+                        source,
+                    }
+                })
+            }
+            Storage::Owned(bytes) => {
+                let src = usize::try_from(abs)
+                    .ok()
+                    .and_then(|a| bytes.get(a..a.checked_add(out.len())?));
+                match src {
+                    Some(src) => {
+                        out.copy_from_slice(src);
+                        Ok(())
+                    }
+                    None => Err(GgufError::Truncated {
+                        what: format!("tensor '{}' data", info.name),
+                        offset: abs,
+                        needed: len,
+                        available: (bytes.len() as u64).saturating_sub(abs),
+                    }),
+                }
+            }
+        }
     }
 
     /// The named tensor's bytes.
@@ -572,7 +632,7 @@ mod tests {
         let path = dir.path().join("m.gguf");
         w.write_to(&path).unwrap();
         let f = GgufFile::open(&path).unwrap();
-        assert!(matches!(f.storage, Storage::Mapped(_)));
+        assert!(matches!(f.storage, Storage::Mapped(..)));
         assert_eq!(f.version(), 3);
         assert_eq!(f.metadata().len(), 12);
         assert_eq!(f.metadata()[0].0, "general.architecture");

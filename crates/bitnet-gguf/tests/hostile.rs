@@ -606,3 +606,29 @@ fn tensor_data_may_be_out_of_file_order() {
     let f = GgufFile::from_bytes(raw.bytes()).unwrap();
     assert_eq!(f.tensor("late").unwrap().offset, 32);
 }
+
+#[test]
+fn tensor_ranges_read_through_the_file_match_the_mapping() {
+    let data: Vec<u8> = (0..=255u8).cycle().take(4 * 64).collect();
+    let mut w = bitnet_gguf::GgufWriter::new();
+    w.add_tensor("a", bitnet_gguf::GgmlType::F32, &[64], &data[..256])
+        .unwrap();
+    let bytes = w.to_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    for f in [
+        GgufFile::open(&path).unwrap(),
+        GgufFile::from_bytes(bytes.clone()).unwrap(),
+    ] {
+        let info = f.tensor("a").unwrap().clone();
+        let mut out = vec![0u8; 100];
+        f.read_tensor_range(&info, 50, &mut out).unwrap();
+        assert_eq!(out, f.tensor_data(&info)[50..150]);
+        // Past the tensor's end: a typed error naming it, nothing read.
+        let mut big = vec![0u8; 10];
+        let e = f.read_tensor_range(&info, 250, &mut big).unwrap_err();
+        assert!(e.to_string().contains("tensor 'a'"), "{e}");
+        assert!(f.read_tensor_range(&info, u64::MAX, &mut big).is_err());
+    }
+}

@@ -23,6 +23,19 @@ pub struct BlockTQ2_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockTQ2_0>() == 66);
 
+impl BlockTQ2_0 {
+    /// The block holding `codes` (element order, each `0..=3`; higher bits are dropped)
+    /// with scale `d`: the inverse of its codes.
+    pub fn from_codes(codes: &[u8; QK_K], d: f16) -> BlockTQ2_0 {
+        let mut qs = [0u8; QK_K / 4];
+        for (e, &c) in codes.iter().enumerate() {
+            let (h, n, m) = (e / 128, (e / 32) % 4, e % 32);
+            qs[32 * h + m] |= (c & 3) << (2 * n);
+        }
+        BlockTQ2_0 { qs, d }
+    }
+}
+
 /// The scale step both ternary reference quantizers begin with: `amax` through ggml's
 /// `MAX(a, b) = a > b ? a : b` (so a NaN is replaced by the next value rather than
 /// propagated), `d = f16(amax)`, and the f32 reciprocal `id = 1/amax` (0 for an all-zero

@@ -5,8 +5,8 @@
 use bitnet_kernels::q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K, SumOrder, QK_K};
 use bitnet_kernels::round::round_even;
 use bitnet_kernels::tq1_0::{
-    dequantize_row_tq1_0, gemm_tq1_0_q8_k_with, quantize_row_tq1_0_ref, vec_dot_tq1_0_q8_k_generic,
-    vec_dot_tq1_0_q8_k_with, BlockTQ1_0,
+    dequantize_row_tq1_0, gemm_tq1_0_q8_k_with, quantize_row_tq1_0_ref, repack_tq1_0_as_tq2_0,
+    vec_dot_tq1_0_q8_k_generic, vec_dot_tq1_0_q8_k_with, BlockTQ1_0,
 };
 use bitnet_kernels::tq2_0::{
     dequantize_row_tq2_0, gemm_tq2_0_q8_k_with, quantize_row_tq2_0_ref, vec_dot_tq2_0_q8_k_generic,
@@ -268,6 +268,48 @@ proptest! {
         }
     }
 
+    /// TQ1_0 repacked as TQ2_0 keeps every code and scale, for any block bytes (base-3
+    /// values >= 243 included), and every product of the repacked rows equals the
+    /// original's bit for bit, on every ISA and in both orders.
+    #[test]
+    fn repacked_tq1_0_is_bit_identical(
+        (rows, nb, bytes) in (1usize..4, 1usize..4).prop_flat_map(|(r, nb)| (
+            Just(r),
+            Just(nb),
+            prop::collection::vec(any::<u8>(), r * nb * 52),
+        )),
+        a in prop::collection::vec(value(), 3 * QK_K * 3),
+        d in prop_oneof![Just(0.0f32), -2.0f32..2.0],
+    ) {
+        let t1: Vec<BlockTQ1_0> = bytes
+            .chunks_exact(52)
+            .map(|c| {
+                let mut b = BlockTQ1_0::zeroed();
+                b.qs.copy_from_slice(&c[..48]);
+                b.qh.copy_from_slice(&c[48..]);
+                b.d = f16::from_f32(d);
+                b
+            })
+            .collect();
+        let mut t2 = vec![BlockTQ2_0::zeroed(); t1.len()];
+        repack_tq1_0_as_tq2_0(&t1, &mut t2).expect("same length");
+        for (x, y) in t1.iter().zip(&t2) {
+            prop_assert_eq!(y, &BlockTQ2_0::from_codes(&codes_of(x), x.d), "repack keeps the codes");
+        }
+        let n_tok = 3;
+        let y = q8k(&a[..n_tok * nb * QK_K]);
+        for order in ORDERS {
+            for &isa in Isa::available() {
+                let mut o1 = vec![f32::NAN; rows * n_tok];
+                let mut o2 = vec![f32::NAN; rows * n_tok];
+                gemm_tq1_0_q8_k_with(isa, order, &t1, &y, n_tok, &mut o1).expect("whole rows");
+                gemm_tq2_0_q8_k_with(isa, order, &t2, &y, n_tok, &mut o2).expect("whole rows");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&o1), bits(&o2), "{:?} {:?}", isa, order);
+            }
+        }
+    }
+
     #[test]
     fn dot_matches_dequantized_float_dot((w, a) in row_pair(8)) {
         let (t1, t2, y) = (tq1(&w), tq2(&w), q8k(&a));
@@ -319,4 +361,13 @@ fn blocks_cast_from_file_bytes() {
     let back: &[BlockTQ1_0] = bytemuck::try_cast_slice(bytes).expect("two 54-byte blocks");
     assert_eq!(back, &t1[..]);
     assert!(bytemuck::try_cast_slice::<u8, BlockTQ1_0>(&bytes[..100]).is_err());
+}
+
+/// A TQ1_0 block's codes (element order), read back through dequantization with d = 1.
+fn codes_of(b: &BlockTQ1_0) -> [u8; QK_K] {
+    let mut one = *b;
+    one.d = f16::ONE;
+    let mut w = [0f32; QK_K];
+    dequantize_row_tq1_0(&[one], &mut w).expect("one block");
+    w.map(|v| (v + 1.0) as u8)
 }

@@ -20,6 +20,8 @@
 //! the order of the references' x86 AVX2 builds (`SumOrder::GgmlAvx2`) on every ISA, so
 //! `BITNET_FORCE_SCALAR=1` changes the speed, never the result.
 
+use std::sync::Arc;
+
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::float::{
     f16_to_f32_row, f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16_f32, vec_dot_f32,
@@ -34,9 +36,10 @@ use bitnet_kernels::q8_0::{quantize_row_q8_0_x86, vec_dot_q8_0_q8_0, BlockQ8_0, 
 use bitnet_kernels::q8_1::{quantize_row_q8_1_x86, BlockQ8_1};
 use bitnet_kernels::q8_k::{quantize_row_q8_k, quantize_row_q8_k_fma, BlockQ8K, SumOrder, QK_K};
 use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header};
-use bitnet_kernels::tq1_0::{gemm_tq1_0_q8_k, BlockTQ1_0};
+use bitnet_kernels::tq1_0::{repack_tq1_0_as_tq2_0, BlockTQ1_0};
 use bitnet_kernels::tq2_0::{gemm_tq2_0_q8_k, BlockTQ2_0};
 use bitnet_kernels::KernelError;
+
 use bitnet_pool::Pool;
 use bytemuck::Zeroable;
 use half::{bf16, f16};
@@ -104,6 +107,48 @@ pub struct Linear {
     pub n: usize,
     /// `{name}.scale`, applied as `y · scale` after the product (`ggml_mul`).
     pub scale: Option<f32>,
+    /// The weights re-encoded at load, replacing the file's bytes (see [`Repacked`]).
+    pub(crate) repacked: Option<Repacked>,
+}
+
+/// Weights re-encoded at load into a layout the kernels run faster, bit-identical in every
+/// product. The file's bytes are read once through the file, not the mapping, so they never
+/// enter the resident set: the copy replaces them.
+#[derive(Clone)]
+pub(crate) enum Repacked {
+    /// TQ1_0 as TQ2_0 (same codes and scales; `repack_tq1_0_as_tq2_0`).
+    Tq2(Arc<[BlockTQ2_0]>),
+}
+
+/// Summarizes: the blocks are megabytes.
+impl std::fmt::Debug for Repacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Repacked::Tq2(b) => write!(f, "Tq2({} blocks)", b.len()),
+        }
+    }
+}
+
+/// TQ1_0 blocks read per chunk while repacking (864 KiB).
+const REPACK_CHUNK_BLOCKS: usize = 16 * 1024;
+
+/// Re-encodes a TQ1_0 tensor as TQ2_0, reading it through the file in chunks. The tensor
+/// was checked to be whole blocks ([`Linear::check`]), and its size to lie inside the file.
+pub(crate) fn repack_tq1_0(file: &GgufFile, info: &TensorInfo) -> Result<Repacked, ModelError> {
+    let block = std::mem::size_of::<BlockTQ1_0>();
+    let n_blocks = usize::try_from(info.size).unwrap_or(usize::MAX) / block;
+    let mut out = vec![BlockTQ2_0::zeroed(); n_blocks];
+    let mut buf = vec![BlockTQ1_0::zeroed(); REPACK_CHUNK_BLOCKS.min(n_blocks)];
+    for (i, dst) in out.chunks_mut(REPACK_CHUNK_BLOCKS).enumerate() {
+        let src = &mut buf[..dst.len()];
+        let start = (i * REPACK_CHUNK_BLOCKS * block) as u64;
+        file.read_tensor_range(info, start, bytemuck::cast_slice_mut(src))?;
+        repack_tq1_0_as_tq2_0(src, dst).map_err(|source| ModelError::Kernel {
+            tensor: info.name.clone(),
+            source,
+        })?;
+    }
+    Ok(Repacked::Tq2(out.into()))
 }
 
 impl Linear {
@@ -334,7 +379,6 @@ enum Operands<'a> {
     Q8_0(&'a [BlockQ8_0], &'a [BlockQ8_0]),
     Q4_0(&'a [BlockQ4_0], &'a [BlockQ8_0]),
     Q4_1(&'a [BlockQ4_1], &'a [BlockQ8_1]),
-    Tq1(&'a [BlockTQ1_0], &'a [BlockQ8K]),
     Tq2(&'a [BlockTQ2_0], &'a [BlockQ8K]),
     I2s(I2sTensor<'a>, &'a [i8], &'a [I8sRowMeta]),
     Iq2Bn(&'a [u8], usize, &'a [i8], &'a [Q8K64Header]),
@@ -410,10 +454,6 @@ impl Operands<'_> {
                 let (w, a) = row_pair(w, a, r, t, k / QK8_0);
                 vec_dot_q4_1_q8_1(order, w, a)
             }),
-            Operands::Tq1(w, a) => {
-                let nb = k / QK_K;
-                gemm_tq1_0_q8_k(order, &w[r0 * nb..r1 * nb], a, n_tok, out)
-            }
             Operands::Tq2(w, a) => {
                 let nb = k / QK_K;
                 gemm_tq2_0_q8_k(order, &w[r0 * nb..r1 * nb], a, n_tok, out)
@@ -482,7 +522,15 @@ pub(crate) fn matmul(
         GgmlType::Q8_0 => Operands::Q8_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
         GgmlType::Q4_0 => Operands::Q4_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
         GgmlType::Q4_1 => Operands::Q4_1(cast(bytes), &acts.q8_1[..nk / QK8_0]),
-        GgmlType::TQ1_0 => Operands::Tq1(cast(bytes), &acts.q8k[..nk / QK_K]),
+        // TQ1_0 runs as its TQ2_0 re-encoding (a missing one is an empty tensor: a shape
+        // error from the kernel, not a panic).
+        GgmlType::TQ1_0 => Operands::Tq2(
+            match &w.repacked {
+                Some(Repacked::Tq2(b)) => b,
+                None => &[],
+            },
+            &acts.q8k[..nk / QK_K],
+        ),
         GgmlType::TQ2_0 => Operands::Tq2(cast(bytes), &acts.q8k[..nk / QK_K]),
         GgmlType::I2_S => Operands::I2s(
             I2sTensor::from_bytes(bytes, k, n).map_err(|source| ModelError::Kernel {

@@ -13,7 +13,7 @@ use bitnet_kernels::tq2_0::{dequantize_row_tq2_0, BlockTQ2_0};
 use half::{bf16, f16};
 
 use crate::config::Config;
-use crate::matmul::{act_kind, ActKind, Linear};
+use crate::matmul::{act_kind, repack_tq1_0, ActKind, Linear};
 use crate::ModelError;
 
 /// The token embedding table `(n_vocab, n_embd)` (ggml dims `[n_embd, n_vocab]`), read a
@@ -222,15 +222,19 @@ impl<'f> Binder<'f> {
         } else {
             None
         };
-        let lin = Linear {
+        let mut lin = Linear {
             name,
             info,
             act,
             k,
             n,
             scale,
+            repacked: None,
         };
         lin.check(self.file)?;
+        if lin.info.ggml_type == GgmlType::TQ1_0 {
+            lin.repacked = Some(repack_tq1_0(self.file, &lin.info)?);
+        }
         Ok(lin)
     }
 }
