@@ -52,7 +52,7 @@ crossval: setup
 	  rc=$$?; cat target/crossval/summary.txt 2>/dev/null; \
 	  echo "reports: target/crossval/summary.json, target/crossval/report.html"; exit $$rc
 
-# Throughput of our engine next to the references (full 2B-4T-shaped fixtures; ~40 min with
+# Throughput of our engine next to the references (full 2B-4T-shaped fixtures; ~15 min with
 # the defaults; BITNET_BENCH_FORMATS / _THREADS / _RUNS narrow it), then tokenizer timings.
 bench: setup
 	$(CARGO) bench -p bitnet-bench --bench throughput
