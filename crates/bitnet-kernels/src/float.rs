@@ -501,8 +501,8 @@ pub(crate) mod avx2 {
                 .cast::<i8>()
                 .wrapping_add(i * std::mem::size_of::<X>() + PREFETCH_BYTES);
             for line in (0..bytes_per_iter).step_by(64) {
-                // SAFETY: a prefetch is a hint and never faults, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line)) };
+                // A hint: it never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
             }
             // SAFETY: i + 64 <= np <= x.len() <= y.len().
             unsafe {
