@@ -415,6 +415,7 @@ pub fn vec_dot_f16_f32(order: SumOrder, x: &[f16], y: &[f32]) -> Result<f32, Ker
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
+    use crate::gemm::PREFETCH_BYTES;
     use std::arch::x86_64::*;
 
     use half::{bf16, f16};
@@ -492,7 +493,17 @@ pub(crate) mod avx2 {
         let mut i = 0;
         // Two steps per iteration: the same per-accumulator sequence as one step at a time,
         // with half the loop overhead.
+        let bytes_per_iter = 2 * STEP * std::mem::size_of::<X>();
         while i + 2 * STEP <= np {
+            // The weights stream from memory once: ask for them ahead of use.
+            let ahead = x
+                .as_ptr()
+                .cast::<i8>()
+                .wrapping_add(i * std::mem::size_of::<X>() + PREFETCH_BYTES);
+            for line in (0..bytes_per_iter).step_by(64) {
+                // A hint: it never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
+            }
             // SAFETY: i + 64 <= np <= x.len() <= y.len().
             unsafe {
                 fma_step(&mut acc, x, y, i);

@@ -432,12 +432,16 @@ mod avx2 {
         for (b, xb) in x.iter().enumerate() {
             // SAFETY: this function's own precondition (AVX2, FMA, F16C).
             let codes = unsafe { xb.codes_avx2() };
-            let xd = xb.scale();
+            // x.d widened with F16C (exact, as `f16::to_f32`), once per block.
+            let xd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+                xb.scale().to_bits(),
+            ))));
             for (a, yt) in acc.iter_mut().zip(&y) {
                 let yb = &yt[b];
                 // SAFETY: as above.
                 let lanes = unsafe { block_lanes(codes, yb) };
-                let d = _mm256_set1_ps(block_scale(xd, yb.d));
+                // `block_scale`: y.d · x.d.
+                let d = _mm256_set1_ps(yb.d * xd);
                 *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
             }
         }
