@@ -53,9 +53,12 @@ crossval: setup
 	  echo "reports: target/crossval/summary.json, target/crossval/report.html"; exit $$rc
 
 # Throughput of our engine next to the references (full 2B-4T-shaped fixtures; ~15 min with
-# the defaults; BITNET_BENCH_FORMATS / _THREADS / _RUNS narrow it), then tokenizer timings.
+# the defaults; BITNET_BENCH_FORMATS / _THREADS / _RUNS narrow it), then the kernel and
+# thread-pool benchmarks and tokenizer timings.
 bench: setup
 	$(CARGO) bench -p bitnet-bench --bench throughput
+	$(CARGO) bench -p bitnet-kernels --bench gemm
+	$(CARGO) bench -p bitnet-pool --bench dispatch
 	$(CARGO) bench -p bitnet-tokenizers
 
 golden: setup
