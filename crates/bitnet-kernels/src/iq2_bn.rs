@@ -324,7 +324,7 @@ pub fn gemm_iq2_bn_q8_k64(
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{finish, BlockIq2Bn, IQ2_BN_ROW_PREFIX_BYTES};
-    use crate::gemm::{tiles, TILE_TOKENS};
+    use crate::gemm::{tiles, PREFETCH_BYTES, TILE_TOKENS};
     use crate::i2_s::avx2::load_i8x32;
     use crate::q8_k64::{Q8K64Header, Q8_K64_GROUPS};
     use std::arch::x86_64::*;
@@ -414,6 +414,9 @@ mod avx2 {
             let end = (start + I16_RUN_BLOCKS).min(w.len());
             let mut acc16 = [_mm256_setzero_si256(); N];
             for (i, b) in w[start..end].iter().enumerate() {
+                // The weights stream from memory once: ask for them ahead of use (a hint:
+                // it never faults, whatever the address).
+                _mm_prefetch::<_MM_HINT_T0>(b.qs.as_ptr().wrapping_add(PREFETCH_BYTES).cast());
                 let bits = broadcast_block(b);
                 let c0 = _mm256_and_si256(_mm256_srlv_epi64(bits, shift_lo), mask);
                 let c1 = _mm256_and_si256(_mm256_srlv_epi64(bits, shift_hi), mask);

@@ -355,7 +355,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{block_scale, hsum8_ggml, BlockQ8K, SumOrder, TernaryBlock};
-    use crate::gemm::{tiles, TILE_TOKENS};
+    use crate::gemm::{tiles, PREFETCH_BYTES, TILE_TOKENS};
 
     /// Every weight row × every activation row: `x` is rows × `nb` blocks, `y` is
     /// n_tok × `nb` blocks, `out` is (rows, n_tok).
@@ -430,6 +430,13 @@ mod avx2 {
     ) -> [f32; N] {
         let mut acc = [_mm256_setzero_ps(); N];
         for (b, xb) in x.iter().enumerate() {
+            // The weights stream from memory once: ask for them ahead of use (a hint: it
+            // never faults, whatever the address).
+            let ahead = std::ptr::from_ref(xb)
+                .cast::<i8>()
+                .wrapping_add(PREFETCH_BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
             // SAFETY: this function's own precondition (AVX2, FMA, F16C).
             let codes = unsafe { xb.codes_avx2() };
             // x.d widened with F16C (exact, as `f16::to_f32`), once per block.
