@@ -58,9 +58,11 @@ struct ModelFacts {
 }
 
 fn model_facts(path: &Path, n_ctx: u32) -> Result<ModelFacts> {
-    let model = bitnet_models::Model::load(path)
+    // The hyper-parameters and tensor table only: no weight is bound, repacked or read.
+    let file =
+        bitnet_gguf::GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let c = &bitnet_models::Config::read(&file)
         .with_context(|| format!("reading {} with bitnet-models", path.display()))?;
-    let c = model.config();
     let file_bytes = std::fs::metadata(path)?.len();
     let kv_bytes = kv_cache_bytes(
         c.n_layer as u64,
@@ -71,7 +73,7 @@ fn model_facts(path: &Path, n_ctx: u32) -> Result<ModelFacts> {
     Ok(ModelFacts {
         path: path.to_owned(),
         file_bytes,
-        weights: WeightBytes::from_gguf(model.gguf())?,
+        weights: WeightBytes::from_gguf(&file)?,
         kv_bytes,
         budget: rss_budget(file_bytes, kv_bytes),
     })

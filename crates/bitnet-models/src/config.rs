@@ -125,6 +125,23 @@ impl Config {
         self.n_head * self.head_dim
     }
 
+    /// The hyper-parameters of an opened file, without binding (or reading) any weight:
+    /// the architecture is checked first (so an unsupported model is reported as such), then
+    /// `n_vocab` from `token_embd`'s shape and the keys. [`crate::Model::from_gguf`] starts
+    /// here.
+    pub fn read(file: &GgufFile) -> Result<Config, ModelError> {
+        let arch = file.get_str("general.architecture").map_err(|e| match e {
+            bitnet_gguf::GgufError::MissingKey { key } => ModelError::MissingKey { key },
+            e => ModelError::Gguf(e),
+        })?;
+        if Arch::from_name(arch).is_none() {
+            return Err(ModelError::UnsupportedArch {
+                arch: arch.to_owned(),
+            });
+        }
+        Config::from_gguf(file, crate::weights::vocab_size(file)?)
+    }
+
     /// Reads and checks the hyper-parameters; `n_vocab` comes from `token_embd`'s shape,
     /// which the weight loader validates against everything else.
     pub(crate) fn from_gguf(file: &GgufFile, n_vocab: usize) -> Result<Config, ModelError> {

@@ -16,7 +16,7 @@ use crate::ops::{
     relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot, NormOrder,
     Q8KRounding,
 };
-use crate::weights::{bind, vocab_size, Weights};
+use crate::weights::{bind, Weights};
 use crate::ModelError;
 
 /// A capture hook: called with a tensor's name as llama.cpp's `cb_eval` sees it
@@ -125,18 +125,7 @@ impl Model {
 
     /// [`Model::load`] for a file already opened (or held in memory).
     pub fn from_gguf(file: GgufFile) -> Result<Model, ModelError> {
-        // The architecture decides which keys exist; check it before the vocabulary so that
-        // an unsupported model is reported as such.
-        let arch = file.get_str("general.architecture").map_err(|e| match e {
-            bitnet_gguf::GgufError::MissingKey { key } => ModelError::MissingKey { key },
-            e => ModelError::Gguf(e),
-        })?;
-        if crate::Arch::from_name(arch).is_none() {
-            return Err(ModelError::UnsupportedArch {
-                arch: arch.to_owned(),
-            });
-        }
-        let config = Config::from_gguf(&file, vocab_size(&file)?)?;
+        let config = Config::read(&file)?;
         let weights = bind(&file, &config)?;
         Ok(Model {
             file,
