@@ -350,10 +350,23 @@ mod tests {
     fn parked_workers_wake_for_the_next_region() {
         let pool = Pool::new(2).unwrap();
         std::thread::sleep(SPIN_BEFORE_PARK * 3);
+        // 20 items of 1 ms: the caller alone cannot drain them before a woken worker joins
+        // (a wake-up takes microseconds), so a worker that stayed parked fails the test
+        // instead of being covered for by the caller.
+        let by_worker = AtomicUsize::new(0);
         let sum = AtomicUsize::new(0);
-        pool.for_each(0..100, |i| {
+        let caller = std::thread::current().id();
+        pool.for_each(0..20, |i| {
+            std::thread::sleep(Duration::from_millis(1));
+            if std::thread::current().id() != caller {
+                by_worker.fetch_add(1, Ordering::Relaxed);
+            }
             sum.fetch_add(i, Ordering::Relaxed);
         });
-        assert_eq!(sum.load(Ordering::Relaxed), 4950);
+        assert_eq!(sum.load(Ordering::Relaxed), 190);
+        assert!(
+            by_worker.load(Ordering::Relaxed) > 0,
+            "the parked worker ran none of the region's items"
+        );
     }
 }
