@@ -1,9 +1,11 @@
 //! The parity matrix: which models each reference runs, the prompts, and case ids.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bitnet_fixtures::{Arch, FixtureSpec, ScaleStyle, WeightFormat};
 use bitnet_sys::Reference;
+
+use crate::routing::{route, BadModelFile, FileFacts, Route, IK_FTYPE_IQ2_BN};
 
 /// A prompt of the matrix. Ids are stable: they name cases, reports and goldens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +71,17 @@ pub const PROMPTS: [Prompt; 6] = [SHORT, LONG, CODE, UNICODE, WHITESPACE, SINGLE
 pub const TOKEN_COUNTS: [usize; 3] = [1, 8, 32];
 /// The longest generation any case needs; runs are shared between token counts.
 pub const MAX_NEW_TOKENS: usize = 32;
-/// Context of every session: the longest prompt plus [`MAX_NEW_TOKENS`], with room.
+/// Context of every built-in model's sessions: the longest prompt plus [`MAX_NEW_TOKENS`],
+/// with room.
 pub const N_CTX: u32 = 512;
+/// The largest context a user model's sessions get: its own `context_length` up to this.
+/// Every prompt of the matrix fits in it even with a small vocabulary (the long prompt is
+/// ~930 tokens at worst), and the references' per-batch logits buffers (n_batch = n_ctx
+/// rows of n_vocab floats) stay near 0.5 GB for a 128k vocabulary.
+pub const USER_N_CTX_MAX: u32 = 1024;
 
 /// How the generated positions are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Both sides consume the reference's greedy tokens: every position is comparable.
@@ -98,10 +106,11 @@ impl Mode {
 pub enum ModelSource {
     /// A synthetic fixture, generated on demand by `bitnet-fixtures`.
     Fixture(FixtureSpec),
-    /// A fixture converted by a reference's own `llama_model_quantize` (ik_llama.cpp runs
-    /// 2B-4T-style I2_S models only after converting them to IQ2_BN).
+    /// A model converted by a reference's own `llama_model_quantize` (ik_llama.cpp runs
+    /// 2B-4T-style I2_S models only after converting them to IQ2_BN). Cached by the input's
+    /// content hash and the reference's version.
     Converted {
-        from: FixtureSpec,
+        from: Box<ModelSource>,
         by: Reference,
         /// llama.cpp `llama_ftype` of the result.
         ftype: u32,
@@ -110,45 +119,45 @@ pub enum ModelSource {
     },
     /// SmolLM2-135M-Instruct Q4_1 from PyPI.
     SmolLm2,
-    /// A user's model (`BITNET_GGUF`, `CROSSVAL_GGUF` or `models/*.gguf`).
-    User(PathBuf),
+    /// A user's model (`BITNET_GGUF`, `CROSSVAL_GGUF` or `models/*.gguf`), named by a
+    /// file-name-safe slug of its stem.
+    User { path: PathBuf, slug: String },
 }
 
-/// `LLAMA_FTYPE_MOSTLY_IQ2_BN` in ik_llama.cpp.
-pub const IK_FTYPE_IQ2_BN: u32 = 137;
+impl ModelSource {
+    /// The model's part of case ids.
+    pub fn id(&self) -> String {
+        match self {
+            ModelSource::Fixture(spec) => spec.id(),
+            ModelSource::Converted { from, to, .. } => format!("{}-to-{to}", from.id()),
+            ModelSource::SmolLm2 => "smollm2-135m-q4_1".to_string(),
+            ModelSource::User { slug, .. } => format!("user_{slug}"),
+        }
+    }
+
+    /// Whether this is (or was converted from) a user's model.
+    pub fn is_user(&self) -> bool {
+        match self {
+            ModelSource::User { .. } => true,
+            ModelSource::Converted { from, .. } => from.is_user(),
+            ModelSource::Fixture(_) | ModelSource::SmolLm2 => false,
+        }
+    }
+}
 
 /// One model run against one reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelCase {
     pub source: ModelSource,
     pub reference: Reference,
+    /// Context of both sides' sessions.
+    pub n_ctx: u32,
 }
 
 impl ModelCase {
     /// Stable id: `<model>@<reference>`.
     pub fn id(&self) -> String {
-        let model = match &self.source {
-            ModelSource::Fixture(spec) => spec.id(),
-            ModelSource::Converted { from, to, .. } => format!("{}-to-{to}", from.id()),
-            ModelSource::SmolLm2 => "smollm2-135m-q4_1".to_string(),
-            ModelSource::User(p) => format!(
-                "user-{}",
-                p.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ),
-        };
-        format!("{model}@{}", reference_id(self.reference))
-    }
-
-    /// The weight format's name as reports show it.
-    pub fn format(&self) -> String {
-        match &self.source {
-            ModelSource::Fixture(spec) => spec.format.ggml_type().name().to_string(),
-            ModelSource::Converted { to, .. } => (*to).to_string(),
-            ModelSource::SmolLm2 => "q4_1".to_string(),
-            ModelSource::User(_) => "user".to_string(),
-        }
+        format!("{}@{}", self.source.id(), reference_id(self.reference))
     }
 }
 
@@ -162,69 +171,148 @@ pub fn reference_id(r: Reference) -> &'static str {
 }
 
 /// The built-in models and the references that run each (measured: see
-/// `bitnet-fixtures`' crate docs for what each reference loads).
+/// `bitnet-fixtures`' crate docs for what each reference loads; `crate::routing` routes
+/// each file to the same references).
 pub fn builtin_models() -> Vec<ModelCase> {
-    let tiny = FixtureSpec::tiny;
+    let tiny = |arch, format| ModelSource::Fixture(FixtureSpec::tiny(arch, format));
+    let case = |source, reference| ModelCase {
+        source,
+        reference,
+        n_ctx: N_CTX,
+    };
     let mut v = Vec::new();
-    // Upstream llama.cpp: arch `bitnet` in every format it has, and `.scale` tensors.
-    for format in [
-        WeightFormat::F32,
-        WeightFormat::F16,
-        WeightFormat::TQ1_0,
-        WeightFormat::TQ2_0,
-    ] {
-        v.push(fixture_case(
-            tiny(Arch::Bitnet, format),
-            Reference::LlamaCpp,
-        ));
+    // Upstream llama.cpp and bitnet.cpp: arch `bitnet` in every format both have.
+    for reference in [Reference::LlamaCpp, Reference::BitnetCpp] {
+        for format in [
+            WeightFormat::F32,
+            WeightFormat::F16,
+            WeightFormat::TQ1_0,
+            WeightFormat::TQ2_0,
+        ] {
+            v.push(case(tiny(Arch::Bitnet, format), reference));
+        }
     }
-    v.push(fixture_case(
-        tiny(Arch::Bitnet, WeightFormat::TQ2_0).with_scales(ScaleStyle::Tensor),
+    // `.scale` tensors, and the one real model.
+    v.push(case(
+        ModelSource::Fixture(
+            FixtureSpec::tiny(Arch::Bitnet, WeightFormat::TQ2_0).with_scales(ScaleStyle::Tensor),
+        ),
         Reference::LlamaCpp,
     ));
-    v.push(ModelCase {
-        source: ModelSource::SmolLm2,
-        reference: Reference::LlamaCpp,
-    });
+    v.push(case(ModelSource::SmolLm2, Reference::LlamaCpp));
     // bitnet.cpp: its own I2_S format (arch `bitnet` only).
-    v.push(fixture_case(
+    v.push(case(
         tiny(Arch::Bitnet, WeightFormat::I2_S),
         Reference::BitnetCpp,
     ));
     // ik_llama.cpp: 2B-4T's architecture in IQ2_BN, directly and converted from I2_S.
-    v.push(fixture_case(
+    v.push(case(
         tiny(Arch::BitnetB158, WeightFormat::IQ2_BN),
         Reference::IkLlamaCpp,
     ));
-    v.push(ModelCase {
-        source: ModelSource::Converted {
-            from: tiny(Arch::BitnetB158, WeightFormat::I2_S),
+    v.push(case(
+        ModelSource::Converted {
+            from: Box::new(tiny(Arch::BitnetB158, WeightFormat::I2_S)),
             by: Reference::IkLlamaCpp,
             ftype: IK_FTYPE_IQ2_BN,
             to: "iq2_bn",
         },
-        reference: Reference::IkLlamaCpp,
-    });
+        Reference::IkLlamaCpp,
+    ));
     v
 }
 
-fn fixture_case(spec: FixtureSpec, reference: Reference) -> ModelCase {
-    ModelCase {
-        source: ModelSource::Fixture(spec),
-        reference,
+/// A user's model file (`BITNET_GGUF`, `CROSSVAL_GGUF`, `models/*.gguf`) and what the matrix
+/// does with it.
+#[derive(Debug, Clone)]
+pub struct UserModel {
+    pub path: PathBuf,
+    /// File-name-safe, unique among the user models: the file stem.
+    pub slug: String,
+    /// The file's facts, or why it cannot be read as a model.
+    pub facts: Result<FileFacts, BadModelFile>,
+}
+
+impl UserModel {
+    /// Every reference's route for this file (none when the file can't be read).
+    pub fn routes(&self) -> Vec<(Reference, Route)> {
+        match &self.facts {
+            Ok(f) => Reference::ALL.iter().map(|&r| (r, route(f, r))).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The sessions' context: the model's own `context_length`, at most [`USER_N_CTX_MAX`].
+    pub fn n_ctx(&self) -> u32 {
+        self.facts.as_ref().map_or(USER_N_CTX_MAX, |f| {
+            u32::try_from(f.config.n_ctx_train)
+                .unwrap_or(u32::MAX)
+                .min(USER_N_CTX_MAX)
+        })
+    }
+
+    /// The model case of one route, if it runs.
+    pub fn case(&self, reference: Reference, route: &Route) -> Option<ModelCase> {
+        let user = ModelSource::User {
+            path: self.path.clone(),
+            slug: self.slug.clone(),
+        };
+        let source = match route {
+            Route::Direct => user,
+            Route::Convert { ftype, to } => ModelSource::Converted {
+                from: Box::new(user),
+                by: reference,
+                ftype: *ftype,
+                to,
+            },
+            Route::NotApplicable(_) => return None,
+        };
+        Some(ModelCase {
+            source,
+            reference,
+            n_ctx: self.n_ctx(),
+        })
     }
 }
 
-/// User models, each run against upstream llama.cpp (the reference that loads the
-/// widest range of files).
-pub fn user_models() -> Vec<ModelCase> {
-    bitnet_fixtures::user_models()
-        .into_iter()
-        .map(|p| ModelCase {
-            source: ModelSource::User(p),
-            reference: Reference::LlamaCpp,
+/// A file stem as an id: ASCII letters, digits, `.`, `-` and `_` kept, anything else `_`.
+fn slug_of(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let slug: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
         })
-        .collect()
+        .collect();
+    if slug.is_empty() {
+        "model".into()
+    } else {
+        slug
+    }
+}
+
+/// The user's models (`bitnet_fixtures::user_models`), each read and given a unique slug.
+pub fn user_models() -> Vec<UserModel> {
+    let mut out: Vec<UserModel> = Vec::new();
+    for path in bitnet_fixtures::user_models() {
+        let base = slug_of(&path);
+        let mut slug = base.clone();
+        let mut n = 2;
+        while out.iter().any(|m| m.slug == slug) {
+            slug = format!("{base}-{n}");
+            n += 1;
+        }
+        let facts = FileFacts::read(&path);
+        out.push(UserModel { path, slug, facts });
+    }
+    out
 }
 
 /// One case of the matrix.

@@ -2,7 +2,8 @@
 //!
 //! [`logits_compare`] holds the comparison math. With the `crossval` (C++ references) and
 //! `integration-tests` (whole models) features, the parity suite's pieces are here too:
-//! the case matrix ([`cases`]), per-model tolerances ([`tolerance`]), the case runner
+//! the case matrix ([`cases`]), which reference runs which file ([`routing`]), per-model
+//! tolerances ([`tolerance`]), the case runner
 //! ([`runner`]), reports ([`report`]) and the golden view ([`golden`]); the suite itself is
 //! `crossval/tests/per_token_parity.rs`. [`localize`] finds the first divergent op of a
 //! failing case from both sides' captured intermediates.
@@ -16,6 +17,8 @@ pub mod golden;
 pub mod localize;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]
 pub mod report;
+#[cfg(all(feature = "crossval", feature = "integration-tests"))]
+pub mod routing;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]
 pub mod runner;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]

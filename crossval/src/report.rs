@@ -7,20 +7,36 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cases::Mode;
 use crate::localize::{FirstDivergentOp, OpTrace};
 use crate::logits_compare::LogitsDivergence;
+use crate::tolerance::ChosenTolerance;
 
 /// How a case ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pass,
     Fail,
     /// The reference was unavailable and `CROSSVAL_ALLOW_CPP_FAIL=1` asked for a skip.
     Skipped,
+    /// The case cannot run on this model (a reference that cannot load the file, a prompt
+    /// longer than the model's context): neither a pass nor a failure; the message says why.
+    NotApplicable,
+}
+
+impl Status {
+    /// The status as tables show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Skipped => "skip",
+            Status::NotApplicable => "n/a",
+        }
+    }
 }
 
 /// Everything known about one case.
@@ -45,6 +61,8 @@ pub struct CaseReport {
     /// A failing case's localisation: the first op, in graph order, over its NMSE
     /// threshold at the first diverging position (`crate::localize`).
     pub first_divergent_op: Option<FirstDivergentOp>,
+    /// The tolerance the case ran under, with its name and the reason it was chosen.
+    pub tolerance: Option<ChosenTolerance>,
     /// Per-op NMSE at one position, for every layer: kept for failing cases and, with
     /// `BITNET_TRACE=1`, passing ones; written to `<case>.trace.json`, not to `<case>.json`.
     #[serde(skip)]
@@ -55,7 +73,7 @@ pub struct CaseReport {
 }
 
 /// One row of `summary.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SummaryRow {
     pub case: String,
     pub model: String,
@@ -72,9 +90,46 @@ pub struct SummaryRow {
     pub max_abs: Option<f32>,
     pub status: Status,
     pub pass: bool,
+    /// Why the case was not applicable or skipped, or the first line of its failure.
+    pub note: Option<String>,
+    /// The tolerance's name (`LLAMA_CPP_BITNET`, `USER_MODEL`, ...), when the case ran.
+    pub tolerance: Option<String>,
 }
 
 impl CaseReport {
+    /// A row for a case that could not run at all: a (model, reference) pair the reference
+    /// cannot load ([`Status::NotApplicable`]), or a file that is not a model
+    /// ([`Status::Fail`]). `message` says why.
+    pub fn without_run(
+        case: String,
+        model: String,
+        reference: &str,
+        status: Status,
+        message: String,
+    ) -> CaseReport {
+        CaseReport {
+            case,
+            model,
+            format: String::new(),
+            reference: reference.to_owned(),
+            reference_version: String::new(),
+            prompt: "-".into(),
+            mode: Mode::TeacherForced,
+            n_tokens: 0,
+            prompt_tokens: Vec::new(),
+            rust_generated: Vec::new(),
+            reference_generated: Vec::new(),
+            first_token_mismatch: None,
+            mismatch_was_near_tie: None,
+            divergence: None,
+            first_divergent_op: None,
+            tolerance: None,
+            op_trace: None,
+            status,
+            message: Some(message),
+        }
+    }
+
     /// This report's summary row.
     pub fn summary_row(&self) -> SummaryRow {
         let d = self.divergence.as_ref();
@@ -94,6 +149,12 @@ impl CaseReport {
             max_abs: d.map(|d| d.max_absolute_diff),
             status: self.status,
             pass: self.status == Status::Pass,
+            note: self
+                .message
+                .as_deref()
+                .and_then(|m| m.lines().next())
+                .map(str::to_owned),
+            tolerance: self.tolerance.as_ref().map(|t| t.name.to_owned()),
         }
     }
 }
@@ -108,8 +169,36 @@ pub fn report_dir() -> PathBuf {
 /// Reports of this process's cases, by case id.
 static REPORTS: Mutex<BTreeMap<String, CaseReport>> = Mutex::new(BTreeMap::new());
 
-/// Writes `<case>.json` and rewrites the summary files and the HTML report with every case
-/// this process has finished so far.
+/// What one test binary contributes to the summary files: every test binary of the suite
+/// (the rstest matrix, the user-model harness) is its own process, so each writes its shard
+/// (`shards/<binary>.json`) and the summary files are merged from all shards.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Shard {
+    rows: Vec<SummaryRow>,
+    /// `<tr>` rows of the HTML report's case table.
+    html_rows: String,
+    /// The HTML report's per-op heat maps.
+    html_traces: String,
+}
+
+/// This process's shard name: the test binary's name without cargo's hash suffix.
+fn shard_name() -> String {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "crossval".into());
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.to_owned()
+        }
+        _ => stem,
+    }
+}
+
+/// Writes `<case>.json` and rewrites this process's shard, then the summary files and the
+/// HTML report from every shard.
 pub fn record(report: &CaseReport) -> std::io::Result<()> {
     let dir = report_dir();
     std::fs::create_dir_all(&dir)?;
@@ -125,13 +214,65 @@ pub fn record(report: &CaseReport) -> std::io::Result<()> {
     }
     let mut all = REPORTS.lock().unwrap_or_else(|e| e.into_inner());
     all.insert(report.case.clone(), report.clone());
-    let rows: Vec<SummaryRow> = all.values().map(CaseReport::summary_row).collect();
+    write_shard(&dir, &all)
+}
+
+/// Empties this process's shard (and rewrites the summary files): a run that records no
+/// case, such as the user-model harness with no user models, must not leave the rows of
+/// an earlier run behind.
+pub fn clear_shard() -> std::io::Result<()> {
+    let dir = report_dir();
+    std::fs::create_dir_all(&dir)?;
+    let all = REPORTS.lock().unwrap_or_else(|e| e.into_inner());
+    write_shard(&dir, &all)
+}
+
+fn write_shard(dir: &Path, reports: &BTreeMap<String, CaseReport>) -> std::io::Result<()> {
+    let mut shard = Shard {
+        rows: reports.values().map(CaseReport::summary_row).collect(),
+        ..Shard::default()
+    };
+    for r in reports.values() {
+        shard.html_rows.push_str(&html_row(r));
+        if let Some(t) = &r.op_trace {
+            shard
+                .html_traces
+                .push_str(&heat_map(&r.case, t, r.first_divergent_op.as_ref()));
+        }
+    }
+    let shards = dir.join("shards");
+    std::fs::create_dir_all(&shards)?;
+    write_atomic(
+        &shards.join(format!("{}.json", shard_name())),
+        &serde_json::to_vec(&shard)?,
+    )?;
+    // Every shard, this one included, sorted by name: the merged files are the same
+    // whichever binary wrote last.
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&shards)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    let mut merged = Shard::default();
+    for p in names {
+        // A shard being replaced by another process may be missing or (never, thanks to
+        // the atomic rename) half-written: skip what cannot be read.
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
+        let Ok(s) = serde_json::from_slice::<Shard>(&bytes) else {
+            continue;
+        };
+        merged.rows.extend(s.rows);
+        merged.html_rows.push_str(&s.html_rows);
+        merged.html_traces.push_str(&s.html_traces);
+    }
     write_atomic(
         &dir.join("summary.json"),
-        &serde_json::to_vec_pretty(&rows)?,
+        &serde_json::to_vec_pretty(&merged.rows)?,
     )?;
-    write_atomic(&dir.join("summary.txt"), table(&rows).as_bytes())?;
-    write_atomic(&dir.join("report.html"), html(all.values()).as_bytes())
+    write_atomic(&dir.join("summary.txt"), table(&merged.rows).as_bytes())?;
+    write_atomic(&dir.join("report.html"), html(&merged).as_bytes())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -162,25 +303,39 @@ pub fn table_header() -> String {
     )
 }
 
-/// One case as a table line.
+/// One case as a table line; a case that did not run says why instead of its metrics.
 pub fn table_row(r: &SummaryRow) -> String {
-    format!(
-        "{:<6} {:<52} {:<13} {:<13} {:<5} {:>3} {:>4} {:>6} {:>12} {:>10} {:>10}",
-        match r.status {
-            Status::Pass => "pass",
-            Status::Fail => "FAIL",
-            Status::Skipped => "skip",
-        },
+    let head = format!(
+        "{:<6} {:<52} {:<13} {:<13} {:<5} {:>3}",
+        r.status.label(),
         r.model,
         r.reference,
         r.prompt,
-        r.mode.id(),
+        if r.n_tokens == 0 { "-" } else { r.mode.id() },
         r.n_tokens,
-        r.n_positions,
-        opt(r.first_divergence_token, |p| p.to_string()),
-        opt(r.min_cosine, |c| format!("{c:.9}")),
-        opt(r.max_kl, |k| format!("{k:.2e}")),
-        opt(r.max_abs, |a| format!("{a:.2e}")),
+    );
+    match (r.status, &r.note) {
+        (Status::NotApplicable | Status::Skipped, Some(note)) => format!("{head}  {note}"),
+        _ => format!(
+            "{head} {:>4} {:>6} {:>12} {:>10} {:>10}",
+            r.n_positions,
+            opt(r.first_divergence_token, |p| p.to_string()),
+            opt(r.min_cosine, |c| format!("{c:.9}")),
+            opt(r.max_kl, |k| format!("{k:.2e}")),
+            opt(r.max_abs, |a| format!("{a:.2e}")),
+        ),
+    }
+}
+
+/// The counts line that closes `summary.txt`.
+pub fn counts(rows: &[SummaryRow]) -> String {
+    let count = |s: Status| rows.iter().filter(|r| r.status == s).count();
+    format!(
+        "crossval: {} passed, {} failed, {} skipped, {} not applicable",
+        count(Status::Pass),
+        count(Status::Fail),
+        count(Status::Skipped),
+        count(Status::NotApplicable)
     )
 }
 
@@ -192,13 +347,8 @@ pub fn table(rows: &[SummaryRow]) -> String {
         s.push_str(&table_row(r));
         s.push('\n');
     }
-    let pass = rows.iter().filter(|r| r.pass).count();
-    let skipped = rows.iter().filter(|r| r.status == Status::Skipped).count();
-    let _ = writeln!(
-        s,
-        "crossval: {pass} passed, {} failed, {skipped} skipped",
-        rows.len() - pass - skipped
-    );
+    s.push_str(&counts(rows));
+    s.push('\n');
     s
 }
 
@@ -231,60 +381,73 @@ stroke=\"{colour}\" points=\"{}\"/></svg><div class=\"max\">max {max:.3e}</div>"
     )
 }
 
-/// The HTML report: a summary table, then per case its 1 − cosine and KL per position.
-pub fn html<'a>(reports: impl Iterator<Item = &'a CaseReport>) -> String {
+/// One case as a row of the HTML report's table.
+fn html_row(r: &CaseReport) -> String {
+    let (cos, kl) = r.divergence.as_ref().map_or((Vec::new(), Vec::new()), |d| {
+        (
+            d.per_token_cosine_sim.iter().map(|c| 1.0 - c).collect(),
+            d.per_token_kl.clone(),
+        )
+    });
+    let class = match r.status {
+        Status::Pass => "pass",
+        Status::Fail => "fail",
+        Status::Skipped => "skipped",
+        Status::NotApplicable => "na",
+    };
+    let plots = if r.divergence.is_some() {
+        format!(
+            "<td>{}</td><td>{}</td>",
+            plot(&cos, "#c33"),
+            plot(&kl, "#36c")
+        )
+    } else {
+        "<td colspan=\"2\"></td>".to_string()
+    };
+    format!(
+        "<tr class=\"{class}\"><td>{}</td><td>{}<br><small>{}</small></td><td>{}{}</td>\
+<td>{}</td>{plots}</tr>",
+        escape(&r.case),
+        escape(&r.reference),
+        escape(&r.reference_version),
+        r.status.label(),
+        r.message
+            .as_deref()
+            .map(|m| format!("<br><small>{}</small>", escape(m).replace('\n', "<br>")))
+            .unwrap_or_default(),
+        opt(
+            r.divergence.as_ref().and_then(|d| d.first_divergence_token),
+            |p| p.to_string()
+        ),
+    )
+}
+
+/// The HTML report: the counts, a table of every case with its 1 − cosine and KL per
+/// position, then the per-op heat maps.
+fn html(merged: &Shard) -> String {
     let mut s = String::from(
         "<!doctype html><meta charset=\"utf-8\"><title>bitnet-rs parity report</title>\
 <style>body{font:13px sans-serif;margin:1em}table{border-collapse:collapse}\
 td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}.fail{background:#fdd}\
-.skipped{background:#ffd}.max{color:#666;font-size:11px}</style>\
-<h1>bitnet-rs per-token parity</h1><table><tr><th>case</th><th>reference</th>\
+.skipped{background:#ffd}.na{background:#eee}.max{color:#666;font-size:11px}</style>\
+<h1>bitnet-rs per-token parity</h1>",
+    );
+    let _ = write!(
+        s,
+        "<p>{}</p><table><tr><th>case</th><th>reference</th>\
 <th>status</th><th>first divergence</th><th>1 − cosine per position</th>\
 <th>KL(p_ref‖p_rust) per position</th></tr>",
+        escape(&counts(&merged.rows))
     );
-    let mut traces = String::new();
-    for r in reports {
-        if let Some(t) = &r.op_trace {
-            traces.push_str(&heat_map(&r.case, t, r.first_divergent_op.as_ref()));
-        }
-        let (cos, kl) = r.divergence.as_ref().map_or((Vec::new(), Vec::new()), |d| {
-            (
-                d.per_token_cosine_sim.iter().map(|c| 1.0 - c).collect(),
-                d.per_token_kl.clone(),
-            )
-        });
-        let class = match r.status {
-            Status::Pass => "pass",
-            Status::Fail => "fail",
-            Status::Skipped => "skipped",
-        };
-        let _ = write!(
-            s,
-            "<tr class=\"{class}\"><td>{}</td><td>{}<br><small>{}</small></td><td>{class}{}</td>\
-<td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&r.case),
-            escape(&r.reference),
-            escape(&r.reference_version),
-            r.message
-                .as_deref()
-                .map(|m| format!("<br><small>{}</small>", escape(m).replace('\n', "<br>")))
-                .unwrap_or_default(),
-            opt(
-                r.divergence.as_ref().and_then(|d| d.first_divergence_token),
-                |p| p.to_string()
-            ),
-            plot(&cos, "#c33"),
-            plot(&kl, "#36c"),
-        );
-    }
+    s.push_str(&merged.html_rows);
     s.push_str("</table>");
-    if !traces.is_empty() {
+    if !merged.html_traces.is_empty() {
         s.push_str(
             "<h2>Per-op NMSE (layers × ops)</h2><p>Σ(a−b)²/Σa² of each op's row at the traced \
 position (a the reference). Green: 0; yellow to orange: under the op's threshold; red: over \
 it; grey: not compared. The outlined cell is the first divergent op.</p>",
         );
-        s.push_str(&traces);
+        s.push_str(&merged.html_traces);
     }
     s
 }

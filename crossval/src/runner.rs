@@ -14,13 +14,14 @@ use bitnet_models::{Model, Numerics};
 use bitnet_sys::{argmax, RefError, RefRunner, RefSession, Reference, SessionConfig};
 use bitnet_tokenizers::Tokenizer;
 
-use crate::cases::{Case, Mode, ModelCase, ModelSource, MAX_NEW_TOKENS, N_CTX};
+use crate::cases::{reference_id, Case, Mode, ModelCase, ModelSource, Prompt, MAX_NEW_TOKENS};
 use crate::localize::{self, OpTrace, Tensor, CAPTURE_PATTERNS};
 use crate::logits_compare::{
     compare_per_position_logits_with, position_metrics, top_k, LogitsDivergence, Tolerance, TOP_K,
 };
 use crate::report::{CaseReport, Status};
-use crate::tolerance;
+use crate::routing::FileFacts;
+use crate::tolerance::{self, ChosenTolerance};
 
 /// `CROSSVAL_ALLOW_CPP_FAIL=1`: a reference that can't run becomes a visible skip instead
 /// of a failure (the only opt-in that turns anything into a skip).
@@ -43,6 +44,10 @@ pub fn numerics_for(reference: Reference) -> Numerics {
 /// A loaded model case: the file, our model and tokenizer, and the reference session.
 struct Loaded {
     path: PathBuf,
+    /// The file's facts (after any conversion: what the reference runs).
+    facts: FileFacts,
+    tolerance: ChosenTolerance,
+    n_ctx: u32,
     model: Model,
     tokenizer: Tokenizer,
     reference: Mutex<RefSession>,
@@ -65,7 +70,7 @@ struct PromptRun {
     free_generated: Vec<u32>,
 }
 
-type Shared<T> = Arc<OnceLock<Result<Arc<T>, String>>>;
+type Shared<T> = Arc<OnceLock<Result<Arc<T>, Setup>>>;
 
 fn shared<T>(map: &Mutex<BTreeMap<String, Shared<T>>>, key: &str) -> Shared<T> {
     let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
@@ -76,9 +81,13 @@ static MODELS: Mutex<BTreeMap<String, Shared<Loaded>>> = Mutex::new(BTreeMap::ne
 static RUNS: Mutex<BTreeMap<String, Shared<PromptRun>>> = Mutex::new(BTreeMap::new());
 
 /// Why a case could not produce a comparison.
+#[derive(Debug, Clone)]
 enum Setup {
     /// The reference could not run at all (missing runner, spawn failure).
     ReferenceUnavailable(String),
+    /// The case cannot run on this model, for the reason given (a prompt longer than the
+    /// model's context): neither a pass nor a failure.
+    NotApplicable(String),
     /// Anything else: a bug or bad data, always a failure.
     Error(String),
 }
@@ -101,20 +110,25 @@ fn model_path(source: &ModelSource) -> Result<PathBuf, Setup> {
     match source {
         ModelSource::Fixture(spec) => bitnet_fixtures::fixture(spec).map_err(setup_error),
         ModelSource::SmolLm2 => bitnet_fixtures::smollm2_path().map_err(setup_error),
-        ModelSource::User(p) => Ok(p.clone()),
+        ModelSource::User { path, .. } => Ok(path.clone()),
         ModelSource::Converted {
             from,
             by,
             ftype,
             to,
         } => {
-            let input = bitnet_fixtures::fixture(from).map_err(setup_error)?;
-            let output = input.with_extension(format!("to-{to}.gguf"));
+            let input = model_path(from)?;
+            let mut runner = RefRunner::spawn(*by).map_err(from_ref_error)?;
+            let output = conversion_path(&input, *by, runner.version(), to)?;
             if !output.is_file() {
-                eprintln!("crossval: converting {} with {by}", input.display());
+                eprintln!(
+                    "crossval: converting {} to {to} with {by}'s llama_model_quantize (cached as {})",
+                    input.display(),
+                    output.display()
+                );
                 let tmp = output.with_extension(format!("tmp{}", std::process::id()));
-                RefRunner::spawn(*by)
-                    .and_then(|mut r| r.convert_model(&input, &tmp, *ftype))
+                runner
+                    .convert_model(&input, &tmp, *ftype)
                     .map_err(from_ref_error)?;
                 std::fs::rename(&tmp, &output).map_err(setup_error)?;
             }
@@ -123,12 +137,60 @@ fn model_path(source: &ModelSource) -> Result<PathBuf, Setup> {
     }
 }
 
+/// Where a converted model is cached: `<fixture dir>/converted/<stem>-<content hash>-<reference>-
+/// <version hash>.<to>.gguf`, so an edited input or another build of the reference never
+/// reuses a stale conversion.
+fn conversion_path(
+    input: &std::path::Path,
+    by: Reference,
+    version: &str,
+    to: &str,
+) -> Result<PathBuf, Setup> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut file = std::fs::File::open(input)
+        .map_err(|e| Setup::Error(format!("{}: {e}", input.display())))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > 256 << 20 {
+        eprintln!(
+            "crossval: hashing {} ({:.1} GB) for the conversion cache",
+            input.display(),
+            size as f64 / 1e9
+        );
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Setup::Error(format!("{}: {e}", input.display())))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let content = hex(&hasher.finalize()[..8]);
+    let version = hex(&Sha256::digest(version.as_bytes())[..4]);
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = bitnet_fixtures::fixture_dir().join("converted");
+    std::fs::create_dir_all(&dir).map_err(setup_error)?;
+    Ok(dir.join(format!(
+        "{stem}-{content}-{}-{version}.{to}.gguf",
+        reference_id(by)
+    )))
+}
+
 fn load(model: &ModelCase) -> Result<Loaded, Setup> {
     let path = model_path(&model.source)?;
+    let facts = FileFacts::read(&path).map_err(setup_error)?;
     let ours = Model::load(&path).map_err(|e| Setup::Error(format!("bitnet-rs: {e}")))?;
     let tokenizer =
         Tokenizer::from_gguf(&path).map_err(|e| Setup::Error(format!("tokenizer: {e}")))?;
-    let config = SessionConfig::deterministic(model.reference, N_CTX);
+    let config = SessionConfig::deterministic(model.reference, model.n_ctx);
     let reference = RefSession::load(model.reference, &path, &config).map_err(from_ref_error)?;
     if reference.info().n_vocab as usize != ours.config().n_vocab {
         return Err(Setup::Error(format!(
@@ -139,6 +201,9 @@ fn load(model: &ModelCase) -> Result<Loaded, Setup> {
         )));
     }
     Ok(Loaded {
+        tolerance: tolerance::for_file(&facts, model.reference),
+        facts,
+        n_ctx: model.n_ctx,
         path,
         model: ours,
         tokenizer,
@@ -148,29 +213,13 @@ fn load(model: &ModelCase) -> Result<Loaded, Setup> {
     })
 }
 
-/// Stands for a setup failure in the shared caches (the message, with the kind kept by a
-/// prefix so a cached unavailability stays a skip for every case that shares it).
-const UNAVAILABLE: &str = "reference unavailable: ";
-
 fn cached<T>(
     map: &Mutex<BTreeMap<String, Shared<T>>>,
     key: &str,
     make: impl FnOnce() -> Result<T, Setup>,
 ) -> Result<Arc<T>, Setup> {
     let cell = shared(map, key);
-    let r = cell.get_or_init(|| {
-        make().map(Arc::new).map_err(|e| match e {
-            Setup::ReferenceUnavailable(m) => format!("{UNAVAILABLE}{m}"),
-            Setup::Error(m) => m,
-        })
-    });
-    match r {
-        Ok(v) => Ok(Arc::clone(v)),
-        Err(m) => Err(match m.strip_prefix(UNAVAILABLE) {
-            Some(rest) => Setup::ReferenceUnavailable(rest.to_owned()),
-            None => Setup::Error(m.clone()),
-        }),
-    }
+    cell.get_or_init(|| make().map(Arc::new)).clone()
 }
 
 fn rows(flat: Vec<f32>, n_vocab: usize) -> Vec<Vec<f32>> {
@@ -191,7 +240,7 @@ fn run_ours(
     prompt: &[u32],
     feed: Option<&[u32]>,
 ) -> Result<(Vec<Vec<f32>>, Vec<u32>), Setup> {
-    let mut config = EngineConfig::new(N_CTX as usize);
+    let mut config = EngineConfig::new(loaded.n_ctx as usize);
     config.numerics = numerics_for(reference);
     let mut session = Session::new(&loaded.model, &config).map_err(setup_error)?;
     let n_vocab = session.n_vocab();
@@ -209,7 +258,8 @@ fn run_ours(
     Ok((all, chosen))
 }
 
-fn run_prompt(loaded: &Loaded, reference: Reference, text: &str) -> Result<PromptRun, Setup> {
+fn run_prompt(loaded: &Loaded, reference: Reference, prompt: &Prompt) -> Result<PromptRun, Setup> {
+    let text = prompt.text;
     let ours = loaded
         .tokenizer
         .encode(text, true, false)
@@ -227,10 +277,18 @@ fn run_prompt(loaded: &Loaded, reference: Reference, text: &str) -> Result<Promp
             theirs.len()
         )));
     }
-    if ours.is_empty() || ours.len() + MAX_NEW_TOKENS > N_CTX as usize {
+    if ours.is_empty() {
         return Err(Setup::Error(format!(
-            "prompt of {} tokens does not fit",
-            ours.len()
+            "prompt '{}' has no tokens",
+            prompt.id
+        )));
+    }
+    if ours.len() + MAX_NEW_TOKENS > loaded.n_ctx as usize {
+        return Err(Setup::NotApplicable(format!(
+            "prompt '{}' is {} tokens + {MAX_NEW_TOKENS} generated > n_ctx {}",
+            prompt.id,
+            ours.len(),
+            loaded.n_ctx
         )));
     }
     r.reset().map_err(from_ref_error)?;
@@ -283,7 +341,7 @@ pub fn run_case(case: &Case) -> CaseReport {
     let mut report = CaseReport {
         case: case.id(),
         model: model_id.clone(),
-        format: case.model.format(),
+        format: String::new(),
         reference: case.model.reference.name().to_owned(),
         reference_version: String::new(),
         prompt: case.prompt.id.to_owned(),
@@ -297,13 +355,14 @@ pub fn run_case(case: &Case) -> CaseReport {
         divergence: None,
         first_divergent_op: None,
         op_trace: None,
+        tolerance: None,
         status: Status::Fail,
         message: None,
     };
     let result = cached(&MODELS, &model_id, || load(&case.model)).and_then(|loaded| {
         let key = format!("{model_id}/{}{}", case.prompt.id, fault_key());
         let run = cached(&RUNS, &key, || {
-            run_prompt(&loaded, case.model.reference, case.prompt.text)
+            run_prompt(&loaded, case.model.reference, &case.prompt)
         })?;
         Ok((loaded, run))
     });
@@ -314,11 +373,18 @@ pub fn run_case(case: &Case) -> CaseReport {
             report.message = Some(format!("skipped ({ALLOW_CPP_FAIL_ENV}=1): {m}"));
             return report;
         }
+        Err(Setup::NotApplicable(m)) => {
+            report.status = Status::NotApplicable;
+            report.message = Some(format!("not applicable: {m}"));
+            return report;
+        }
         Err(Setup::ReferenceUnavailable(m) | Setup::Error(m)) => {
             report.message = Some(format!("case {}: {m}", report.case));
             return report;
         }
     };
+    report.format = loaded.facts.format_name();
+    report.tolerance = Some(loaded.tolerance.clone());
     report.reference_version = loaded.reference_version.clone();
     report.prompt_tokens = run.prompt_tokens.clone();
     compare(case, &loaded, &run, &mut report);
@@ -326,7 +392,7 @@ pub fn run_case(case: &Case) -> CaseReport {
 }
 
 fn compare(case: &Case, loaded: &Loaded, run: &PromptRun, report: &mut CaseReport) {
-    let tol = tolerance::for_model(&case.model);
+    let tol = loaded.tolerance.tolerance;
     let p = run.prompt_tokens.len();
     let n = case.n_tokens;
     report.reference_generated = run.reference_generated[..n].to_vec();
@@ -458,7 +524,7 @@ fn localise(
         .collect();
 
     // Ours.
-    let mut config = EngineConfig::new(N_CTX as usize);
+    let mut config = EngineConfig::new(loaded.n_ctx as usize);
     config.numerics = numerics_for(reference);
     let mut session = Session::new(&loaded.model, &config).map_err(|e| e.to_string())?;
     if n_past > 0 {
@@ -484,7 +550,7 @@ fn localise(
     // Theirs, in a session of its own that captures.
     let mut slot = loaded.capture.lock().unwrap_or_else(|e| e.into_inner());
     if slot.is_none() {
-        let mut config = SessionConfig::deterministic(reference, N_CTX);
+        let mut config = SessionConfig::deterministic(reference, loaded.n_ctx);
         config.capture = CAPTURE_PATTERNS.iter().map(|s| (*s).to_owned()).collect();
         *slot =
             Some(RefSession::load(reference, &loaded.path, &config).map_err(|e| e.to_string())?);

@@ -2,15 +2,22 @@
 //!
 //! bitnet-rs reproduces each reference's arithmetic (activation quantizer, KV cache type,
 //! summation orders, `ggml_v_expf`, RMSNorm's f64 sums, RoPE's theta recurrence), so on
-//! every built-in model the expected difference is **zero**: each tolerance below is
-//! [`Tolerance::EXACT`] unless its comment says why a model can't be bit-exact. A one-ulp
-//! change anywhere before a matmul flips int8 activations and moves logits by ~1e-2..1,
-//! far beyond any threshold here.
+//! every built-in model the expected difference is **zero**. A one-ulp change anywhere
+//! before a matmul flips int8 activations and moves logits by ~1e-2..1, far beyond any
+//! threshold here.
+//!
+//! Built-in and user models are judged by the same table, [`EXACT`]: a model whose
+//! (architecture, reference) has an entry and whose weight types are all among that entry's
+//! measured types gets the exact tolerance; anything else gets [`USER_MODEL`], and its case
+//! JSON carries the reason.
 
+use bitnet_gguf::GgmlType;
+use bitnet_models::Arch;
 use bitnet_sys::Reference;
+use serde::Serialize;
 
-use crate::cases::{ModelCase, ModelSource};
 use crate::logits_compare::Tolerance;
+use crate::routing::FileFacts;
 
 /// Ternary formats on upstream llama.cpp (TQ1_0, TQ2_0 with Q8_K activations) and F32/F16
 /// weights: integer dots are exact and every float op follows ggml's order.
@@ -20,17 +27,19 @@ pub const LLAMA_CPP_BITNET: Tolerance = Tolerance::EXACT;
 pub const LLAMA_CPP_SMOLLM2: Tolerance = Tolerance::EXACT;
 
 /// I2_S on bitnet.cpp: I8_S activations (FMA-rounded, see `bitnet_kernels::i8_s`), integer
-/// Σcode·q with its 16-bit lane wrap, F16 KV cache.
-pub const BITNET_CPP_I2_S: Tolerance = Tolerance::EXACT;
+/// Σcode·q with its 16-bit lane wrap, F16 KV cache. TQ1_0/TQ2_0 with bitnet.cpp's
+/// FMA-contracted Q8_K quantizer, and F32/F16 weights, likewise.
+pub const BITNET_CPP_BITNET: Tolerance = Tolerance::EXACT;
 
 /// IQ2_BN on ik_llama.cpp: Q8_K64 activations, ik's GEMM epilogue, fused RMSNorm order,
-/// F16 KV cache.
+/// F16 KV cache. An I2_S file converted by ik's own quantizer is IQ2_BN by then.
 pub const IK_LLAMA_IQ2_BN: Tolerance = Tolerance::EXACT;
 
-/// A user's model: any architecture and format the engine loads. Formats without an
-/// exact match in the engine's numerics profile may differ by float reassociation, so
-/// this accepts what rounding can do but not a wrong op: cosine ≥ 0.9999, KL ≤ 1e-4
-/// nats, |Δ| ≤ 0.1, and the top-1 token unless the reference's lead is under 0.05.
+/// A model whose (architecture, reference, weight types) no built-in case has measured
+/// exact: formats without an exact match in the engine's numerics profile may differ by
+/// float reassociation, so this accepts what rounding can do but not a wrong op: cosine ≥
+/// 0.9999, KL ≤ 1e-4 nats, |Δ| ≤ 0.1, and the top-1 token unless the reference's lead is
+/// under 0.05.
 pub const USER_MODEL: Tolerance = Tolerance {
     min_cosine: 0.9999,
     max_kl: 1e-4,
@@ -38,13 +47,121 @@ pub const USER_MODEL: Tolerance = Tolerance {
     near_tie_margin: 0.05,
 };
 
-/// The tolerance of a model case.
-pub fn for_model(model: &ModelCase) -> Tolerance {
-    match (&model.source, model.reference) {
-        (ModelSource::User(_), _) => USER_MODEL,
-        (ModelSource::SmolLm2, _) => LLAMA_CPP_SMOLLM2,
-        (_, Reference::LlamaCpp) => LLAMA_CPP_BITNET,
-        (_, Reference::BitnetCpp) => BITNET_CPP_I2_S,
-        (_, Reference::IkLlamaCpp) => IK_LLAMA_IQ2_BN,
+/// One row of the exactness table: on this reference, this architecture with weights of
+/// only these types is bit-exact, as the named built-in models measure.
+#[derive(Debug)]
+pub struct ExactEntry {
+    pub arch: Arch,
+    pub reference: Reference,
+    pub types: &'static [GgmlType],
+    pub name: &'static str,
+    pub tolerance: Tolerance,
+    /// The built-in models (`crate::cases::builtin_models`) that measure it.
+    pub measured_by: &'static str,
+}
+
+/// Every (architecture, reference, types) the built-in matrix measures bit-exact.
+pub const EXACT: &[ExactEntry] = &[
+    ExactEntry {
+        arch: Arch::Bitnet,
+        reference: Reference::LlamaCpp,
+        types: &[
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::TQ1_0,
+            GgmlType::TQ2_0,
+        ],
+        name: "LLAMA_CPP_BITNET",
+        tolerance: LLAMA_CPP_BITNET,
+        measured_by: "bitnet-tiny-{f32,f16,tq1_0,tq2_0}@llama_cpp (F16 token_embd)",
+    },
+    ExactEntry {
+        arch: Arch::Llama,
+        reference: Reference::LlamaCpp,
+        types: &[GgmlType::F32, GgmlType::Q4_1, GgmlType::Q8_0],
+        name: "LLAMA_CPP_SMOLLM2",
+        tolerance: LLAMA_CPP_SMOLLM2,
+        measured_by: "smollm2-135m-q4_1@llama_cpp (Q4_1 matrices, Q8_0 token_embd)",
+    },
+    ExactEntry {
+        arch: Arch::Bitnet,
+        reference: Reference::BitnetCpp,
+        types: &[
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::TQ1_0,
+            GgmlType::TQ2_0,
+            GgmlType::I2_S,
+        ],
+        name: "BITNET_CPP_BITNET",
+        tolerance: BITNET_CPP_BITNET,
+        measured_by: "bitnet-tiny-{f32,f16,tq1_0,tq2_0,i2_s}@bitnet_cpp (F16 token_embd)",
+    },
+    ExactEntry {
+        arch: Arch::BitnetB158,
+        reference: Reference::IkLlamaCpp,
+        types: &[GgmlType::F32, GgmlType::F16, GgmlType::IQ2_BN],
+        name: "IK_LLAMA_IQ2_BN",
+        tolerance: IK_LLAMA_IQ2_BN,
+        measured_by: "bitnet-b158-tiny-iq2_bn@ik_llama_cpp, bitnet-b158-tiny-i2_s-to-iq2_bn \
+                      (F16 token_embd)",
+    },
+];
+
+/// The tolerance a case runs under, with its name and why it was chosen (the case JSON
+/// carries it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChosenTolerance {
+    pub name: &'static str,
+    #[serde(flatten)]
+    pub tolerance: Tolerance,
+    pub exact: bool,
+    pub reason: String,
+}
+
+/// The tolerance of a model file (as the reference loads it, after any conversion) on a
+/// reference.
+pub fn for_file(facts: &FileFacts, reference: Reference) -> ChosenTolerance {
+    let arch = facts.config.arch;
+    let types = facts.weight_types();
+    let entry = EXACT
+        .iter()
+        .find(|e| e.arch == arch && e.reference == reference);
+    if let Some(e) = entry {
+        if let Some(t) = types.iter().find(|t| !e.types.contains(t)) {
+            return loose(format!(
+                "no built-in case measures weight type {} of arch {arch} on {reference} \
+                 (exact there: {}); rounding differences are allowed, a wrong op is not",
+                t.name(),
+                names(e.types)
+            ));
+        }
+        return ChosenTolerance {
+            name: e.name,
+            tolerance: e.tolerance,
+            exact: true,
+            reason: format!("bit-exact, as measured by {}", e.measured_by),
+        };
     }
+    loose(format!(
+        "no built-in case measures arch {arch} on {reference}; rounding differences are \
+         allowed, a wrong op is not"
+    ))
+}
+
+fn loose(reason: String) -> ChosenTolerance {
+    ChosenTolerance {
+        name: "USER_MODEL",
+        tolerance: USER_MODEL,
+        exact: false,
+        reason,
+    }
+}
+
+fn names(types: &[GgmlType]) -> String {
+    types
+        .iter()
+        .map(|t| t.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,5 +1,6 @@
 //! The per-token parity suite: every built-in model × prompt × token count × mode against
-//! the reference that runs it (features `crossval` and `integration-tests`).
+//! each reference that runs it (features `crossval` and `integration-tests`). User models
+//! run in `tests/user_models.rs`.
 //!
 //! Each case checks tokenization parity, then compares every position's logits (prompt in
 //! one batch, then one token at a time on both sides) under the model's tolerance
@@ -7,12 +8,14 @@
 //! files, and snapshots its bucketed divergence into `crossval/golden/`.
 #![cfg(all(feature = "crossval", feature = "integration-tests"))]
 
+use bitnet_crossval::cases::ModelSource;
 use bitnet_crossval::cases::{
-    builtin_models, user_models, Case, Mode, ModelCase, Prompt, CODE, LONG, PROMPTS, SHORT,
-    SINGLE_TOKEN, TOKEN_COUNTS, UNICODE, WHITESPACE,
+    builtin_models, Case, Mode, ModelCase, Prompt, CODE, LONG, PROMPTS, SHORT, SINGLE_TOKEN,
+    TOKEN_COUNTS, UNICODE, WHITESPACE,
 };
 use bitnet_crossval::golden::GoldenView;
 use bitnet_crossval::report::{self, CaseReport, Status};
+use bitnet_crossval::routing::{route, FileFacts, Route};
 use bitnet_crossval::runner::run_case;
 use rstest::rstest;
 
@@ -29,7 +32,7 @@ fn check(case: &Case) -> CaseReport {
     report::record(&report).expect("write target/crossval reports");
     println!("{}", report::table_row(&report.summary_row()));
     match report.status {
-        Status::Fail => panic!(
+        Status::Fail | Status::NotApplicable => panic!(
             "{}",
             report
                 .message
@@ -45,6 +48,15 @@ fn check(case: &Case) -> CaseReport {
             );
         }
         Status::Pass => {
+            let tolerance = report
+                .tolerance
+                .as_ref()
+                .expect("a passing case has a tolerance");
+            assert!(
+                tolerance.exact,
+                "built-in case {} ran under {} ({}): every built-in model must be bit-exact",
+                report.case, tolerance.name, tolerance.reason
+            );
             let mut settings = insta::Settings::clone_current();
             settings.set_snapshot_path("../golden");
             settings.set_prepend_module_to_snapshot(false);
@@ -64,6 +76,10 @@ fn parity(
         model("bitnet-tiny-tq1_0-folded-s0@llama_cpp"),
         model("bitnet-tiny-tq2_0-folded-s0@llama_cpp"),
         model("bitnet-tiny-tq2_0-tensor-s0@llama_cpp"),
+        model("bitnet-tiny-f32-folded-s0@bitnet_cpp"),
+        model("bitnet-tiny-f16-folded-s0@bitnet_cpp"),
+        model("bitnet-tiny-tq1_0-folded-s0@bitnet_cpp"),
+        model("bitnet-tiny-tq2_0-folded-s0@bitnet_cpp"),
         model("smollm2-135m-q4_1@llama_cpp"),
         model("bitnet-tiny-i2_s-folded-s0@bitnet_cpp"),
         model("bitnet-b158-tiny-iq2_bn-folded-s0@ik_llama_cpp"),
@@ -96,35 +112,25 @@ fn every_builtin_model_is_in_the_matrix() {
     assert_eq!(PROMPTS.len(), 6);
 }
 
-/// Models given through `BITNET_GGUF`, `CROSSVAL_GGUF` or `models/*.gguf`, each across the
-/// whole prompt × token count × mode matrix.
+/// The built-in matrix and user models are routed by the same rules: each built-in model's
+/// file is routed to the reference the matrix runs it on, in the same way (as it is, or
+/// through the reference's converter).
 #[test]
-fn user_models_parity() {
-    let models = user_models();
-    if models.is_empty() {
-        println!("no user models (set BITNET_GGUF / CROSSVAL_GGUF or add models/*.gguf)");
-        return;
-    }
-    let mut failed = Vec::new();
-    for model in models {
-        for prompt in PROMPTS {
-            for n_tokens in TOKEN_COUNTS {
-                for mode in Mode::ALL {
-                    let case = Case {
-                        model: model.clone(),
-                        prompt,
-                        n_tokens,
-                        mode,
-                    };
-                    let r = run_case(&case);
-                    report::record(&r).expect("write target/crossval reports");
-                    println!("{}", report::table_row(&r.summary_row()));
-                    if r.status == Status::Fail {
-                        failed.push(r.message.unwrap_or_default());
-                    }
-                }
-            }
+fn routing_sends_each_builtin_model_to_its_reference() {
+    for m in builtin_models() {
+        let (source, expected) = match &m.source {
+            ModelSource::Converted {
+                from, ftype, to, ..
+            } => (from.as_ref(), Route::Convert { ftype: *ftype, to }),
+            other => (other, Route::Direct),
+        };
+        let path = match source {
+            ModelSource::Fixture(spec) => bitnet_fixtures::fixture(spec),
+            ModelSource::SmolLm2 => bitnet_fixtures::smollm2_path(),
+            other => panic!("built-in model {} has source {other:?}", m.id()),
         }
+        .unwrap_or_else(|e| panic!("{}: {e}", m.id()));
+        let facts = FileFacts::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(route(&facts, m.reference), expected, "{}", m.id());
     }
-    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }
