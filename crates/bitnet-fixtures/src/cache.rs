@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bitnet_gguf::{GgufError, GgufFile, GgufWriter};
 use sha2::{Digest, Sha256};
 
-use crate::data::{fixture_dir, vocab_path, FIXTURE_VOCAB};
+use crate::data::{fixture_dir, vocab_path};
 use crate::plan::{plan, Plan};
-use crate::spec::{FixtureSpec, Shape};
+use crate::spec::FixtureSpec;
 use crate::weights::encode;
 use crate::FixtureError;
 
@@ -20,6 +20,10 @@ use crate::FixtureError;
 /// (statistics, tensor order, metadata, encoders): it is part of every cache key, so stale
 /// fixtures are never reused.
 pub const GENERATOR_VERSION: u32 = 1;
+
+/// Files at least this large (every 2B-4T-shaped one; no tiny one) report progress while
+/// they are generated, which takes minutes.
+const VERBOSE_BYTES: u64 = 512_000_000;
 
 /// Serialises generation within one process (test threads asking for the same fixture
 /// wait for the first one instead of generating it again). Across processes, atomic
@@ -33,10 +37,10 @@ pub fn fixture(spec: &FixtureSpec) -> Result<PathBuf, FixtureError> {
 
 /// Like [`fixture`], in the cache directory `dir`.
 ///
-/// The file is `<dir>/<id>-<key>.gguf`, `key` a hash of the spec, [`GENERATOR_VERSION`]
-/// and the vocabulary file's size. An existing file is returned untouched. Otherwise it is
-/// written to a temporary file in `dir` and renamed into place, so nobody ever sees a
-/// partial file.
+/// The file is `<dir>/<id>-<key>.gguf`, `key` a hash of the spec's id (which names its
+/// vocabulary), [`GENERATOR_VERSION`] and the vocabulary file's size. An existing file is
+/// returned untouched. Otherwise it is written to a temporary file in `dir` and renamed
+/// into place, so nobody ever sees a partial file.
 pub fn fixture_in(spec: &FixtureSpec, dir: &Path) -> Result<PathBuf, FixtureError> {
     spec.validate()?;
     let path = dir.join(file_name(spec)?);
@@ -55,7 +59,7 @@ pub fn fixture_in(spec: &FixtureSpec, dir: &Path) -> Result<PathBuf, FixtureErro
 }
 
 fn file_name(spec: &FixtureSpec) -> Result<String, FixtureError> {
-    let vocab = vocab_path(FIXTURE_VOCAB)?;
+    let vocab = vocab_path(spec.vocab.name())?;
     let vocab_len = fs::metadata(&vocab)
         .map_err(io_err("reading the size of", &vocab))?
         .len();
@@ -100,9 +104,10 @@ fn generate(spec: &FixtureSpec, path: &Path) -> Result<(), FixtureError> {
         path: path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id())),
         keep: false,
     };
-    let verbose = spec.shape == Shape::Full2B4T;
+    let bytes: u64 = plan.tensors.iter().map(|t| t.size).sum();
+    let verbose = bytes >= VERBOSE_BYTES;
     if verbose {
-        let mb = plan.tensors.iter().map(|t| t.size).sum::<u64>() as f64 / 1e6;
+        let mb = bytes as f64 / 1e6;
         eprintln!(
             "bitnet-fixtures: generating {} (~{mb:.0} MB) into {}",
             spec.id(),

@@ -6,9 +6,6 @@ use std::path::{Path, PathBuf};
 
 use crate::FixtureError;
 
-/// The vocabulary every fixture carries (LLaMA-3 BPE, as in bitnet-b1.58-2B-4T).
-pub(crate) const FIXTURE_VOCAB: &str = "llama-bpe";
-
 /// Environment variable naming the data directory (`make setup` exports it).
 pub const DATA_DIR_ENV: &str = "BITNET_DATA_DIR";
 
@@ -73,8 +70,13 @@ fn existing(what: &'static str, path: PathBuf) -> Result<PathBuf, FixtureError> 
     }
 }
 
+/// Where users drop their own model files: `<workspace>/models`.
+pub fn user_models_dir() -> PathBuf {
+    workspace_root().join("models")
+}
+
 /// The user's own models: `$BITNET_GGUF` and `$CROSSVAL_GGUF` (each if set, once if both
-/// name the same file), then every `*.gguf` in `<workspace>/models/`, sorted. Paths from
+/// name the same file), then every `*.gguf` in [`user_models_dir`], sorted. Paths from
 /// the environment are returned even if they do not exist, so that a typo fails loudly
 /// where the model is loaded instead of silently shrinking the test matrix.
 pub fn user_models() -> Vec<PathBuf> {
@@ -84,7 +86,7 @@ pub fn user_models() -> Vec<PathBuf> {
             models.push(path);
         }
     }
-    let mut dropped: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("models"))
+    let mut dropped: Vec<PathBuf> = std::fs::read_dir(user_models_dir())
         .into_iter()
         .flatten()
         .filter_map(|entry| entry.ok().map(|e| e.path()))

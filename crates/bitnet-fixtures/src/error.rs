@@ -21,6 +21,11 @@ pub enum FixtureError {
     #[error("fixture {id}: {reason}")]
     Unsupported { id: String, reason: &'static str },
 
+    /// Custom hyper-parameters no model can have (a zero size, `n_embd != n_head ·
+    /// head_dim`, ...); `shape` is the would-be id part.
+    #[error("shape {shape}: {reason}")]
+    BadShape { shape: String, reason: String },
+
     /// A tensor name that is not in the fixture.
     #[error("fixture {id} has no tensor '{name}'")]
     UnknownTensor { id: String, name: String },

@@ -3,12 +3,12 @@
 
 use bitnet_gguf::{GgmlType, GgufFile, MetadataValue};
 
-use crate::data::{vocab_path, FIXTURE_VOCAB};
+use crate::data::vocab_path;
 use crate::spec::{FixtureSpec, ScaleStyle, Shape};
 use crate::FixtureError;
 
-/// Size of the LLaMA-3 / 2B-4T vocabulary (`ggml-vocab-llama-bpe.gguf`); the token
-/// embedding is `{n_embd, N_VOCAB}` in every fixture.
+/// Size of the LLaMA-3 / 2B-4T vocabulary (`ggml-vocab-llama-bpe.gguf`, the default
+/// [`crate::Vocab`]); the token embedding is `{n_embd, N_VOCAB}` in fixtures with it.
 pub const N_VOCAB: u32 = 128_256;
 
 /// `general.quantization_version` as llama.cpp's converters write it.
@@ -17,7 +17,7 @@ const QUANTIZATION_VERSION: u32 = 2;
 /// What a tensor holds, which decides how its values are generated.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Content {
-    /// `token_embd.weight`: approximately normal values, F16.
+    /// `token_embd.weight`: approximately normal values, F16 or quantized from F16.
     Embedding,
     /// An RMS-norm weight: `gain · (1 + small noise)`, F32.
     Norm { gain: f64 },
@@ -56,7 +56,7 @@ impl Plan {
     }
 }
 
-/// The header of `spec`'s file. Reads the llama-bpe vocabulary (its `tokenizer.*` keys are
+/// The header of `spec`'s file. Reads the spec's vocabulary (its `tokenizer.*` keys are
 /// copied), so it fails with [`FixtureError::DataMissing`] before `make setup`.
 pub fn plan(spec: &FixtureSpec) -> Result<Plan, FixtureError> {
     spec.validate()?;
@@ -77,8 +77,8 @@ pub(crate) fn tensors(spec: &FixtureSpec) -> Result<Vec<PlannedTensor>, FixtureE
     };
     out.push(
         "token_embd.weight".into(),
-        GgmlType::F16,
-        vec![embd, N_VOCAB.into()],
+        spec.embedding.ggml_type(),
+        vec![embd, spec.vocab.n_tokens().into()],
         Content::Embedding,
     )?;
     for il in 0..d.n_layer {
@@ -96,7 +96,7 @@ pub(crate) fn tensors(spec: &FixtureSpec) -> Result<Vec<PlannedTensor>, FixtureE
         out.norm(il, "ffn_sub_norm", ff)?;
         out.linear(il, "ffn_down", [ff, embd])?;
     }
-    let gain = crate::weights::output_norm_gain(spec.shape);
+    let gain = crate::weights::output_norm_gain(d.n_embd);
     out.push(
         "output_norm.weight".into(),
         GgmlType::F32,
@@ -172,12 +172,14 @@ fn metadata(spec: &FixtureSpec) -> Result<Vec<(String, MetadataValue)>, FixtureE
     let name = match spec.shape {
         Shape::Full2B4T => "bitnet2b",
         Shape::Tiny => "bitnet-fixture-tiny",
+        Shape::Custom(_) => "bitnet-fixture-custom",
     };
+    let n_vocab = spec.vocab.n_tokens();
     let key = |k: &str| format!("{arch}.{k}");
     let mut md: Vec<(String, MetadataValue)> = vec![
         ("general.architecture".into(), arch.into()),
         ("general.name".into(), name.into()),
-        (key("vocab_size"), N_VOCAB.into()),
+        (key("vocab_size"), n_vocab.into()),
         (key("context_length"), d.n_ctx.into()),
         (key("embedding_length"), d.n_embd.into()),
         (key("block_count"), d.n_layer.into()),
@@ -189,7 +191,7 @@ fn metadata(spec: &FixtureSpec) -> Result<Vec<(String, MetadataValue)>, FixtureE
         (key("rope.freq_base"), d.rope_freq_base.into()),
         ("general.file_type".into(), spec.format.file_type().into()),
     ];
-    let path = vocab_path(FIXTURE_VOCAB)?;
+    let path = vocab_path(spec.vocab.name())?;
     let vocab = GgufFile::open(&path).map_err(|source| FixtureError::Gguf {
         path: path.clone(),
         source,
@@ -202,8 +204,8 @@ fn metadata(spec: &FixtureSpec) -> Result<Vec<(String, MetadataValue)>, FixtureE
         .get_str_array("tokenizer.ggml.tokens")
         .map_err(|e| bad(e.to_string()))?
         .len();
-    if n_tokens != N_VOCAB as usize {
-        return Err(bad(format!("{n_tokens} tokens, expected {N_VOCAB}")));
+    if n_tokens != n_vocab as usize {
+        return Err(bad(format!("{n_tokens} tokens, expected {n_vocab}")));
     }
     md.extend(
         vocab

@@ -9,14 +9,17 @@
 //!   an all-zero row). Every tensor has at least one non-zero trit, so the I2_S scale is `s`;
 //! - norm weights `1 + 0.05·n` (n ≈ N(0, 1)), except `output_norm`, whose gain sets the
 //!   logit spread (see [`output_norm_gain`]);
-//! - `token_embd` ≈ N(0, 0.05²), rounded to f16.
+//! - `token_embd` ≈ N(0, 0.05²), rounded to f16; with a quantized [`EmbeddingType`], those
+//!   f16 values quantized row by row with ggml's reference quantizer.
 
-use bitnet_kernels::{i2_s, iq2_bn, tq1_0, tq2_0};
+use bitnet_gguf::GgmlType;
+use bitnet_kernels::q8_k::QK_K;
+use bitnet_kernels::{i2_s, iq2_bn, q8_0, tq1_0, tq2_0};
 use half::f16;
 
 use crate::plan::{tensors, Content, PlannedTensor};
 use crate::rng::SplitMix64;
-use crate::spec::{FixtureSpec, ScaleStyle, Shape, WeightFormat};
+use crate::spec::{EmbeddingType, FixtureSpec, ScaleStyle};
 use crate::FixtureError;
 
 /// Standard deviation of the token embedding (and, tied, of the output head).
@@ -39,9 +42,8 @@ const NONZERO_FRACTION: f64 = 2.0 / 3.0;
 
 /// The mean of `output_norm.weight`: `TARGET_LOGIT_STD / (EMBEDDING_STD · sqrt(n_embd))`
 /// (2.65 for the tiny shape, 1.19 for 2B-4T).
-pub(crate) fn output_norm_gain(shape: Shape) -> f64 {
-    let n_embd = f64::from(shape.dims().n_embd);
-    TARGET_LOGIT_STD / (EMBEDDING_STD * n_embd.sqrt())
+pub(crate) fn output_norm_gain(n_embd: u32) -> f64 {
+    TARGET_LOGIT_STD / (EMBEDDING_STD * f64::from(n_embd).sqrt())
 }
 
 /// One ternary linear weight: `n` rows of `k` trits and its scale.
@@ -80,12 +82,18 @@ pub fn ternary_tensor(spec: &FixtureSpec, name: &str) -> Result<TernaryTensor, F
 }
 
 /// The values of tensor `name` as `spec`'s file stores them, as f32: what dequantizing it
-/// gives in every format (`s·t` or `t` for linear weights, `[s]` for a `.scale`). The
-/// embedding is 128256 × n_embd values (1.3 GB for the 2B-4T shape).
+/// gives in every format (`s·t` or `t` for linear weights, `[s]` for a `.scale`, the
+/// dequantized embedding with a quantized [`EmbeddingType`]). The embedding is
+/// n_vocab × n_embd values (1.3 GB for the 2B-4T shape).
 pub fn tensor_f32(spec: &FixtureSpec, name: &str) -> Result<Vec<f32>, FixtureError> {
     let t = &find(spec, name)?;
     Ok(match &t.content {
-        Content::Embedding => embedding(spec.seed, t).map(f16::to_f32).collect(),
+        Content::Embedding => match spec.embedding {
+            EmbeddingType::F16 => embedding(spec.seed, t).map(f16::to_f32).collect(),
+            EmbeddingType::Q8_0 | EmbeddingType::TQ2_0 => {
+                decode_rows(t.ggml_type, &encode_embedding(spec, t)?)?
+            }
+        },
         Content::Norm { gain } => norm(spec.seed, t, *gain),
         Content::Linear => linear_f32(spec, t),
         Content::Scale { weight, k } => vec![linear_scale(spec.seed, weight, *k)],
@@ -95,14 +103,9 @@ pub fn tensor_f32(spec: &FixtureSpec, name: &str) -> Result<Vec<f32>, FixtureErr
 /// The bytes of tensor `t` of `spec`'s file.
 pub(crate) fn encode(spec: &FixtureSpec, t: &PlannedTensor) -> Result<Vec<u8>, FixtureError> {
     let bytes = match &t.content {
-        Content::Embedding => {
-            // Straight to bytes: the 2B-4T embedding is 657 MB, and it is never held twice.
-            let mut out = Vec::with_capacity(t.size as usize);
-            embedding(spec.seed, t).for_each(|h| out.extend_from_slice(&h.to_le_bytes()));
-            out
-        }
+        Content::Embedding => encode_embedding(spec, t)?,
         Content::Norm { gain } => f32_bytes(&norm(spec.seed, t, *gain)),
-        Content::Linear => encode_linear(spec.format, &linear_f32(spec, t), t.dims[0])?,
+        Content::Linear => encode_rows(t.ggml_type, &linear_f32(spec, t), t.dims[0])?,
         Content::Scale { weight, k } => f32_bytes(&[linear_scale(spec.seed, weight, *k)]),
     };
     if bytes.len() as u64 != t.size {
@@ -116,6 +119,26 @@ pub(crate) fn encode(spec: &FixtureSpec, t: &PlannedTensor) -> Result<Vec<u8>, F
         });
     }
     Ok(bytes)
+}
+
+/// The embedding's bytes, straight from the generator: the 2B-4T embedding is 657 MB as
+/// F16 and is never held twice; quantized types are encoded one row at a time.
+fn encode_embedding(spec: &FixtureSpec, t: &PlannedTensor) -> Result<Vec<u8>, FixtureError> {
+    let mut out = Vec::with_capacity(t.size as usize);
+    let mut values = embedding(spec.seed, t);
+    match spec.embedding {
+        EmbeddingType::F16 => values.for_each(|h| out.extend_from_slice(&h.to_le_bytes())),
+        EmbeddingType::Q8_0 | EmbeddingType::TQ2_0 => {
+            let k = t.dims[0];
+            let mut row = Vec::with_capacity(k as usize);
+            for _ in 0..t.dims[1] {
+                row.clear();
+                row.extend(values.by_ref().take(k as usize).map(f16::to_f32));
+                out.extend_from_slice(&encode_rows(t.ggml_type, &row, k)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn find(spec: &FixtureSpec, name: &str) -> Result<PlannedTensor, FixtureError> {
@@ -178,31 +201,37 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Encodes a row-major matrix with rows of `k` values with the reference quantizers.
-fn encode_linear(format: WeightFormat, values: &[f32], k: u64) -> Result<Vec<u8>, FixtureError> {
+/// Encodes a row-major matrix with rows of `k` values as `ggml_type`, with the reference
+/// quantizers.
+fn encode_rows(ggml_type: GgmlType, values: &[f32], k: u64) -> Result<Vec<u8>, FixtureError> {
     let k = k as usize;
-    Ok(match format {
-        WeightFormat::F32 => f32_bytes(values),
-        WeightFormat::F16 => values
+    Ok(match ggml_type {
+        GgmlType::F32 => f32_bytes(values),
+        GgmlType::F16 => values
             .iter()
             .flat_map(|&v| f16::from_f32(v).to_le_bytes())
             .collect(),
-        WeightFormat::TQ1_0 => {
+        GgmlType::Q8_0 => {
+            let mut blocks = vec![bytemuck::Zeroable::zeroed(); values.len() / q8_0::QK8_0];
+            q8_0::quantize_row_q8_0_ref(values, &mut blocks)?;
+            bytemuck::cast_slice::<q8_0::BlockQ8_0, u8>(&blocks).to_vec()
+        }
+        GgmlType::TQ1_0 => {
             let mut blocks = vec![bytemuck::Zeroable::zeroed(); values.len() / 256];
             tq1_0::quantize_row_tq1_0_ref(values, &mut blocks)?;
             bytemuck::cast_slice::<tq1_0::BlockTQ1_0, u8>(&blocks).to_vec()
         }
-        WeightFormat::TQ2_0 => {
+        GgmlType::TQ2_0 => {
             let mut blocks = vec![bytemuck::Zeroable::zeroed(); values.len() / 256];
             tq2_0::quantize_row_tq2_0_ref(values, &mut blocks)?;
             bytemuck::cast_slice::<tq2_0::BlockTQ2_0, u8>(&blocks).to_vec()
         }
-        WeightFormat::I2_S => {
+        GgmlType::I2_S => {
             let mut out = vec![0u8; values.len() / 4 + i2_s::I2S_SCALE_TAIL_BYTES];
             i2_s::quantize_i2_s_ref(values, k, &mut out)?;
             out
         }
-        WeightFormat::IQ2_BN => {
+        GgmlType::IQ2_BN => {
             let row = iq2_bn::iq2_bn_row_size(k)?;
             let mut out = vec![0u8; values.len() / k * row];
             for (x, y) in values.chunks_exact(k).zip(out.chunks_exact_mut(row)) {
@@ -210,5 +239,45 @@ fn encode_linear(format: WeightFormat, values: &[f32], k: u64) -> Result<Vec<u8>
             }
             out
         }
+        other => return Err(unencodable(other)),
     })
+}
+
+/// Decodes the bytes of a quantized embedding (whole blocks, any alignment).
+fn decode_rows(ggml_type: GgmlType, bytes: &[u8]) -> Result<Vec<f32>, FixtureError> {
+    match ggml_type {
+        GgmlType::Q8_0 => {
+            let blocks: Vec<q8_0::BlockQ8_0> = pod_blocks(bytes)?;
+            let mut out = vec![0f32; blocks.len() * q8_0::QK8_0];
+            q8_0::dequantize_row_q8_0(&blocks, &mut out)?;
+            Ok(out)
+        }
+        GgmlType::TQ2_0 => {
+            let blocks: Vec<tq2_0::BlockTQ2_0> = pod_blocks(bytes)?;
+            let mut out = vec![0f32; blocks.len() * QK_K];
+            tq2_0::dequantize_row_tq2_0(&blocks, &mut out)?;
+            Ok(out)
+        }
+        other => Err(unencodable(other)),
+    }
+}
+
+/// Copies whole blocks out of `bytes` (which need not be aligned for `T`).
+fn pod_blocks<T: bytemuck::Pod>(bytes: &[u8]) -> Result<Vec<T>, FixtureError> {
+    let size = std::mem::size_of::<T>();
+    if !bytes.len().is_multiple_of(size) {
+        return Err(FixtureError::Internal {
+            reason: format!("{} bytes are not whole {size}-byte blocks", bytes.len()),
+        });
+    }
+    let mut blocks = vec![T::zeroed(); bytes.len() / size];
+    bytemuck::cast_slice_mut::<T, u8>(&mut blocks).copy_from_slice(bytes);
+    Ok(blocks)
+}
+
+/// A planned type the generator cannot encode (or decode): a bug in the plan.
+fn unencodable(ggml_type: GgmlType) -> FixtureError {
+    FixtureError::Internal {
+        reason: format!("the generator has no codec for {ggml_type}"),
+    }
 }
