@@ -309,7 +309,16 @@ pub fn user_models() -> Vec<UserModel> {
             slug = format!("{base}-{n}");
             n += 1;
         }
-        let facts = FileFacts::read(&path);
+        let facts = FileFacts::read(&path).and_then(|f| {
+            // Bind every weight once, so a type or shape the engine cannot run is one line
+            // here, not the same failure in every case.
+            bitnet_models::Model::load(&path)
+                .map(|_| f)
+                .map_err(|e| BadModelFile {
+                    path: path.display().to_string(),
+                    reason: format!("bitnet-rs cannot load it: {e}"),
+                })
+        });
         out.push(UserModel { path, slug, facts });
     }
     out
