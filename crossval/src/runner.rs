@@ -339,25 +339,17 @@ fn describe_top(loaded: &Loaded, top: &[(usize, f32)]) -> String {
 pub fn run_case(case: &Case) -> CaseReport {
     let model_id = case.model.id();
     let mut report = CaseReport {
-        case: case.id(),
-        model: model_id.clone(),
-        format: String::new(),
-        reference: case.model.reference.name().to_owned(),
-        reference_version: String::new(),
         prompt: case.prompt.id.to_owned(),
         mode: case.mode,
         n_tokens: case.n_tokens,
-        prompt_tokens: Vec::new(),
-        rust_generated: Vec::new(),
-        reference_generated: Vec::new(),
-        first_token_mismatch: None,
-        mismatch_was_near_tie: None,
-        divergence: None,
-        first_divergent_op: None,
-        op_trace: None,
-        tolerance: None,
-        status: Status::Fail,
         message: None,
+        ..CaseReport::without_run(
+            case.id(),
+            model_id.clone(),
+            case.model.reference.name(),
+            Status::Fail,
+            String::new(),
+        )
     };
     let result = cached(&MODELS, &model_id, || load(&case.model)).and_then(|loaded| {
         let key = format!("{model_id}/{}{}", case.prompt.id, fault_key());
