@@ -234,6 +234,20 @@ pub struct UserModel {
 }
 
 impl UserModel {
+    /// Reads the file's facts and binds every weight once in our engine, so that a type or
+    /// shape the engine cannot run is one line here, not the same failure in every case.
+    pub fn read(path: PathBuf, slug: String) -> UserModel {
+        let facts = FileFacts::read(&path).and_then(|f| {
+            bitnet_models::Model::load(&path)
+                .map(|_| f)
+                .map_err(|e| BadModelFile {
+                    path: path.display().to_string(),
+                    reason: format!("bitnet-rs cannot load it: {e}"),
+                })
+        });
+        UserModel { path, slug, facts }
+    }
+
     /// Every reference's route for this file (none when the file can't be read).
     pub fn routes(&self) -> Vec<(Reference, Route)> {
         match &self.facts {
@@ -309,17 +323,7 @@ pub fn user_models() -> Vec<UserModel> {
             slug = format!("{base}-{n}");
             n += 1;
         }
-        let facts = FileFacts::read(&path).and_then(|f| {
-            // Bind every weight once, so a type or shape the engine cannot run is one line
-            // here, not the same failure in every case.
-            bitnet_models::Model::load(&path)
-                .map(|_| f)
-                .map_err(|e| BadModelFile {
-                    path: path.display().to_string(),
-                    reason: format!("bitnet-rs cannot load it: {e}"),
-                })
-        });
-        out.push(UserModel { path, slug, facts });
+        out.push(UserModel::read(path, slug));
     }
     out
 }

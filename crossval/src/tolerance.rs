@@ -48,7 +48,8 @@ pub const USER_MODEL: Tolerance = Tolerance {
 };
 
 /// One row of the exactness table: on this reference, this architecture with weights of
-/// only these types is bit-exact, as the named built-in models measure.
+/// only these types is bit-exact, as the named built-in models (and the user-shape zoo
+/// cases of `tests/user_zoo.rs`, which CI runs) measure.
 #[derive(Debug)]
 pub struct ExactEntry {
     pub arch: Arch,
@@ -56,7 +57,8 @@ pub struct ExactEntry {
     pub types: &'static [GgmlType],
     pub name: &'static str,
     pub tolerance: Tolerance,
-    /// The built-in models (`crate::cases::builtin_models`) that measure it.
+    /// The built-in models (`crate::cases::builtin_models`) and zoo members
+    /// (`bitnet_fixtures::user_shape_zoo`) that measure it.
     pub measured_by: &'static str,
 }
 
@@ -70,10 +72,13 @@ pub const EXACT: &[ExactEntry] = &[
             GgmlType::F16,
             GgmlType::TQ1_0,
             GgmlType::TQ2_0,
+            GgmlType::Q8_0,
         ],
         name: "LLAMA_CPP_BITNET",
         tolerance: LLAMA_CPP_BITNET,
-        measured_by: "bitnet-tiny-{f32,f16,tq1_0,tq2_0}@llama_cpp (F16 token_embd)",
+        measured_by: "bitnet-tiny-{f32,f16,tq1_0,tq2_0}@llama_cpp (F16 token_embd); zoo \
+                      member ...-tq1_0-...-embd_q8_0 (Q8_0 tied token_embd: 36 of 36 cases \
+                      bit-exact, 2026-12-05)",
     },
     ExactEntry {
         arch: Arch::Llama,
@@ -92,10 +97,13 @@ pub const EXACT: &[ExactEntry] = &[
             GgmlType::TQ1_0,
             GgmlType::TQ2_0,
             GgmlType::I2_S,
+            GgmlType::Q8_0,
         ],
         name: "BITNET_CPP_BITNET",
         tolerance: BITNET_CPP_BITNET,
-        measured_by: "bitnet-tiny-{f32,f16,tq1_0,tq2_0,i2_s}@bitnet_cpp (F16 token_embd)",
+        measured_by: "bitnet-tiny-{f32,f16,tq1_0,tq2_0,i2_s}@bitnet_cpp (F16 token_embd); \
+                      zoo member ...-tq1_0-...-embd_q8_0 (Q8_0 tied token_embd: 36 of 36 \
+                      cases bit-exact, 2026-12-05)",
     },
     ExactEntry {
         arch: Arch::BitnetB158,
