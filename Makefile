@@ -42,13 +42,16 @@ lint:
 
 # Goldens are never written here (INSTA_UPDATE=no): a changed snapshot fails the run and
 # is reviewed with `make golden`.
+# Each test binary writes its rows to target/crossval/shards/; a run starts without the
+# shards of an earlier one, so the summary counts this run only.
 unit:
+	rm -rf target/crossval/shards
 	INSTA_UPDATE=no $(CARGO) test --workspace --all-features
 
 test: setup lint unit
 
 crossval: setup
-	@INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
+	@rm -rf target/crossval/shards; INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
 	  rc=$$?; cat target/crossval/summary.txt 2>/dev/null; \
 	  echo "reports: target/crossval/summary.json, target/crossval/report.html"; exit $$rc
 

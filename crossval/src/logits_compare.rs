@@ -274,17 +274,27 @@ pub fn position_metrics(
     Ok(PositionMetrics {
         cosine: cosine_similarity(rust, reference),
         l2: l2_distance(rust, reference),
-        max_abs: rust
-            .iter()
-            .zip(reference)
-            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs() as f32)
-            .fold(0.0, f32::max),
+        max_abs: max_abs_diff(rust, reference),
         kl: kl_divergence(reference, rust),
         top1_agree: rust_top5[0].0 == ref_top5[0].0,
         top5_overlap,
         ref_top1_margin,
         rust_top5,
         ref_top5,
+    })
+}
+
+/// Largest |a[i] - b[i]| over the common length (0 for empty slices), formed in f64. A pair
+/// that has no finite difference — a NaN on either side, or infinities — counts as an
+/// infinite difference, so a NaN can never hide behind `f32::max` (which drops NaNs).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0, |m, (&x, &y)| {
+        let d = (f64::from(x) - f64::from(y)).abs() as f32;
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
     })
 }
 
@@ -430,6 +440,19 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn max_abs_diff_never_drops_a_nan() {
+        assert_eq!(max_abs_diff(&[], &[]), 0.0);
+        assert_eq!(max_abs_diff(&[1.0, -2.0], &[1.5, 2.0]), 4.0);
+        assert_eq!(max_abs_diff(&[f32::NAN; 3], &[f32::NAN; 3]), f32::INFINITY);
+        assert_eq!(max_abs_diff(&[0.0, 1.0], &[0.0, f32::NAN]), f32::INFINITY);
+        assert_eq!(max_abs_diff(&[f32::NAN, 1.0], &[0.0, 1.0]), f32::INFINITY);
+        assert_eq!(
+            max_abs_diff(&[f32::INFINITY], &[f32::INFINITY]),
+            f32::INFINITY
+        );
     }
 
     #[test]

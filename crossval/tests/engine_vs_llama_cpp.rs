@@ -1,10 +1,12 @@
-//! bitnet-rs's engine against upstream llama.cpp (feature `crossval`): logits position by
-//! position, batched and token by token, and the named intermediates of `cb_eval` to find
-//! the first op that differs.
-#![cfg(feature = "crossval")]
+//! bitnet-rs's engine against upstream llama.cpp (features `crossval` and
+//! `integration-tests`): logits position by position, batched and token by token, and the
+//! named intermediates of `cb_eval` to find the first op that differs.
+#![cfg(all(feature = "crossval", feature = "integration-tests"))]
 
 use std::path::PathBuf;
 
+use bitnet_crossval::logits_compare::{max_abs_diff, position_metrics, PositionMetrics};
+use bitnet_crossval::report;
 use bitnet_fixtures::{fixture, Arch as FixtureArch, FixtureSpec, ScaleStyle, WeightFormat};
 use bitnet_inference::{GenerateOptions, Session, SessionConfig};
 use bitnet_models::{KvType, Model, Numerics, Reference as EngineRef};
@@ -60,7 +62,12 @@ fn reference_ctx(
         Err(e @ (RefError::RunnerMissing { .. } | RefError::Spawn { .. }))
             if std::env::var("CROSSVAL_ALLOW_CPP_FAIL").is_ok_and(|v| v == "1") =>
         {
-            eprintln!("SKIPPED (CROSSVAL_ALLOW_CPP_FAIL=1): {e}");
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("engine_vs_llama_cpp")
+                .to_owned();
+            report::record_skip(&format!("engine_vs_{test}"), which.name(), &e.to_string())
+                .expect("record the skip in target/crossval");
             None
         }
         Err(e) => panic!("{which} reference unavailable: {e}"),
@@ -82,59 +89,32 @@ fn engine_session_ctx(model: &Model, numerics: Numerics, n_ctx: usize) -> Sessio
     Session::new(model, &cfg).expect("session")
 }
 
-/// Per-position metrics of two logits rows.
-#[derive(Debug, Clone, Copy)]
-struct Pos {
-    max_abs: f32,
-    cosine: f64,
-    top1_same: bool,
-}
-
-fn compare_rows(ours: &[f32], theirs: &[f32]) -> Pos {
-    let max_abs = ours
-        .iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let dot: f64 = ours
-        .iter()
-        .zip(theirs)
-        .map(|(&a, &b)| f64::from(a) * f64::from(b))
-        .sum();
-    let na: f64 = ours
-        .iter()
-        .map(|&a| f64::from(a).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let nb: f64 = theirs
-        .iter()
-        .map(|&b| f64::from(b).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    Pos {
-        max_abs,
-        cosine: dot / (na * nb),
-        top1_same: bitnet_inference::argmax(ours) == bitnet_sys::argmax(theirs),
-    }
-}
-
-fn report(label: &str, ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> Vec<Pos> {
+/// Every position's metrics (`bitnet_crossval::logits_compare`, the suite's one comparison
+/// path), printed; a NaN or infinite logit, or a length or vocabulary mismatch, fails here.
+fn report(label: &str, ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> Vec<PositionMetrics> {
     assert_eq!(ours.len(), theirs.len(), "{label}: position counts differ");
     ours.iter()
         .zip(theirs)
         .enumerate()
         .map(|(i, (a, b))| {
-            assert_eq!(a.len(), b.len(), "{label}: vocab sizes differ");
-            let p = compare_rows(a, b);
+            let p = position_metrics(i, a, b).unwrap_or_else(|e| panic!("{label}: {e}"));
             eprintln!(
                 "{label} pos {i}: max|Δ| = {:e}, cosine = {:.9}, top-1 {}",
                 p.max_abs,
                 p.cosine,
-                if p.top1_same { "agrees" } else { "DIFFERS" }
+                if p.top1_agree { "agrees" } else { "DIFFERS" }
             );
             p
         })
         .collect()
+}
+
+/// All-NaN logits on both sides once passed here (`f32::max` drops NaNs); now they fail.
+#[test]
+#[should_panic(expected = "not finite")]
+fn nan_logits_fail_the_comparison() {
+    let nan = vec![vec![f32::NAN; 4]; 2];
+    report("all NaN", &nan, &nan);
 }
 
 fn rows(flat: Vec<f32>, n_vocab: usize) -> Vec<Vec<f32>> {
@@ -202,11 +182,7 @@ fn first_divergence(ours: &[Ours], theirs: &[CapturedTensor]) -> Option<String> 
             .filter(|o| o.1.len() == data.len());
         match mine {
             Some((_, o)) => {
-                let d = o
-                    .iter()
-                    .zip(data)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_abs_diff(o, data);
                 eprintln!("  {name:<18} ({} values): max|Δ| = {d:e}", data.len());
                 if d > 0.0 && first.is_none() {
                     first = Some(name.to_owned());
@@ -291,7 +267,7 @@ fn smollm2_logits_match_llama_cpp_batched_and_stepped() {
 
     for (label, v) in [("batched", &b), ("stepped", &st)] {
         for (i, p) in v.iter().enumerate() {
-            assert!(p.top1_same, "{label} pos {i}: top-1 differs");
+            assert!(p.top1_agree, "{label} pos {i}: top-1 differs");
             assert!(
                 p.max_abs <= SMOLLM2_MAX_ABS_DIFF,
                 "{label} pos {i}: max|Δ| {} > {SMOLLM2_MAX_ABS_DIFF}",
@@ -498,7 +474,7 @@ fn fixture_parity(which: Reference, spec: &FixtureSpec) {
     }
     for (i, (pb, ps)) in b.iter().zip(&st).enumerate() {
         assert!(
-            pb.top1_same && ps.top1_same,
+            pb.top1_agree && ps.top1_agree,
             "{label} pos {i}: top-1 differs"
         );
     }
@@ -543,8 +519,7 @@ fn tiny_bitnet_b158_fixtures_match_ik_llama_cpp() {
 }
 
 /// The 2B-4T-shaped fixtures (30 layers, n_embd 2560, n_ff 6912, 20/5 heads), one format per
-/// reference. Slow: behind `integration-tests`.
-#[cfg(feature = "integration-tests")]
+/// reference.
 #[test]
 fn full_size_bitnet_fixtures_match_each_reference() {
     fixture_parity(

@@ -6,10 +6,12 @@
 
 mod common;
 
+use bitnet_crossval::logits_compare::max_abs_diff;
+
 use bitnet_sys::protocol::Request;
 use bitnet_sys::{RefRunner, RefSession, Reference, SessionConfig};
 
-use common::{bytes, floats, max_abs_diff, scalar, smollm2, ternary, values, ScratchDir, PROMPT};
+use common::{bytes, floats, scalar, smollm2, ternary, values, ScratchDir, PROMPT};
 
 const IK: Reference = Reference::IkLlamaCpp;
 

@@ -7,6 +7,8 @@
 
 mod common;
 
+use bitnet_crossval::logits_compare::max_abs_diff;
+
 use bitnet_crossval::logits_compare::cosine_similarity;
 use bitnet_fixtures::{Arch, FixtureSpec, WeightFormat};
 use bitnet_sys::protocol::Request;
@@ -14,8 +16,8 @@ use bitnet_sys::{RefError, RefRunner, RefSession, Reference, SessionConfig};
 use rstest::rstest;
 
 use common::{
-    assert_same_f32_bits, batched_and_stepped, load_smollm2, max_abs_diff, same_f32_bits, smollm2,
-    ScratchDir, PROMPT, SMOLLM2_N_CTX, SMOLLM2_N_EMBD, SMOLLM2_N_LAYERS,
+    assert_same_f32_bits, batched_and_stepped, load_smollm2, same_f32_bits, smollm2, ScratchDir,
+    PROMPT, SMOLLM2_N_CTX, SMOLLM2_N_EMBD, SMOLLM2_N_LAYERS,
 };
 
 /// Largest batch ik_llama.cpp evaluates SmolLM2 (Q4_1 weights) with the kernels its

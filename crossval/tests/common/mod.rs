@@ -125,14 +125,6 @@ pub fn le_i32(b: &[u8]) -> i32 {
     i32::from_le_bytes(b[..4].try_into().expect("4 bytes"))
 }
 
-/// Largest |a[i] - b[i]| (0 for empty slices).
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 /// `Err` naming the first differing byte (and both values) unless `ours == theirs`; a
 /// length difference is reported first. `what` names the buffer; `unit` > 0 also says
 /// which unit (block or row) of that many bytes the byte falls in.
