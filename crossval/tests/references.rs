@@ -7,9 +7,7 @@
 
 mod common;
 
-use bitnet_crossval::logits_compare::max_abs_diff;
-
-use bitnet_crossval::logits_compare::cosine_similarity;
+use bitnet_crossval::logits_compare::{cosine_similarity, max_abs_diff};
 use bitnet_fixtures::{Arch, FixtureSpec, WeightFormat};
 use bitnet_sys::protocol::Request;
 use bitnet_sys::{RefError, RefRunner, RefSession, Reference, SessionConfig};
@@ -37,6 +35,19 @@ const LONG_PROMPT: &str = "The capital of France is Paris. The capital of German
 /// reference.
 const PROMPT_TOKENS: [u32; 5] = [504, 3575, 282, 4649, 314];
 
+/// A binary in the runner's place that is another build — here another reference's runner —
+/// is refused at the handshake, naming both builds.
+#[rstest]
+#[case::ik_as_llama_cpp(Reference::IkLlamaCpp, Reference::LlamaCpp)]
+#[case::llama_cpp_as_bitnet_cpp(Reference::LlamaCpp, Reference::BitnetCpp)]
+fn a_runner_of_another_build_is_refused(#[case] actual: Reference, #[case] claimed: Reference) {
+    let err = RefRunner::spawn_at(claimed, actual.runner_path()).unwrap_err();
+    assert!(matches!(err, RefError::OtherBuild { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(claimed.pinned_build()), "{message}");
+    assert!(message.contains(actual.pinned_build()), "{message}");
+}
+
 #[rstest]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::ik_llama_cpp(Reference::IkLlamaCpp)]
@@ -44,6 +55,8 @@ const PROMPT_TOKENS: [u32; 5] = [504, 3575, 282, 4649, 314];
 fn loads_smollm2_and_tokenizes_the_prompt(#[case] r: Reference) {
     let mut s = load_smollm2(r, &[]);
     assert!(s.version().contains(r.name()), "{}", s.version());
+    // The build this checkout pins (refs/<dir>/Cargo.lock), as the runner reports it.
+    assert!(s.version().contains(r.pinned_build()), "{}", s.version());
     // The kernels every parity test assumes (DESIGN §3): the AVX2 family, never -march=native.
     assert!(s.version().contains("AVX2"), "{}", s.version());
     assert_eq!(s.info().n_vocab, 49152, "{:?}", s.info());

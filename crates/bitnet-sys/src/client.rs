@@ -59,6 +59,17 @@ impl Reference {
         }
     }
 
+    /// The -sys crate, version and checksum this checkout pins for the reference
+    /// (`refs/<dir>/Cargo.lock`, read at build time). Each runner names its own pin in its
+    /// version string, and [`RefRunner::spawn_at`] refuses a runner whose pin differs.
+    pub fn pinned_build(self) -> &'static str {
+        match self {
+            Reference::LlamaCpp => env!("BITNET_REF_PIN_LLAMA_CPP"),
+            Reference::IkLlamaCpp => env!("BITNET_REF_PIN_IK_LLAMA"),
+            Reference::BitnetCpp => env!("BITNET_REF_PIN_BITNET_CPP"),
+        }
+    }
+
     /// Where the runner binary is expected: `$BITNET_REF_BIN_DIR`, else
     /// `<workspace>/target/refs/release` (where `make refs` builds it).
     pub fn runner_path(self) -> PathBuf {
@@ -158,6 +169,18 @@ pub enum RefError {
         request: &'static str,
         detail: String,
     },
+    #[error(
+        "{runner} runner at {} is another build: it reports '{reports}', but this checkout \
+         pins {pinned}; rebuild it with `make refs` (or point BITNET_REF_BIN_DIR at runners \
+         built from this checkout)",
+        path.display()
+    )]
+    OtherBuild {
+        runner: Peer,
+        path: PathBuf,
+        reports: String,
+        pinned: &'static str,
+    },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }
@@ -200,7 +223,8 @@ impl RefRunner {
         RefRunner::spawn_at(reference, reference.runner_path())
     }
 
-    /// Starts the runner binary at `path` as `reference` and asks its version.
+    /// Starts the runner binary at `path` as `reference` and asks its version, which must
+    /// name this checkout's pin of the reference ([`Reference::pinned_build`]).
     pub fn spawn_at(reference: Reference, path: PathBuf) -> Result<RefRunner, RefError> {
         RefRunner::spawn_peer(Peer::Reference(reference), path, &[])
     }
@@ -294,6 +318,17 @@ impl RefRunner {
             }
             Err(e) => return Err(e),
         };
+        if let Some(reference) = runner.peer.reference() {
+            let pinned = reference.pinned_build();
+            if !runner.version.contains(pinned) {
+                return Err(RefError::OtherBuild {
+                    runner: runner.peer.clone(),
+                    path,
+                    reports: runner.version.clone(),
+                    pinned,
+                });
+            }
+        }
         Ok(runner)
     }
 
@@ -841,6 +876,36 @@ mod tests {
         assert_eq!(argmax(&[]), None);
         assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), Some(1));
         assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), Some(1));
+    }
+
+    /// Each pin read from `refs/<dir>/Cargo.lock` is the exact version `refs/<dir>/Cargo.toml`
+    /// asks for, with a checksum.
+    #[test]
+    fn pins_are_the_runners_locked_versions() {
+        let refs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../refs");
+        for (r, dir, krate) in [
+            (Reference::LlamaCpp, "llama-cpp", "llama-cpp-sys-2"),
+            (Reference::IkLlamaCpp, "ik-llama", "ik-llama-cpp-sys"),
+            (Reference::BitnetCpp, "bitnet-cpp", "bitnet-cpp-sys"),
+        ] {
+            let manifest = std::fs::read_to_string(refs.join(dir).join("Cargo.toml")).unwrap();
+            let line = manifest
+                .lines()
+                .find(|l| l.starts_with(krate))
+                .unwrap_or_else(|| panic!("{dir}/Cargo.toml has no {krate}"));
+            let version = line.split("\"=").nth(1).and_then(|v| v.split('"').next());
+            let version = version.unwrap_or_else(|| panic!("{dir}: {krate} is not pinned: {line}"));
+            let pin = r.pinned_build();
+            assert!(
+                pin.starts_with(&format!("{krate} {version} (sha256 ")),
+                "{pin}"
+            );
+            assert_eq!(
+                pin.len(),
+                format!("{krate} {version} (sha256 )").len() + 12,
+                "{pin}"
+            );
+        }
     }
 
     #[test]

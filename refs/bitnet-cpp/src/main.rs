@@ -10,11 +10,6 @@ use std::process::ExitCode;
 use bitnet_cpp_sys as sys;
 use bitnet_ref_common::{ggml_kv_type, i2_s_size, no_context_error, LlamaApi, TypeKernels};
 
-/// Pinned in Cargo.toml; reported so every parity report names the exact reference. The
-/// crate vendors bitnet.cpp without its git history; the hash is the crate's own commit.
-const VERSION: &str =
-    "bitnet.cpp (bitnet-cpp-sys =0.0.5, crate commit d8e5b1ed, CPU, AVX2 build, MAD kernels)";
-
 /// I8_S, I2_S's activations: per row the int8 codes, and (after all rows, as ggml's mul_mat
 /// lays out its work buffer) one f32 scale and one i32 code sum per row.
 const I8S_ROW_EXTRA: usize = 8;
@@ -74,7 +69,14 @@ impl LlamaApi for BitnetCpp {
     fn version(&self) -> String {
         // SAFETY: returns a pointer to a static NUL-terminated string.
         let isa = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
-        format!("{VERSION}; {}", isa.to_string_lossy().trim_end())
+        // The crate pin this runner was built with (the library has no version call of its
+        // own), the kernel variant our build selects, then the ISA the library was compiled
+        // for.
+        format!(
+            "bitnet.cpp ({}, MAD kernels); {}",
+            bitnet_sys::Reference::BitnetCpp.pinned_build(),
+            isa.to_string_lossy().trim_end()
+        )
     }
 
     bitnet_ref_common::llama_load! {

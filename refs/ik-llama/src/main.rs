@@ -11,11 +11,6 @@ use std::ptr;
 use bitnet_ref_common::{ggml_kv_type, i2_s_size, no_context_error, LlamaApi, TypeKernels};
 use ik_llama_cpp_sys as sys;
 
-/// Pinned in Cargo.toml; reported so every parity report names the exact reference. The
-/// crate vendors ik_llama.cpp without its git history; the hash is the crate's own commit.
-const VERSION: &str =
-    "ik_llama.cpp (ik-llama-cpp-sys =0.1.7, crate commit db11088f, CPU, AVX2 build)";
-
 bitnet_ref_common::llama_runner! {
     /// ik's model (from llama_model_load_from_file), context (llama_init_from_model) and batch.
     Ik,
@@ -99,7 +94,13 @@ impl LlamaApi for Ik {
     fn version(&self) -> String {
         // SAFETY: returns a pointer to a static NUL-terminated string.
         let isa = unsafe { CStr::from_ptr(sys::llama_print_system_info()) };
-        format!("{VERSION}; {}", isa.to_string_lossy().trim_end())
+        // The crate pin this runner was built with (the library has no version call of its
+        // own), then the ISA the library was compiled for.
+        format!(
+            "ik_llama.cpp ({}); {}",
+            bitnet_sys::Reference::IkLlamaCpp.pinned_build(),
+            isa.to_string_lossy().trim_end()
+        )
     }
 
     bitnet_ref_common::llama_load! {

@@ -2,13 +2,11 @@
 //! protocol on stdin/stdout. Everything reference-independent lives in `bitnet-ref-common`;
 //! this file is the shim over this fork's C API.
 
+use std::ffi::CStr;
 use std::process::ExitCode;
 
 use bitnet_ref_common::{ggml_kv_type, LlamaApi, TypeKernels};
 use llama_cpp_sys_2 as sys;
-
-/// Pinned in Cargo.toml; reported so every parity report names the exact reference.
-const VERSION: &str = "llama.cpp (llama-cpp-sys-2 =0.1.161, CPU, AVX2 build)";
 
 /// ggml-cpu.h's per-type CPU traits (the crate's bindings don't include ggml-cpu.h).
 #[repr(C)]
@@ -40,8 +38,24 @@ bitnet_ref_common::eval_callback!(
 );
 
 impl LlamaApi for Upstream {
+    /// The crate pin this runner was built with (so the client can refuse another build),
+    /// ggml's own version and commit, and the ISA the library was compiled for.
     fn version(&self) -> String {
-        VERSION.to_string()
+        // SAFETY: each returns a pointer to a static NUL-terminated string.
+        let (ggml, commit, isa) = unsafe {
+            (
+                CStr::from_ptr(sys::ggml_version()),
+                CStr::from_ptr(sys::ggml_commit()),
+                CStr::from_ptr(sys::llama_print_system_info()),
+            )
+        };
+        format!(
+            "llama.cpp ({}; ggml {} commit {}); {}",
+            bitnet_sys::Reference::LlamaCpp.pinned_build(),
+            ggml.to_string_lossy(),
+            commit.to_string_lossy(),
+            isa.to_string_lossy().trim_end()
+        )
     }
 
     bitnet_ref_common::llama_load! {
