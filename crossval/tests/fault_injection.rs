@@ -1,6 +1,7 @@
 //! The localiser against injected faults (features `crossval`, `integration-tests`,
 //! `fault-injection`): each test perturbs one named op of our engine
-//! (`bitnet_models::fault`), runs a real parity case against upstream llama.cpp, and checks
+//! (`bitnet_models::fault`), runs a real parity case against a reference (upstream
+//! llama.cpp on TQ2_0, bitnet.cpp on I2_S, ik_llama.cpp on IQ2_BN), and checks
 //! that the case fails and names exactly that op, in that layer, as the first divergent one.
 //!
 //! The fault is process-global, so the tests take turns (`SERIAL`), and they live in this
@@ -20,12 +21,19 @@ use bitnet_models::fault::{set_fault, Fault};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The TQ2_0 fixture with `.scale` tensors (4 layers) on upstream llama.cpp, short prompt.
-fn case(n_tokens: usize) -> Case {
+/// The TQ2_0 fixture with `.scale` tensors (4 layers) on upstream llama.cpp.
+const LLAMA_CPP_TQ2_0: &str = "bitnet-tiny-tq2_0-tensor-s0@llama_cpp";
+/// The I2_S fixture on bitnet.cpp.
+const BITNET_CPP_I2_S: &str = "bitnet-tiny-i2_s-folded-s0@bitnet_cpp";
+/// The `bitnet-b1.58` IQ2_BN fixture on ik_llama.cpp.
+const IK_IQ2_BN: &str = "bitnet-b158-tiny-iq2_bn-folded-s0@ik_llama_cpp";
+
+/// The built-in model `model` on the short prompt, teacher-forced.
+fn case(model: &str, n_tokens: usize) -> Case {
     let model = builtin_models()
         .into_iter()
-        .find(|m| m.id() == "bitnet-tiny-tq2_0-tensor-s0@llama_cpp")
-        .expect("built-in model");
+        .find(|m| m.id() == model)
+        .unwrap_or_else(|| panic!("no built-in model {model}"));
     Case {
         model,
         prompt: SHORT,
@@ -35,7 +43,7 @@ fn case(n_tokens: usize) -> Case {
 }
 
 /// Runs the case under `fault` (cleared afterwards, even on panic).
-fn run_with(fault: Option<Fault>, n_tokens: usize) -> CaseReport {
+fn run_with(model: &str, fault: Option<Fault>, n_tokens: usize) -> CaseReport {
     struct Clear;
     impl Drop for Clear {
         fn drop(&mut self) {
@@ -45,7 +53,7 @@ fn run_with(fault: Option<Fault>, n_tokens: usize) -> CaseReport {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _clear = Clear;
     set_fault(fault);
-    let r = run_case(&case(n_tokens));
+    let r = run_case(&case(model, n_tokens));
     set_fault(None);
     eprintln!(
         "{}\n{}",
@@ -75,9 +83,15 @@ fn skipped(r: &CaseReport) -> bool {
     true
 }
 
-/// The case fails, and its report names `op` in `layer` as the first divergent op.
+/// The llama.cpp case fails, and its report names `op` in `layer` as the first divergent op.
 fn assert_localised(fault: Fault, op: &str, layer: usize) {
-    let r = run_with(Some(fault.clone()), 1);
+    assert_localised_on(LLAMA_CPP_TQ2_0, fault, op, layer);
+}
+
+/// The case of `model` fails, and its report names `op` in `layer` as the first divergent
+/// op.
+fn assert_localised_on(model: &str, fault: Fault, op: &str, layer: usize) {
+    let r = run_with(model, Some(fault.clone()), 1);
     if skipped(&r) {
         return;
     }
@@ -104,13 +118,43 @@ fn assert_localised(fault: Fault, op: &str, layer: usize) {
 
 #[test]
 fn no_fault_passes_without_localisation() {
-    let r = run_with(None, 8);
-    if skipped(&r) {
-        return;
+    for model in [LLAMA_CPP_TQ2_0, BITNET_CPP_I2_S, IK_IQ2_BN] {
+        let r = run_with(model, None, 8);
+        if skipped(&r) {
+            continue;
+        }
+        assert_eq!(r.status, Status::Pass, "{model}: {:?}", r.message);
+        assert_eq!(r.first_divergent_op, None, "{model}");
+        assert_eq!(r.message, None, "{model}");
     }
-    assert_eq!(r.status, Status::Pass, "{:?}", r.message);
-    assert_eq!(r.first_divergent_op, None);
-    assert_eq!(r.message, None);
+}
+
+#[test]
+fn bitnet_cpp_i2_s_ffn_sub_norm_scaled_in_layer_2() {
+    assert_localised_on(
+        BITNET_CPP_I2_S,
+        Fault::Scale {
+            op: "ffn_sub_norm".into(),
+            layer: 2,
+            factor: 1.001,
+        },
+        "ffn_sub_norm",
+        2,
+    );
+}
+
+#[test]
+fn ik_iq2_bn_attn_sub_norm_scaled_in_layer_1() {
+    assert_localised_on(
+        IK_IQ2_BN,
+        Fault::Scale {
+            op: "attn_sub_norm".into(),
+            layer: 1,
+            factor: 1.001,
+        },
+        "attn_sub_norm",
+        1,
+    );
 }
 
 #[test]
