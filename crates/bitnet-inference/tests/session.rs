@@ -5,8 +5,10 @@
 mod common;
 
 use bitnet_gguf::GgmlType;
-use bitnet_inference::{GenerateOptions, SamplingParams, Session, SessionConfig, StopReason};
-use bitnet_models::{KvType, Model, Numerics};
+use bitnet_inference::{
+    GenerateOptions, InferenceError, SamplingParams, Session, SessionConfig, StopReason,
+};
+use bitnet_models::{KvType, Model, ModelError, Numerics};
 use common::{write_tiny, Tiny};
 
 /// Batched and token-by-token evaluation must agree exactly: every op is computed per
@@ -178,8 +180,29 @@ fn bad_arguments_are_errors_not_panics() {
     let mut s = session(&m, KvType::F32, None);
     assert!(s.eval(&[]).is_err());
     assert!(s.eval(&[96]).is_err(), "token outside the vocabulary");
+    // Past the context: a typed error naming the positions, before anything is evaluated
+    // (no crash, no silent truncation); the cache is as it was.
     let too_long: Vec<u32> = vec![1; 65];
-    assert!(s.eval(&too_long).is_err(), "past the context");
+    assert!(matches!(
+        s.eval(&too_long),
+        Err(InferenceError::Model(ModelError::ContextOverflow {
+            start: 0,
+            end: 65,
+            n_ctx: 64
+        }))
+    ));
+    assert_eq!(s.n_past(), 0);
+    s.eval(&too_long[..63]).unwrap();
+    s.eval(&[1]).unwrap();
+    assert!(matches!(
+        s.eval(&[1]),
+        Err(InferenceError::Model(ModelError::ContextOverflow {
+            start: 64,
+            end: 65,
+            ..
+        }))
+    ));
+    assert_eq!(s.n_past(), 64);
     let mut cfg = SessionConfig::new(64);
     cfg.threads = Some(0);
     assert!(Session::new(&m, &cfg).is_err());
