@@ -45,15 +45,18 @@ lint:
 # Each test binary writes its rows to target/crossval/shards/; a run starts without the
 # shards of an earlier one, so the summary counts this run only.
 unit:
-	rm -rf target/crossval/shards
+	rm -rf target/crossval/shards target/crossval/defaults.* target/crossval/definition.*
 	INSTA_UPDATE=no $(CARGO) test --workspace --all-features
 
 test: setup lint unit
 
 crossval: setup
-	@rm -rf target/crossval/shards; INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
+	@rm -rf target/crossval/shards target/crossval/defaults.* target/crossval/definition.*; \
+	  INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
 	  rc=$$?; cat target/crossval/summary.txt 2>/dev/null; \
-	  echo "reports: target/crossval/summary.json, target/crossval/report.html"; exit $$rc
+	  for t in defaults definition; do echo; cat target/crossval/$$t.txt 2>/dev/null; done; \
+	  echo "reports: target/crossval/summary.json, defaults.json, definition.json, report.html"; \
+	  exit $$rc
 
 # Throughput of our engine next to the references (full 2B-4T-shaped fixtures; ~15 min with
 # the defaults; BITNET_BENCH_FORMATS / _THREADS / _RUNS narrow it), then the kernel and

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bitnet_fixtures::{Arch, FixtureSpec, ScaleStyle, WeightFormat};
+use bitnet_fixtures::{Arch, FixtureSpec, ScaleStyle, Vocab, WeightFormat};
 use bitnet_sys::Reference;
 
 use crate::routing::{route, BadModelFile, FileFacts, Route, IK_FTYPE_IQ2_BN};
@@ -20,22 +20,54 @@ pub const SHORT: Prompt = Prompt {
     text: "The capital of France is",
 };
 
+/// The paragraph of [`LONG`], as a literal so that [`LONG_CONTEXT`] can repeat it.
+macro_rules! long_paragraph {
+    () => {
+        "The history of the printing press begins long before Gutenberg. Woodblock printing \
+        spread across East Asia more than a thousand years earlier, and movable type made of baked \
+        clay appeared in China in the eleventh century. What changed in fifteenth-century Mainz was \
+        the combination of a hand mould that cast uniform metal type quickly, an oil-based ink that \
+        clung to metal, and a screw press adapted from wine making. Together they turned printing \
+        from a craft that produced a few copies into an industry that produced thousands. Within \
+        fifty years presses were running in more than two hundred European towns, and the price of \
+        a book fell so far that students, merchants and artisans could own them. Scholars argue \
+        about how much the press caused the Reformation, the scientific revolution and the rise of \
+        vernacular literature, but few doubt that it changed how quickly ideas could travel, how \
+        reliably texts could be copied, and who could take part in the conversation. Historians \
+        also point to the less visible consequences: standardised spelling, page numbers, indexes, \
+        title pages and the very idea of an edition that many readers share word for word."
+    };
+}
+
 /// Long English: well over 200 tokens in every vocabulary of the matrix.
 pub const LONG: Prompt = Prompt {
     id: "long",
-    text: "The history of the printing press begins long before Gutenberg. Woodblock printing \
-spread across East Asia more than a thousand years earlier, and movable type made of baked \
-clay appeared in China in the eleventh century. What changed in fifteenth-century Mainz was \
-the combination of a hand mould that cast uniform metal type quickly, an oil-based ink that \
-clung to metal, and a screw press adapted from wine making. Together they turned printing \
-from a craft that produced a few copies into an industry that produced thousands. Within \
-fifty years presses were running in more than two hundred European towns, and the price of \
-a book fell so far that students, merchants and artisans could own them. Scholars argue \
-about how much the press caused the Reformation, the scientific revolution and the rise of \
-vernacular literature, but few doubt that it changed how quickly ideas could travel, how \
-reliably texts could be copied, and who could take part in the conversation. Historians \
-also point to the less visible consequences: standardised spelling, page numbers, indexes, \
-title pages and the very idea of an edition that many readers share word for word.",
+    text: long_paragraph!(),
+};
+
+/// Long-context text: [`LONG`]'s paragraph nine times (2,000+ tokens in every vocabulary
+/// of the matrix), for the cases past 2048 positions.
+pub const LONG_CONTEXT: Prompt = Prompt {
+    id: "long_context",
+    text: concat!(
+        long_paragraph!(),
+        " ",
+        long_paragraph!(),
+        " ",
+        long_paragraph!(),
+        " ",
+        long_paragraph!(),
+        " ",
+        long_paragraph!(),
+        " ",
+        long_paragraph!(),
+        " ",
+        long_paragraph!(),
+        " ",
+        long_paragraph!(),
+        " ",
+        long_paragraph!()
+    ),
 };
 
 /// Source code.
@@ -155,9 +187,15 @@ pub struct ModelCase {
 }
 
 impl ModelCase {
-    /// Stable id: `<model>@<reference>`.
+    /// Stable id: `<model>@<reference>`, with `-ctx<n>` after the model for a built-in model
+    /// run with a context other than [`N_CTX`] (user models always run with their own).
     pub fn id(&self) -> String {
-        format!("{}@{}", self.source.id(), reference_id(self.reference))
+        let ctx = if self.n_ctx == N_CTX || self.source.is_user() {
+            String::new()
+        } else {
+            format!("-ctx{}", self.n_ctx)
+        };
+        format!("{}{ctx}@{}", self.source.id(), reference_id(self.reference))
     }
 }
 
@@ -220,6 +258,57 @@ pub fn builtin_models() -> Vec<ModelCase> {
         Reference::IkLlamaCpp,
     ));
     v
+}
+
+/// Context of the long-context cases: past 2048 positions, inside the fixtures' own
+/// `context_length` (4096).
+pub const LONG_CONTEXT_N_CTX: u32 = 4096;
+
+/// One model per reference for the long-context cases ([`LONG_CONTEXT`], teacher-forced):
+/// the tiny fixtures with the SPM vocabulary, whose 32,000-entry logits rows keep 2,000+
+/// positions of both sides' logits small enough to hold (the BPE vocabulary's 128,256 would
+/// need four times the memory).
+pub fn long_context_models() -> Vec<ModelCase> {
+    let spm = |arch, format| {
+        ModelSource::Fixture(FixtureSpec::tiny(arch, format).with_vocab(Vocab::LlamaSpm))
+    };
+    [
+        (spm(Arch::Bitnet, WeightFormat::TQ2_0), Reference::LlamaCpp),
+        (spm(Arch::Bitnet, WeightFormat::I2_S), Reference::BitnetCpp),
+        (
+            spm(Arch::BitnetB158, WeightFormat::IQ2_BN),
+            Reference::IkLlamaCpp,
+        ),
+    ]
+    .into_iter()
+    .map(|(source, reference)| ModelCase {
+        source,
+        reference,
+        n_ctx: LONG_CONTEXT_N_CTX,
+    })
+    .collect()
+}
+
+/// One model per reference at the full 2B-4T shape (30 layers, n_embd 2560, n_ff 6912,
+/// 20/5 heads of 128, the 128,256-token vocabulary): TQ2_0 on llama.cpp, I2_S on bitnet.cpp,
+/// IQ2_BN (arch `bitnet-b1.58`) on ik_llama.cpp.
+pub fn full_shape_models() -> Vec<ModelCase> {
+    let full = |arch, format| ModelSource::Fixture(FixtureSpec::full(arch, format));
+    [
+        (full(Arch::Bitnet, WeightFormat::TQ2_0), Reference::LlamaCpp),
+        (full(Arch::Bitnet, WeightFormat::I2_S), Reference::BitnetCpp),
+        (
+            full(Arch::BitnetB158, WeightFormat::IQ2_BN),
+            Reference::IkLlamaCpp,
+        ),
+    ]
+    .into_iter()
+    .map(|(source, reference)| ModelCase {
+        source,
+        reference,
+        n_ctx: N_CTX,
+    })
+    .collect()
 }
 
 /// A user's model file (`BITNET_GGUF`, `CROSSVAL_GGUF`, `models/*.gguf`) and what the matrix

@@ -4,6 +4,14 @@
 //! (`BITNET_FORCE_SCALAR=1`), so they hold ids, positions and per-position metrics as
 //! order-of-magnitude buckets, never raw floats: a change of bucket is a real change in
 //! behaviour that someone must review.
+//!
+//! Because an exact case is snapshotted only when it passes, its divergence part is always
+//! zero; what pins the numbers themselves is the reference side, which is deterministic
+//! (fixed build, one thread): its fingerprint (the build it reports and the session
+//! settings), its top-5 ids at every position, and a digest of its logits rounded to
+//! [`crate::runner::LOGITS_DIGEST_PRECISION`]. A change that moves both sides together —
+//! a reference upgrade, a fixture generator change — changes the digest even when no
+//! greedy id moves.
 
 use serde::Serialize;
 
@@ -36,6 +44,10 @@ pub struct GoldenRun {
 pub struct GoldenView {
     pub case: String,
     pub status: Status,
+    /// The reference's version string (the build's pin, the library's own version, the ISA
+    /// it was compiled for) and its session settings.
+    pub reference: String,
+    pub reference_settings: String,
     /// Token ids, space-separated (one line each keeps snapshots of long prompts short).
     pub prompt_tokens: String,
     pub reference_generated: String,
@@ -43,6 +55,9 @@ pub struct GoldenView {
     pub first_divergence_token: Option<usize>,
     pub first_token_mismatch: Option<usize>,
     pub positions: Vec<GoldenRun>,
+    /// Per position, the reference's top-5 ids, space-separated.
+    pub reference_top5: Vec<String>,
+    pub reference_logits_digest: String,
 }
 
 impl GoldenView {
@@ -68,12 +83,16 @@ impl GoldenView {
         GoldenView {
             case: r.case.clone(),
             status: r.status,
+            reference: r.reference_version.clone(),
+            reference_settings: r.reference_settings.clone(),
             prompt_tokens: ids(&r.prompt_tokens),
             reference_generated: ids(&r.reference_generated),
             rust_generated: ids(&r.rust_generated),
             first_divergence_token: r.divergence.as_ref().and_then(|d| d.first_divergence_token),
             first_token_mismatch: r.first_token_mismatch,
             positions,
+            reference_top5: r.reference_top5.iter().map(|t| ids(t)).collect(),
+            reference_logits_digest: r.reference_logits_digest.clone(),
         }
     }
 }

@@ -12,8 +12,11 @@ pub mod logits_compare;
 
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]
 pub mod cases;
+#[cfg(feature = "integration-tests")]
+pub mod definition;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]
 pub mod golden;
+pub mod kld;
 pub mod localize;
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]
 pub mod report;

@@ -2,7 +2,7 @@
 //! `summary.json`, `summary.txt` (the table `make crossval` prints) and `report.html` (a
 //! per-position plot per case) rewritten as each case finishes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -47,10 +47,16 @@ pub struct CaseReport {
     pub format: String,
     pub reference: String,
     pub reference_version: String,
+    /// The reference session's runtime settings (threads, batch, KV types, ...).
+    pub reference_settings: String,
     pub prompt: String,
     pub mode: Mode,
     pub n_tokens: usize,
     pub prompt_tokens: Vec<u32>,
+    /// The reference's top-5 token ids at each position of the case (its own greedy path).
+    pub reference_top5: Vec<Vec<u32>>,
+    /// [`crate::runner::logits_digest`] of the reference's rows of the case.
+    pub reference_logits_digest: String,
     pub rust_generated: Vec<u32>,
     pub reference_generated: Vec<u32>,
     /// Free-running: the first generated index where the two sides chose differently.
@@ -80,6 +86,8 @@ pub struct SummaryRow {
     pub format: String,
     pub reference: String,
     pub reference_version: String,
+    #[serde(default)]
+    pub reference_settings: String,
     pub prompt: String,
     pub mode: Mode,
     pub n_tokens: usize,
@@ -113,10 +121,13 @@ impl CaseReport {
             format: String::new(),
             reference: reference.to_owned(),
             reference_version: String::new(),
+            reference_settings: String::new(),
             prompt: "-".into(),
             mode: Mode::TeacherForced,
             n_tokens: 0,
             prompt_tokens: Vec::new(),
+            reference_top5: Vec::new(),
+            reference_logits_digest: String::new(),
             rust_generated: Vec::new(),
             reference_generated: Vec::new(),
             first_token_mismatch: None,
@@ -139,6 +150,7 @@ impl CaseReport {
             format: self.format.clone(),
             reference: self.reference.clone(),
             reference_version: self.reference_version.clone(),
+            reference_settings: self.reference_settings.clone(),
             prompt: self.prompt.clone(),
             mode: self.mode,
             n_tokens: self.n_tokens,
@@ -168,6 +180,41 @@ pub fn report_dir() -> PathBuf {
 
 /// Reports of this process's cases, by case id.
 static REPORTS: Mutex<BTreeMap<String, CaseReport>> = Mutex::new(BTreeMap::new());
+
+/// A table printed beside the case summary (`make crossval` prints each `<name>.txt`): its
+/// rows by key, as JSON and as a text line.
+type Table = BTreeMap<String, (serde_json::Value, String)>;
+static TABLES: Mutex<BTreeMap<String, Table>> = Mutex::new(BTreeMap::new());
+
+/// Adds (or replaces) row `key` of table `name` and rewrites `target/crossval/<name>.json`
+/// (the rows in key order) and `<name>.txt` (`header`, then one `line` per row). The table
+/// holds this process's rows: one test binary writes each table.
+pub fn record_table_row<T: Serialize>(
+    name: &str,
+    header: &str,
+    key: &str,
+    row: &T,
+    line: String,
+) -> std::io::Result<()> {
+    let dir = report_dir();
+    std::fs::create_dir_all(&dir)?;
+    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    let table = tables.entry(name.to_owned()).or_default();
+    table.insert(key.to_owned(), (serde_json::to_value(row)?, line));
+    let json: Vec<&serde_json::Value> = table.values().map(|(v, _)| v).collect();
+    write_atomic(
+        &dir.join(format!("{name}.json")),
+        &serde_json::to_vec_pretty(&json)?,
+    )?;
+    let mut text = format!("{header}\n");
+    for (_, line) in table.values() {
+        text.push_str(line);
+        text.push('\n');
+    }
+    write_atomic(&dir.join(format!("{name}.txt")), text.as_bytes())?;
+    drop(tables);
+    write_merged(&dir)
+}
 
 /// What one test binary contributes to the summary files: every test binary of the suite
 /// (the rstest matrix, the user-model harness) is its own process, so each writes its shard
@@ -261,8 +308,15 @@ fn write_shard(dir: &Path, reports: &BTreeMap<String, CaseReport>) -> std::io::R
         &shards.join(format!("{}.json", shard_name())),
         &serde_json::to_vec(&shard)?,
     )?;
-    // Every shard, this one included, sorted by name: the merged files are the same
-    // whichever binary wrote last.
+    write_merged(dir)
+}
+
+/// Rewrites `summary.json`, `summary.txt` and `report.html` from every shard (sorted by
+/// name: the merged files are the same whichever binary wrote last) and the tables beside
+/// them.
+fn write_merged(dir: &Path) -> std::io::Result<()> {
+    let shards = dir.join("shards");
+    std::fs::create_dir_all(&shards)?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(&shards)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -287,7 +341,14 @@ fn write_shard(dir: &Path, reports: &BTreeMap<String, CaseReport>) -> std::io::R
         &serde_json::to_vec_pretty(&merged.rows)?,
     )?;
     write_atomic(&dir.join("summary.txt"), table(&merged.rows).as_bytes())?;
-    write_atomic(&dir.join("report.html"), html(&merged).as_bytes())
+    let defaults: Vec<serde_json::Value> = std::fs::read(dir.join("defaults.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    write_atomic(
+        &dir.join("report.html"),
+        html(&merged, &defaults).as_bytes(),
+    )
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -396,35 +457,42 @@ stroke=\"{colour}\" points=\"{}\"/></svg><div class=\"max\">max {max:.3e}</div>"
     )
 }
 
-/// One case as a row of the HTML report's table.
-fn html_row(r: &CaseReport) -> String {
-    let (cos, kl) = r.divergence.as_ref().map_or((Vec::new(), Vec::new()), |d| {
-        (
-            d.per_token_cosine_sim.iter().map(|c| 1.0 - c).collect(),
-            d.per_token_kl.clone(),
+/// A per-position plot, or one line when the series is 0 everywhere (an exact case).
+fn plot_cell(values: &[f64], colour: &str) -> String {
+    if values.iter().all(|&v| v == 0.0) {
+        format!(
+            "<td class=\"flat\">0 at all {} positions</td>",
+            values.len()
         )
-    });
+    } else {
+        format!("<td>{}</td>", plot(values, colour))
+    }
+}
+
+/// One case as a row of the HTML report's case table (the reference's build string is in
+/// the references table, once).
+fn html_row(r: &CaseReport) -> String {
     let class = match r.status {
         Status::Pass => "pass",
         Status::Fail => "fail",
         Status::Skipped => "skipped",
         Status::NotApplicable => "na",
     };
-    let plots = if r.divergence.is_some() {
-        format!(
-            "<td>{}</td><td>{}</td>",
-            plot(&cos, "#c33"),
-            plot(&kl, "#36c")
-        )
-    } else {
-        "<td colspan=\"2\"></td>".to_string()
+    let plots = match &r.divergence {
+        Some(d) => {
+            let cos: Vec<f64> = d.per_token_cosine_sim.iter().map(|c| 1.0 - c).collect();
+            format!(
+                "{}{}",
+                plot_cell(&cos, "#c33"),
+                plot_cell(&d.per_token_kl, "#36c")
+            )
+        }
+        None => "<td colspan=\"2\"></td>".to_string(),
     };
     format!(
-        "<tr class=\"{class}\"><td>{}</td><td>{}<br><small>{}</small></td><td>{}{}</td>\
-<td>{}</td>{plots}</tr>",
+        "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td>{plots}</tr>",
         escape(&r.case),
         escape(&r.reference),
-        escape(&r.reference_version),
         r.status.label(),
         r.message
             .as_deref()
@@ -437,22 +505,133 @@ fn html_row(r: &CaseReport) -> String {
     )
 }
 
-/// The HTML report: the counts, a table of every case with its 1 − cosine and KL per
-/// position, then the per-op heat maps.
-fn html(merged: &Shard) -> String {
+/// Counts per (model, reference) of each status, for the overview grid.
+fn grid(title: &str, cells: &[(String, String, Status)]) -> String {
+    let mut models: Vec<&str> = cells.iter().map(|c| c.0.as_str()).collect();
+    let mut references: Vec<&str> = cells.iter().map(|c| c.1.as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    references.sort_unstable();
+    references.dedup();
+    let mut s = format!("<h2>{}</h2><table><tr><th>model</th>", escape(title));
+    for r in &references {
+        let _ = write!(s, "<th>{}</th>", escape(r));
+    }
+    s.push_str("</tr>");
+    for m in &models {
+        let _ = write!(s, "<tr><td>{}</td>", escape(m));
+        for r in &references {
+            let of = |st: Status| {
+                cells
+                    .iter()
+                    .filter(|c| c.0 == *m && c.1 == *r && c.2 == st)
+                    .count()
+            };
+            let (pass, fail, na, skip) = (
+                of(Status::Pass),
+                of(Status::Fail),
+                of(Status::NotApplicable),
+                of(Status::Skipped),
+            );
+            if pass + fail + na + skip == 0 {
+                s.push_str("<td></td>");
+                continue;
+            }
+            let class = if fail > 0 {
+                "fail"
+            } else if skip > 0 {
+                "skipped"
+            } else if pass == 0 {
+                "na"
+            } else {
+                "pass"
+            };
+            let _ = write!(
+                s,
+                "<td class=\"{class}\">{pass} pass · {fail} fail · {na} n/a · {skip} skipped</td>"
+            );
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// Each reference once: the build it reported and the settings each axis ran it with.
+fn references_table(rows: &[SummaryRow], defaults: &[serde_json::Value]) -> String {
+    let mut refs: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| !r.reference_version.is_empty()) {
+        let e = refs.entry(r.reference.as_str()).or_default();
+        e.0.insert(r.reference_version.as_str());
+        e.1.insert(r.reference_settings.as_str());
+    }
+    for d in defaults {
+        let field = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        if let Some(e) = refs.get_mut(field("reference")) {
+            e.1.insert(field("defaults_settings"));
+        }
+    }
+    let mut s = String::from(
+        "<h2>References</h2><table><tr><th>reference</th><th>build (as the runner reports \
+it)</th><th>settings</th></tr>",
+    );
+    for (name, (versions, settings)) in &refs {
+        let list = |set: &BTreeSet<&str>| {
+            set.iter()
+                .filter(|v| !v.is_empty())
+                .map(|v| escape(v))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td><small>{}</small></td><td><small>{}</small></td></tr>",
+            escape(name),
+            list(versions),
+            list(settings)
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// The HTML report: the overview grids (exact axis; reference-defaults axis when it ran),
+/// the references with their builds and settings, every case with its 1 − cosine and KL
+/// per position (one line when flat), then the per-op heat maps.
+fn html(merged: &Shard, defaults: &[serde_json::Value]) -> String {
     let mut s = String::from(
         "<!doctype html><meta charset=\"utf-8\"><title>bitnet-rs parity report</title>\
 <style>body{font:13px sans-serif;margin:1em}table{border-collapse:collapse}\
 td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}.fail{background:#fdd}\
-.skipped{background:#ffd}.na{background:#eee}.max{color:#666;font-size:11px}</style>\
-<h1>bitnet-rs per-token parity</h1>",
+.skipped{background:#ffd}.na{background:#eee}.pass{background:#dfd}.flat{color:#666}\
+.max{color:#666;font-size:11px}</style><h1>bitnet-rs per-token parity</h1>",
     );
-    let _ = write!(
-        s,
-        "<p>{}</p><table><tr><th>case</th><th>reference</th>\
-<th>status</th><th>first divergence</th><th>1 − cosine per position</th>\
-<th>KL(p_ref‖p_rust) per position</th></tr>",
-        escape(&counts(&merged.rows))
+    let _ = write!(s, "<p>{}</p>", escape(&counts(&merged.rows)));
+    let exact: Vec<(String, String, Status)> = merged
+        .rows
+        .iter()
+        .map(|r| (r.model.clone(), r.reference.clone(), r.status))
+        .collect();
+    s.push_str(&grid("Exact axis: models × references", &exact));
+    if !defaults.is_empty() {
+        let cells: Vec<(String, String, Status)> = defaults
+            .iter()
+            .filter_map(|d| {
+                let field = |k: &str| d.get(k)?.as_str().map(str::to_owned);
+                let status = serde_json::from_value(d.get("status")?.clone()).ok()?;
+                Some((field("model")?, field("reference")?, status))
+            })
+            .collect();
+        s.push_str(&grid(
+            "Reference-defaults axis: models × references (target/crossval/defaults.txt)",
+            &cells,
+        ));
+    }
+    s.push_str(&references_table(&merged.rows, defaults));
+    s.push_str(
+        "<h2>Cases</h2><table><tr><th>case</th><th>reference</th><th>status</th>\
+<th>first divergence</th><th>1 − cosine per position</th><th>KL(p_ref‖p_rust) per \
+position</th></tr>",
     );
     s.push_str(&merged.html_rows);
     s.push_str("</table>");

@@ -13,6 +13,7 @@ use bitnet_inference::{Session, SessionConfig as EngineConfig};
 use bitnet_models::{Model, Numerics};
 use bitnet_sys::{argmax, RefError, RefRunner, RefSession, Reference, SessionConfig};
 use bitnet_tokenizers::Tokenizer;
+use sha2::{Digest, Sha256};
 
 use crate::cases::{reference_id, Case, Mode, ModelCase, ModelSource, Prompt, MAX_NEW_TOKENS};
 use crate::localize::{self, OpTrace, Tensor, CAPTURE_PATTERNS};
@@ -22,6 +23,9 @@ use crate::logits_compare::{
 use crate::report::{CaseReport, Status};
 use crate::routing::FileFacts;
 use crate::tolerance::{self, ChosenTolerance};
+
+mod defaults;
+pub use defaults::{run_defaults_case, DefaultsReport};
 
 /// `CROSSVAL_ALLOW_CPP_FAIL=1`: a reference that can't run becomes a visible skip instead
 /// of a failure (the only opt-in that turns anything into a skip).
@@ -52,6 +56,8 @@ struct Loaded {
     tokenizer: Tokenizer,
     reference: Mutex<RefSession>,
     reference_version: String,
+    /// The reference session's runtime settings ([`SessionConfig::describe`]).
+    reference_settings: String,
     /// A second reference session capturing [`CAPTURE_PATTERNS`], started on the first
     /// localisation.
     capture: Mutex<Option<RefSession>>,
@@ -105,11 +111,41 @@ fn from_ref_error(e: RefError) -> Setup {
     }
 }
 
-/// The model file of a case, generating or converting it on first use.
-fn model_path(source: &ModelSource) -> Result<PathBuf, Setup> {
+/// Why a model file could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// The reference that converts the model is missing or could not start
+    /// (`CROSSVAL_ALLOW_CPP_FAIL=1` may turn this into a visible skip).
+    #[error("{reference} is unavailable: {source}")]
+    ReferenceUnavailable {
+        reference: Reference,
+        #[source]
+        source: RefError,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ModelFileError> for Setup {
+    fn from(e: ModelFileError) -> Setup {
+        match e {
+            ModelFileError::ReferenceUnavailable { .. } => {
+                Setup::ReferenceUnavailable(e.to_string())
+            }
+            ModelFileError::Failed(m) => Setup::Error(m),
+        }
+    }
+}
+
+/// The model file of a case: a fixture generated on first use, SmolLM2, a user's file, or a
+/// conversion by its reference, cached by input content and reference version (every
+/// check that needs a built-in model's file goes through here).
+pub fn model_file(source: &ModelSource) -> Result<PathBuf, ModelFileError> {
+    let failed = |e: &dyn std::fmt::Display| ModelFileError::Failed(e.to_string());
     match source {
-        ModelSource::Fixture(spec) => bitnet_fixtures::fixture(spec).map_err(setup_error),
-        ModelSource::SmolLm2 => bitnet_fixtures::smollm2_path().map_err(setup_error),
+        ModelSource::Fixture(spec) => bitnet_fixtures::fixture(spec).map_err(|e| failed(&e)),
+        ModelSource::SmolLm2 => bitnet_fixtures::smollm2_path().map_err(|e| failed(&e)),
         ModelSource::User { path, .. } => Ok(path.clone()),
         ModelSource::Converted {
             from,
@@ -117,8 +153,17 @@ fn model_path(source: &ModelSource) -> Result<PathBuf, Setup> {
             ftype,
             to,
         } => {
-            let input = model_path(from)?;
-            let mut runner = RefRunner::spawn(*by).map_err(from_ref_error)?;
+            let by_ref = |e: RefError| match e {
+                RefError::RunnerMissing { .. } | RefError::Spawn { .. } => {
+                    ModelFileError::ReferenceUnavailable {
+                        reference: *by,
+                        source: e,
+                    }
+                }
+                other => ModelFileError::Failed(format!("{by}: {other}")),
+            };
+            let input = model_file(from)?;
+            let mut runner = RefRunner::spawn(*by).map_err(by_ref)?;
             let output = conversion_path(&input, *by, runner.version(), to)?;
             if !output.is_file() {
                 eprintln!(
@@ -127,10 +172,8 @@ fn model_path(source: &ModelSource) -> Result<PathBuf, Setup> {
                     output.display()
                 );
                 let tmp = output.with_extension(format!("tmp{}", std::process::id()));
-                runner
-                    .convert_model(&input, &tmp, *ftype)
-                    .map_err(from_ref_error)?;
-                std::fs::rename(&tmp, &output).map_err(setup_error)?;
+                runner.convert_model(&input, &tmp, *ftype).map_err(by_ref)?;
+                std::fs::rename(&tmp, &output).map_err(|e| failed(&e))?;
             }
             Ok(output)
         }
@@ -145,12 +188,10 @@ fn conversion_path(
     by: Reference,
     version: &str,
     to: &str,
-) -> Result<PathBuf, Setup> {
-    use sha2::{Digest, Sha256};
+) -> Result<PathBuf, ModelFileError> {
     use std::io::Read;
-    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let mut file = std::fs::File::open(input)
-        .map_err(|e| Setup::Error(format!("{}: {e}", input.display())))?;
+    let io = |e: std::io::Error| ModelFileError::Failed(format!("{}: {e}", input.display()));
+    let mut file = std::fs::File::open(input).map_err(io)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size > 256 << 20 {
         eprintln!(
@@ -162,9 +203,7 @@ fn conversion_path(
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| Setup::Error(format!("{}: {e}", input.display())))?;
+        let n = file.read(&mut buf).map_err(io)?;
         if n == 0 {
             break;
         }
@@ -177,7 +216,7 @@ fn conversion_path(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let dir = bitnet_fixtures::fixture_dir().join("converted");
-    std::fs::create_dir_all(&dir).map_err(setup_error)?;
+    std::fs::create_dir_all(&dir).map_err(io)?;
     Ok(dir.join(format!(
         "{stem}-{content}-{}-{version}.{to}.gguf",
         reference_id(by)
@@ -185,7 +224,7 @@ fn conversion_path(
 }
 
 fn load(model: &ModelCase) -> Result<Loaded, Setup> {
-    let path = model_path(&model.source)?;
+    let path = model_file(&model.source)?;
     let facts = FileFacts::read(&path).map_err(setup_error)?;
     let ours = Model::load(&path).map_err(|e| Setup::Error(format!("bitnet-rs: {e}")))?;
     let tokenizer =
@@ -208,6 +247,7 @@ fn load(model: &ModelCase) -> Result<Loaded, Setup> {
         model: ours,
         tokenizer,
         reference_version: reference.version().to_owned(),
+        reference_settings: config.describe(model.reference),
         reference: Mutex::new(reference),
         capture: Mutex::new(None),
     })
@@ -258,7 +298,20 @@ fn run_ours(
     Ok((all, chosen))
 }
 
-fn run_prompt(loaded: &Loaded, reference: Reference, prompt: &Prompt) -> Result<PromptRun, Setup> {
+/// The deterministic reference's side of a prompt: the prompt's tokens (checked against our
+/// tokenizer), its rows (the prompt in one batch, then one per greedy step) and its greedy
+/// tokens.
+struct ReferenceRun {
+    prompt_tokens: Vec<u32>,
+    rows: Vec<Vec<f32>>,
+    generated: Vec<u32>,
+}
+
+fn run_reference(
+    loaded: &Loaded,
+    reference: Reference,
+    prompt: &Prompt,
+) -> Result<ReferenceRun, Setup> {
     let text = prompt.text;
     let ours = loaded
         .tokenizer
@@ -292,25 +345,38 @@ fn run_prompt(loaded: &Loaded, reference: Reference, prompt: &Prompt) -> Result<
         )));
     }
     r.reset().map_err(from_ref_error)?;
-    let mut reference_rows = r.eval_and_get_logits(&ours, 0).map_err(from_ref_error)?;
-    let mut reference_generated = Vec::with_capacity(MAX_NEW_TOKENS);
+    let mut rows = r.eval_and_get_logits(&ours, 0).map_err(from_ref_error)?;
+    let mut generated = Vec::with_capacity(MAX_NEW_TOKENS);
     for i in 0..MAX_NEW_TOKENS {
-        let t = greedy(reference_rows.last().map(Vec::as_slice).unwrap_or_default())?;
-        reference_generated.push(t);
+        let t = greedy(rows.last().map(Vec::as_slice).unwrap_or_default())?;
+        generated.push(t);
         if i + 1 == MAX_NEW_TOKENS {
             break;
         }
         let pos = (ours.len() + i) as u32;
         let mut row = r.eval_and_get_logits(&[t], pos).map_err(from_ref_error)?;
-        reference_rows.append(&mut row);
+        rows.append(&mut row);
     }
-    drop(r);
-    let (forced_rows, _) = run_ours(loaded, reference, &ours, Some(&reference_generated))?;
-    let (free_rows, free_generated) = run_ours(loaded, reference, &ours, None)?;
-    Ok(PromptRun {
+    Ok(ReferenceRun {
         prompt_tokens: ours,
-        reference_rows,
-        reference_generated,
+        rows,
+        generated,
+    })
+}
+
+fn run_prompt(loaded: &Loaded, reference: Reference, prompt: &Prompt) -> Result<PromptRun, Setup> {
+    let theirs = run_reference(loaded, reference, prompt)?;
+    let (forced_rows, _) = run_ours(
+        loaded,
+        reference,
+        &theirs.prompt_tokens,
+        Some(&theirs.generated),
+    )?;
+    let (free_rows, free_generated) = run_ours(loaded, reference, &theirs.prompt_tokens, None)?;
+    Ok(PromptRun {
+        prompt_tokens: theirs.prompt_tokens,
+        reference_rows: theirs.rows,
+        reference_generated: theirs.generated,
         forced_rows,
         free_rows,
         free_generated,
@@ -378,9 +444,40 @@ pub fn run_case(case: &Case) -> CaseReport {
     report.format = loaded.facts.format_name();
     report.tolerance = Some(loaded.tolerance.clone());
     report.reference_version = loaded.reference_version.clone();
+    report.reference_settings = loaded.reference_settings.clone();
     report.prompt_tokens = run.prompt_tokens.clone();
+    // The reference's own rows of this case (its greedy path, whatever our side did).
+    let rows = &run.reference_rows[..run.prompt_tokens.len() + case.n_tokens - 1];
+    report.reference_top5 = rows
+        .iter()
+        .map(|r| top_k(r, TOP_K).iter().map(|&(i, _)| i as u32).collect())
+        .collect();
+    report.reference_logits_digest = logits_digest(rows);
     compare(case, &loaded, &run, &mut report);
     report
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What [`logits_digest`] rounds each logit to before hashing: fine enough that any change
+/// of the reference's numbers moves it (logits are O(1) to O(10)), coarse enough that the
+/// digest does not hang on the last bits of a libm call.
+pub const LOGITS_DIGEST_PRECISION: f64 = 1e-4;
+
+/// SHA-256 (first 16 hex digits) of the rows, each logit rounded to
+/// [`LOGITS_DIGEST_PRECISION`] and hashed as a little-endian i64, row after row.
+pub fn logits_digest(rows: &[Vec<f32>]) -> String {
+    let mut h = Sha256::new();
+    for row in rows {
+        for &x in row {
+            let q = (f64::from(x) / LOGITS_DIGEST_PRECISION).round() as i64;
+            h.update(q.to_le_bytes());
+        }
+    }
+    hex(&h.finalize()[..8])
 }
 
 fn compare(case: &Case, loaded: &Loaded, run: &PromptRun, report: &mut CaseReport) {

@@ -517,21 +517,3 @@ fn tiny_bitnet_b158_fixtures_match_ik_llama_cpp() {
         fixture_parity(Reference::IkLlamaCpp, &spec);
     }
 }
-
-/// The 2B-4T-shaped fixtures (30 layers, n_embd 2560, n_ff 6912, 20/5 heads), one format per
-/// reference.
-#[test]
-fn full_size_bitnet_fixtures_match_each_reference() {
-    fixture_parity(
-        Reference::LlamaCpp,
-        &FixtureSpec::full(FixtureArch::Bitnet, WeightFormat::TQ2_0),
-    );
-    fixture_parity(
-        Reference::BitnetCpp,
-        &FixtureSpec::full(FixtureArch::Bitnet, WeightFormat::I2_S),
-    );
-    fixture_parity(
-        Reference::IkLlamaCpp,
-        &FixtureSpec::full(FixtureArch::BitnetB158, WeightFormat::IQ2_BN),
-    );
-}

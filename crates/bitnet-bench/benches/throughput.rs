@@ -92,6 +92,7 @@ fn session_config(s: &Settings, threads: u32) -> SessionConfig {
         type_k: KvType::F16,
         type_v: KvType::F16,
         capture: Vec::new(),
+        defaults: false,
     }
 }
 

@@ -22,6 +22,7 @@ fn config() -> SessionConfig {
         type_k: KvType::F16,
         type_v: KvType::F16,
         capture: Vec::new(),
+        defaults: false,
     }
 }
 

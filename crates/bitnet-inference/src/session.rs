@@ -202,6 +202,17 @@ impl<'m> Session<'m> {
         prompt: &[u32],
         opts: &GenerateOptions,
     ) -> Result<Generation, InferenceError> {
+        self.generate_with(prompt, opts, |_, _| {})
+    }
+
+    /// [`Session::generate`], calling `on_token(token, logits)` with each generated token
+    /// and the logits it was sampled from (for streaming, or to inspect every step).
+    pub fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(u32, &[f32]),
+    ) -> Result<Generation, InferenceError> {
         let mut sampler = Sampler::new(opts.sampling)?;
         let eos = self.model.config().eos_token_id;
         let mut tokens = Vec::with_capacity(opts.max_new_tokens);
@@ -211,7 +222,9 @@ impl<'m> Session<'m> {
                 stop: StopReason::MaxTokens,
             });
         }
-        let mut next = sampler.sample(self.eval_last(prompt)?)?;
+        let logits = self.eval_last(prompt)?;
+        let mut next = sampler.sample(logits)?;
+        on_token(next, logits);
         loop {
             tokens.push(next);
             if opts.stop_at_eos && Some(next) == eos {
@@ -232,7 +245,9 @@ impl<'m> Session<'m> {
                     stop: StopReason::ContextFull,
                 });
             }
-            next = sampler.sample(self.decode(next)?)?;
+            let logits = self.decode(next)?;
+            next = sampler.sample(logits)?;
+            on_token(next, logits);
         }
     }
 }

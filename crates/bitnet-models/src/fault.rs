@@ -1,6 +1,9 @@
 //! Fault injection for testing the parity suite's localiser (feature `fault-injection`,
 //! debug builds only): perturbs one named op of the forward pass so that a test can check
-//! that the suite reports exactly that op as the first divergent one.
+//! that the suite reports exactly that op as the first divergent one, or makes one
+//! whole-model mistake (SiLU for ReLU², the other RoPE style, a skipped sub-norm, a wrong
+//! epsilon, attention scale or KV position) that the definition check
+//! (`crossval/tests/definition_mutations.rs`) must catch.
 //!
 //! The fault is process-global: set it with [`set_fault`] in a test binary of its own, never
 //! in the main suite. With no fault set every hook is a relaxed atomic load and nothing
@@ -14,6 +17,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use crate::config::FfnActivation;
 use crate::ops::RopeStyle;
 
 #[cfg(not(debug_assertions))]
@@ -42,6 +46,22 @@ pub enum Fault {
     /// Layer `layer` ignores the `.scale` tensor of `attn_output` (a no-op for a model whose
     /// scales are folded into the weights).
     DropAttnOutputScale { layer: usize },
+    /// Every layer's FFN gate uses `activation` whatever the architecture says (SiLU in a
+    /// `bitnet-b1.58` model: the bug of bitnet.cpp's 2026 main branch).
+    FfnActivation { activation: FfnActivation },
+    /// Every layer rotates Q and K in `style`.
+    RopeStyleAll { style: RopeStyle },
+    /// Sub-norm `op` (`attn_sub_norm` or `ffn_sub_norm`) is skipped in every layer: its
+    /// input goes to the next matmul unnormalised.
+    SkipSubNorm { op: String },
+    /// The epsilon of every block norm (`attn_norm`, `attn_sub_norm`, `ffn_norm`,
+    /// `ffn_sub_norm`) in every layer is multiplied by `factor`.
+    RmsEpsFactor { factor: f32 },
+    /// The attention scale `1/√head_dim` is multiplied by `factor`.
+    KqScaleFactor { factor: f32 },
+    /// The token at position `p` is written to KV cell `p + offset` (attention still reads
+    /// cells `0..=p`): a KV position off by `offset`. A cell past the cache is not written.
+    KvCellOffset { offset: usize },
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -91,7 +111,12 @@ pub(crate) fn perturb(base: &str, layer: usize, data: &mut [f32]) {
 /// Hook: the RMS epsilon of norm `base` in `layer`.
 pub(crate) fn rms_eps(base: &str, layer: usize, eps: f32) -> f32 {
     with(|f| match f {
-        Fault::RmsEps { op, layer: l, eps } if op == base && *l == layer => Some(*eps),
+        Fault::RmsEps {
+            op,
+            layer: l,
+            eps: e,
+        } if op == base && *l == layer => Some(*e),
+        Fault::RmsEpsFactor { factor } => Some(eps * factor),
         _ => None,
     })
     .unwrap_or(eps)
@@ -99,15 +124,51 @@ pub(crate) fn rms_eps(base: &str, layer: usize, eps: f32) -> f32 {
 
 /// Hook: the RoPE style of `layer`.
 pub(crate) fn rope_style(layer: usize, style: RopeStyle) -> RopeStyle {
-    let swap = with(|f| match f {
-        Fault::SwapRopeStyle { layer: l } if *l == layer => Some(()),
+    let set = with(|f| match f {
+        Fault::SwapRopeStyle { layer: l } if *l == layer => Some(match style {
+            RopeStyle::Neox => RopeStyle::Normal,
+            RopeStyle::Normal => RopeStyle::Neox,
+        }),
+        Fault::RopeStyleAll { style } => Some(*style),
         _ => None,
     });
-    match (swap, style) {
-        (None, s) => s,
-        (Some(()), RopeStyle::Neox) => RopeStyle::Normal,
-        (Some(()), _) => RopeStyle::Neox,
-    }
+    set.unwrap_or(style)
+}
+
+/// Hook: the FFN gate activation.
+pub(crate) fn ffn_activation(activation: FfnActivation) -> FfnActivation {
+    with(|f| match f {
+        Fault::FfnActivation { activation } => Some(*activation),
+        _ => None,
+    })
+    .unwrap_or(activation)
+}
+
+/// Hook: whether sub-norm `base` runs.
+pub(crate) fn keep_sub_norm(base: &str) -> bool {
+    with(|f| match f {
+        Fault::SkipSubNorm { op } if op == base => Some(()),
+        _ => None,
+    })
+    .is_none()
+}
+
+/// Hook: the attention scale.
+pub(crate) fn kq_scale(scale: f32) -> f32 {
+    with(|f| match f {
+        Fault::KqScaleFactor { factor } => Some(scale * factor),
+        _ => None,
+    })
+    .unwrap_or(scale)
+}
+
+/// Hook: the KV cell of the token at position `pos`.
+pub(crate) fn kv_cell(pos: usize) -> usize {
+    with(|f| match f {
+        Fault::KvCellOffset { offset } => Some(pos + offset),
+        _ => None,
+    })
+    .unwrap_or(pos)
 }
 
 /// Hook: whether `layer` applies `attn_output.scale`.

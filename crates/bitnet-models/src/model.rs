@@ -285,7 +285,7 @@ impl Model {
                 .row(file, tok as usize, &mut x[t * d..(t + 1) * d])?;
         }
         let theta_scale = c.rope_freq_base.powf(-2.0 / c.n_rot as f32);
-        let kq_scale = 1.0 / (c.head_dim as f32).sqrt();
+        let kq_scale = fault_kq_scale(1.0 / (c.head_dim as f32).sqrt());
         let arch_style = c.arch.rope_style();
 
         for (layer, lw) in self.weights.layers.iter().enumerate() {
@@ -332,7 +332,9 @@ impl Model {
             tap.emit("Kcur", il, &[hd, nhkv, n_tok], &k[..n_tok * nkv]);
             for t in 0..n_tok {
                 let (kr, vr) = (&k[t * nkv..(t + 1) * nkv], &v[t * nkv..(t + 1) * nkv]);
-                kv.store(layer, n_past + t, kr, vr);
+                if let Some(cell) = fault_kv_cell(n_past + t, kv.capacity()) {
+                    kv.store(layer, cell, kr, vr);
+                }
             }
 
             attention(
@@ -341,7 +343,11 @@ impl Model {
             fault_perturb("kqv_out", layer, &mut kqv[..n_tok * nq]);
             tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
 
-            let attn_in: &[f32] = match &lw.attn_sub_norm {
+            let attn_sub_norm = lw
+                .attn_sub_norm
+                .as_ref()
+                .filter(|_| fault_keep_sub_norm("attn_sub_norm"));
+            let attn_in: &[f32] = match attn_sub_norm {
                 Some(w) => {
                     for t in 0..n_tok {
                         rms_norm(
@@ -409,10 +415,11 @@ impl Model {
                 apply_scale(&lw.ffn_gate, &mut hb[..n_tok * nff]);
                 tap.emit("ffn_gate_s", il, &[nff, n_tok], &hb[..n_tok * nff]);
             }
+            let ffn_activation = fault_ffn_activation(c.ffn_activation);
             for t in 0..n_tok {
                 let r = t * nff..(t + 1) * nff;
                 let (g, u, o) = (&hb[r.clone()], &hb2[r.clone()], &mut xb[r]);
-                match c.ffn_activation {
+                match ffn_activation {
                     FfnActivation::Silu => swiglu(g, u, o),
                     FfnActivation::ReluSqr => relu_sqr_mul(g, u, o),
                 }
@@ -423,7 +430,11 @@ impl Model {
                 "ffn_swiglu"
             };
             tap.emit(act_name, il, &[nff, n_tok], &xb[..n_tok * nff]);
-            let down_in: &[f32] = match &lw.ffn_sub_norm {
+            let ffn_sub_norm = lw
+                .ffn_sub_norm
+                .as_ref()
+                .filter(|_| fault_keep_sub_norm("ffn_sub_norm"));
+            let down_in: &[f32] = match ffn_sub_norm {
                 Some(w) => {
                     for t in 0..n_tok {
                         rms_norm(
@@ -810,9 +821,16 @@ impl Tap<'_, '_> {
 
 #[cfg(feature = "fault-injection")]
 use crate::fault::{
-    keep_attn_output_scale as fault_keep_attn_output_scale, perturb as fault_perturb,
+    ffn_activation as fault_ffn_activation, keep_attn_output_scale as fault_keep_attn_output_scale,
+    keep_sub_norm as fault_keep_sub_norm, kq_scale as fault_kq_scale, perturb as fault_perturb,
     rms_eps as fault_eps, rope_style as fault_rope_style,
 };
+
+/// The KV cell of the token at `pos`, if inside the cache's `capacity` cells.
+#[cfg(feature = "fault-injection")]
+fn fault_kv_cell(pos: usize, capacity: usize) -> Option<usize> {
+    Some(crate::fault::kv_cell(pos)).filter(|&c| c < capacity)
+}
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
@@ -834,4 +852,28 @@ fn fault_rope_style(_layer: usize, style: crate::ops::RopeStyle) -> crate::ops::
 #[inline(always)]
 fn fault_keep_attn_output_scale(_layer: usize) -> bool {
     true
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_kq_scale(scale: f32) -> f32 {
+    scale
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_kv_cell(pos: usize, _capacity: usize) -> Option<usize> {
+    Some(pos)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_keep_sub_norm(_base: &str) -> bool {
+    true
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_ffn_activation(activation: FfnActivation) -> FfnActivation {
+    activation
 }

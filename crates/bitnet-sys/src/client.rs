@@ -536,6 +536,10 @@ pub struct SessionConfig {
     pub type_k: KvType,
     pub type_v: KvType,
     pub capture: Vec<String>,
+    /// The reference's own defaults instead of the deterministic settings
+    /// ([`SessionConfig::reference_defaults`]); `type_k`/`type_v` are then the defaults'
+    /// (F16), for reports only.
+    pub defaults: bool,
 }
 
 impl SessionConfig {
@@ -554,7 +558,61 @@ impl SessionConfig {
             type_k: kv,
             type_v: kv,
             capture: Vec::new(),
+            defaults: false,
         }
+    }
+
+    /// The reference as a user runs it: its own default model and context parameters (see
+    /// [`SessionConfig::describe`]) with every core of this machine and the logical batch
+    /// of llama.cpp's tools (2048, at most the context).
+    pub fn reference_defaults(n_ctx: u32) -> SessionConfig {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        SessionConfig {
+            n_ctx,
+            n_threads: u32::try_from(cores).unwrap_or(1),
+            n_batch: n_ctx.min(2048),
+            type_k: KvType::F16,
+            type_v: KvType::F16,
+            capture: Vec::new(),
+            defaults: true,
+        }
+    }
+    /// The runtime settings as reports name them, for a session of `reference`.
+    pub fn describe(&self, reference: Reference) -> String {
+        let kv = |t: KvType| match t {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        };
+        let threads = format!(
+            "{} thread{}",
+            self.n_threads,
+            if self.n_threads == 1 { "" } else { "s" }
+        );
+        if !self.defaults {
+            // The exact axis (n_ubatch = n_batch); goldens carry this string.
+            return format!(
+                "n_ctx {}, n_batch {}, {threads}, KV {}/{}, flash attention off, weight \
+                 repacking off",
+                self.n_ctx,
+                self.n_batch,
+                kv(self.type_k),
+                kv(self.type_v)
+            );
+        }
+        // Each library's defaults (llama_model_default_params, llama_context_default_params).
+        let rest = match reference {
+            Reference::LlamaCpp => {
+                "KV f16/f16, flash attention auto, extra buffer types (weight repacking) on"
+            }
+            Reference::IkLlamaCpp => {
+                "KV f16/f16, flash attention on, fused up/gate on, weight repacking off"
+            }
+            Reference::BitnetCpp => "KV f16/f16, flash attention off",
+        };
+        format!(
+            "reference defaults: n_ctx {}, n_batch {} (n_ubatch default 512), {threads}, {rest}",
+            self.n_ctx, self.n_batch
+        )
     }
 }
 
@@ -631,6 +689,7 @@ impl RefSession {
             type_v: config.type_v,
             capture: config.capture.clone(),
             vocab_only: false,
+            defaults: config.defaults,
         };
         RefSession::start(runner, params)
     }
@@ -649,6 +708,7 @@ impl RefSession {
             type_v: KvType::F32,
             capture: Vec::new(),
             vocab_only: true,
+            defaults: false,
         };
         RefSession::start(runner, params)
     }

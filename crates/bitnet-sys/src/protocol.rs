@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 
 /// Version of this protocol. Client and runner compare it in the first request, so a runner
 /// built from older sources fails with "rebuild the runners" instead of a garbled frame.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side accepts (a 128k-vocab × 512-position logits batch is 256 MiB).
 pub const MAX_FRAME: usize = 1 << 30;
@@ -38,6 +38,11 @@ pub struct LoadParams {
     /// Load only the vocabulary (`llama_model_params::vocab_only`): no tensors, no context,
     /// so only `Tokenize`/`Detokenize` are served. Vocabulary-only GGUFs need it.
     pub vocab_only: bool,
+    /// Leave the reference's own default model and context parameters as they are (flash
+    /// attention, KV cache types, weight repacking, micro-batch size, fused ops): only the
+    /// context, the logical batch and the thread count are set. Off, the runner applies the
+    /// deterministic settings the exact axis compares under.
+    pub defaults: bool,
 }
 
 /// What a runner reports about a loaded model.
@@ -316,6 +321,7 @@ impl Request {
                 e.kv(p.type_v);
                 e.strs(&p.capture);
                 e.bool(p.vocab_only);
+                e.bool(p.defaults);
             }
             Request::Tokenize {
                 text,
@@ -395,6 +401,7 @@ impl Request {
                 type_v: d.kv()?,
                 capture: d.strs()?,
                 vocab_only: d.bool()?,
+                defaults: d.bool()?,
             }),
             2 => Request::Tokenize {
                 text: d.str()?,
@@ -605,6 +612,7 @@ mod tests {
                 type_v: KvType::F16,
                 capture: vec!["attn_norm-0".into(), "l_out-*".into()],
                 vocab_only: false,
+                defaults: true,
             }),
             Request::Load(LoadParams {
                 model_path: "/v/ggml-vocab-llama-bpe.gguf".into(),
@@ -615,6 +623,7 @@ mod tests {
                 type_v: KvType::F32,
                 capture: Vec::new(),
                 vocab_only: true,
+                defaults: false,
             }),
             Request::Tokenize {
                 text: "héllo 世界".into(),

@@ -79,7 +79,8 @@ pub trait LlamaApi {
     fn version(&self) -> String;
     /// Frees any loaded model, then loads `params.model_path` and creates a context with the
     /// deterministic settings (flash attention off, no repacking, mmap on, `params`'s
-    /// threads, KV types and sizes). `capture` must be passed to `cb_eval`'s user data.
+    /// threads, KV types and sizes), or with `params.defaults` the library's own defaults
+    /// but for the context, logical batch and thread count. `capture` must be passed to `cb_eval`'s user data.
     /// With `params.vocab_only` it loads the vocabulary alone (`llama_model_params::
     /// vocab_only`) and creates no context: only `tokenize` and `token_to_piece` are then
     /// called, and the returned `n_ctx` is 0.
@@ -902,7 +903,8 @@ macro_rules! llama_load {
             // SAFETY: plain C struct returned by value.
             let mut $mp = unsafe { $sys::llama_model_default_params() };
             $mp.n_gpu_layers = 0;
-            {
+            // With `defaults` the library's own model parameters stay as they are.
+            if !params.defaults {
                 let $mpp = params;
                 $model_params
             }
@@ -924,9 +926,14 @@ macro_rules! llama_load {
             let mut $cp = unsafe { $sys::llama_context_default_params() };
             $cp.n_ctx = params.n_ctx;
             $cp.n_batch = params.n_batch;
-            $cp.n_ubatch = params.n_batch;
             $cp.n_seq_max = 1;
-            {
+            if params.defaults {
+                // A user's session: every other context parameter (micro-batch, flash
+                // attention, KV types, fused ops) as the library defaults it.
+                $cp.n_threads = params.n_threads as _;
+                $cp.n_threads_batch = params.n_threads as _;
+            } else {
+                $cp.n_ubatch = params.n_batch;
                 let $cpp = params;
                 $context_params
             }
