@@ -91,9 +91,21 @@ fn assert_localised(fault: Fault, op: &str, layer: usize) {
 /// The case of `model` fails, and its report names `op` in `layer` as the first divergent
 /// op.
 fn assert_localised_on(model: &str, fault: Fault, op: &str, layer: usize) {
-    let r = run_with(model, Some(fault.clone()), 1);
+    localised_run(model, fault, op, layer, 1);
+}
+
+/// Runs the case of `model` with `n_tokens` under `fault` and checks its localisation as
+/// [`assert_localised_on`] does; returns the report (`None` when skipped).
+fn localised_run(
+    model: &str,
+    fault: Fault,
+    op: &str,
+    layer: usize,
+    n_tokens: usize,
+) -> Option<CaseReport> {
+    let r = run_with(model, Some(fault.clone()), n_tokens);
     if skipped(&r) {
-        return;
+        return None;
     }
     assert_eq!(r.status, Status::Fail, "{fault:?}: the case should fail");
     let msg = r.message.as_deref().unwrap_or_default();
@@ -114,6 +126,40 @@ fn assert_localised_on(model: &str, fault: Fault, op: &str, layer: usize) {
     let json = serde_json::to_value(&r).expect("case JSON");
     assert_eq!(json["first_divergent_op"]["op"], op, "case JSON");
     assert_eq!(json["first_divergent_op"]["layer"], layer, "case JSON");
+    Some(r)
+}
+
+/// A fault from a decode position on: the prompt's positions match, the first divergence is
+/// the first decode step the fault reaches, localised (by re-running that step with capture
+/// on both sides) to the injected op.
+#[test]
+fn ffn_sub_norm_scaled_from_a_decode_position() {
+    const FROM: usize = 9;
+    let Some(r) = localised_run(
+        LLAMA_CPP_TQ2_0,
+        Fault::ScaleFrom {
+            op: "ffn_sub_norm".into(),
+            layer: 2,
+            factor: 1.001,
+            from: FROM,
+        },
+        "ffn_sub_norm",
+        2,
+        8,
+    ) else {
+        return;
+    };
+    assert!(
+        r.prompt_tokens.len() <= FROM,
+        "position {FROM} must be a decode step: the prompt has {} tokens",
+        r.prompt_tokens.len()
+    );
+    let d = r.divergence.as_ref().expect("compared");
+    assert_eq!(
+        d.first_divergence_token,
+        Some(FROM),
+        "first diverging position"
+    );
 }
 
 #[test]

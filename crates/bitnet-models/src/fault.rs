@@ -38,6 +38,14 @@ pub enum Fault {
         layer: usize,
         factor: f32,
     },
+    /// [`Fault::Scale`] from position `from` on: earlier positions are untouched, so a
+    /// `from` past the prompt puts the first difference at a decode step.
+    ScaleFrom {
+        op: String,
+        layer: usize,
+        factor: f32,
+        from: usize,
+    },
     /// The RMS epsilon of norm `op` (`attn_norm`, `attn_sub_norm`, `ffn_norm`,
     /// `ffn_sub_norm`) in `layer` becomes `eps`.
     RmsEps { op: String, layer: usize, eps: f32 },
@@ -93,18 +101,27 @@ fn with<T>(f: impl FnOnce(&Fault) -> Option<T>) -> Option<T> {
         .and_then(f)
 }
 
-/// Hook: op `base` of `layer` has just written `data`.
-pub(crate) fn perturb(base: &str, layer: usize, data: &mut [f32]) {
-    let factor = with(|f| match f {
+/// Hook: op `base` of `layer` has just written `data`, one row per token of a batch at
+/// positions `n_past..n_past + n_tok`.
+pub(crate) fn perturb(base: &str, layer: usize, n_past: usize, n_tok: usize, data: &mut [f32]) {
+    let hit = with(|f| match f {
         Fault::Scale {
             op,
             layer: l,
             factor,
-        } if op == base && *l == layer => Some(*factor),
+        } if op == base && *l == layer => Some((*factor, 0)),
+        Fault::ScaleFrom {
+            op,
+            layer: l,
+            factor,
+            from,
+        } if op == base && *l == layer => Some((*factor, *from)),
         _ => None,
     });
-    if let Some(s) = factor {
-        data.iter_mut().for_each(|x| *x *= s);
+    if let Some((s, from)) = hit {
+        let width = data.len() / n_tok.max(1);
+        let first = from.saturating_sub(n_past).min(n_tok);
+        data[first * width..].iter_mut().for_each(|x| *x *= s);
     }
 }
 

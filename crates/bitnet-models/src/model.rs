@@ -300,7 +300,7 @@ impl Model {
                     &mut xb[t * d..(t + 1) * d],
                 );
             }
-            fault_perturb("attn_norm", layer, &mut xb[..n_tok * d]);
+            fault_perturb("attn_norm", layer, n_past, n_tok, &mut xb[..n_tok * d]);
             tap.emit("attn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
 
             acts.invalidate();
@@ -340,7 +340,7 @@ impl Model {
             attention(
                 c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, attn, pool, &mut tap,
             )?;
-            fault_perturb("kqv_out", layer, &mut kqv[..n_tok * nq]);
+            fault_perturb("kqv_out", layer, n_past, n_tok, &mut kqv[..n_tok * nq]);
             tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
 
             let attn_sub_norm = lw
@@ -358,7 +358,7 @@ impl Model {
                             &mut xb[t * nq..(t + 1) * nq],
                         );
                     }
-                    fault_perturb("attn_sub_norm", layer, &mut xb[..n_tok * nq]);
+                    fault_perturb("attn_sub_norm", layer, n_past, n_tok, &mut xb[..n_tok * nq]);
                     tap.emit("attn_sub_norm", il, &[nq, n_tok], &xb[..n_tok * nq]);
                     xb
                 }
@@ -386,13 +386,13 @@ impl Model {
                     &mut xb[t * d..(t + 1) * d],
                 );
             }
-            fault_perturb("ffn_norm", layer, &mut xb[..n_tok * d]);
+            fault_perturb("ffn_norm", layer, n_past, n_tok, &mut xb[..n_tok * d]);
             tap.emit("ffn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
             acts.invalidate();
             // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
             // build_ffn names the bare products and then, when scaled, `ffn_up_s`/`ffn_gate_s`.
             matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, &numerics, pool)?;
-            fault_perturb("ffn_up", layer, &mut hb2[..n_tok * nff]);
+            fault_perturb("ffn_up", layer, n_past, n_tok, &mut hb2[..n_tok * nff]);
             tap.emit("ffn_up", il, &[nff, n_tok], &hb2[..n_tok * nff]);
             if lw.ffn_up.scale.is_some() {
                 apply_scale(&lw.ffn_up, &mut hb2[..n_tok * nff]);
@@ -409,7 +409,7 @@ impl Model {
                 &numerics,
                 pool,
             )?;
-            fault_perturb("ffn_gate", layer, &mut hb[..n_tok * nff]);
+            fault_perturb("ffn_gate", layer, n_past, n_tok, &mut hb[..n_tok * nff]);
             tap.emit("ffn_gate", il, &[nff, n_tok], &hb[..n_tok * nff]);
             if lw.ffn_gate.scale.is_some() {
                 apply_scale(&lw.ffn_gate, &mut hb[..n_tok * nff]);
@@ -445,7 +445,7 @@ impl Model {
                             &mut hb[t * nff..(t + 1) * nff],
                         );
                     }
-                    fault_perturb("ffn_sub_norm", layer, &mut hb[..n_tok * nff]);
+                    fault_perturb("ffn_sub_norm", layer, n_past, n_tok, &mut hb[..n_tok * nff]);
                     tap.emit("ffn_sub_norm", il, &[nff, n_tok], &hb[..n_tok * nff]);
                     hb
                 }
@@ -834,7 +834,7 @@ fn fault_kv_cell(pos: usize, capacity: usize) -> Option<usize> {
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
-fn fault_perturb(_base: &str, _layer: usize, _data: &mut [f32]) {}
+fn fault_perturb(_base: &str, _layer: usize, _n_past: usize, _n_tok: usize, _data: &mut [f32]) {}
 
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
