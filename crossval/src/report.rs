@@ -311,6 +311,12 @@ fn write_shard(dir: &Path, reports: &BTreeMap<String, CaseReport>) -> std::io::R
     write_merged(dir)
 }
 
+/// Rewrites the merged files (below) after a side table (`defaults.json`,
+/// `definition.json`) changed.
+pub fn refresh_merged() -> std::io::Result<()> {
+    write_merged(&report_dir())
+}
+
 /// Rewrites `summary.json`, `summary.txt` and `report.html` from every shard (sorted by
 /// name: the merged files are the same whichever binary wrote last) and the tables beside
 /// them.
@@ -341,13 +347,16 @@ fn write_merged(dir: &Path) -> std::io::Result<()> {
         &serde_json::to_vec_pretty(&merged.rows)?,
     )?;
     write_atomic(&dir.join("summary.txt"), table(&merged.rows).as_bytes())?;
-    let defaults: Vec<serde_json::Value> = std::fs::read(dir.join("defaults.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let side_table = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read(dir.join(format!("{name}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let (defaults, definition) = (side_table("defaults"), side_table("definition"));
     write_atomic(
         &dir.join("report.html"),
-        html(&merged, &defaults).as_bytes(),
+        html(&merged, &defaults, &definition).as_bytes(),
     )
 }
 
@@ -557,6 +566,47 @@ fn grid(title: &str, cells: &[(String, String, Status)]) -> String {
     s
 }
 
+/// The definition check (`crate::definition`, written by `tests/definition.rs` to
+/// `definition.json`): one row per engine × model × activation variant.
+fn definition_table(rows: &[serde_json::Value]) -> String {
+    let mut s = String::from(
+        "<h2>Against the BitNet definition (target/crossval/definition.txt)</h2><table><tr>\
+<th>engine</th><th>model</th><th>activations</th><th>mean KL</th><th>p99 KL</th>\
+<th>max KL</th><th>top-1 same</th><th>top-5</th><th>bound (mean / max)</th>\
+<th>verdict</th></tr>",
+    );
+    for r in rows {
+        let text = |k: &str| escape(r.get(k).and_then(|v| v.as_str()).unwrap_or("-"));
+        let num = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
+        let e = |k: &str| num(k).map_or("-".into(), |v| format!("{v:.2e}"));
+        let pct = |k: &str| num(k).map_or("-".into(), |v| format!("{:.1}%", 100.0 * v));
+        let bound = r.get("bound").map_or("-".to_string(), |b| {
+            let f = |k: &str| b.get(k).and_then(serde_json::Value::as_f64);
+            match (f("mean_kl"), f("max_kl")) {
+                (Some(m), Some(x)) => format!("{m:.1e} / {x:.1e}"),
+                _ => "-".into(),
+            }
+        });
+        let verdict = text("verdict");
+        let class = if verdict == "pass" { "pass" } else { "fail" };
+        let _ = write!(
+            s,
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+<td>{}</td><td>{}</td><td>{}</td><td>{bound}</td><td>{verdict}</td></tr>",
+            text("engine"),
+            text("model"),
+            text("activations"),
+            e("mean_kl"),
+            e("p99_kl"),
+            e("max_kl"),
+            pct("top1_same"),
+            pct("top5_overlap"),
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
 /// Each reference once: the build it reported and the settings each axis ran it with.
 fn references_table(rows: &[SummaryRow], defaults: &[serde_json::Value]) -> String {
     let mut refs: BTreeMap<&str, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
@@ -598,7 +648,11 @@ it)</th><th>settings</th></tr>",
 /// The HTML report: the overview grids (exact axis; reference-defaults axis when it ran),
 /// the references with their builds and settings, every case with its 1 − cosine and KL
 /// per position (one line when flat), then the per-op heat maps.
-fn html(merged: &Shard, defaults: &[serde_json::Value]) -> String {
+fn html(
+    merged: &Shard,
+    defaults: &[serde_json::Value],
+    definition: &[serde_json::Value],
+) -> String {
     let mut s = String::from(
         "<!doctype html><meta charset=\"utf-8\"><title>bitnet-rs parity report</title>\
 <style>body{font:13px sans-serif;margin:1em}table{border-collapse:collapse}\
@@ -628,6 +682,9 @@ td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}.fail{background:
         ));
     }
     s.push_str(&references_table(&merged.rows, defaults));
+    if !definition.is_empty() {
+        s.push_str(&definition_table(definition));
+    }
     s.push_str(
         "<h2>Cases</h2><table><tr><th>case</th><th>reference</th><th>status</th>\
 <th>first divergence</th><th>1 − cosine per position</th><th>KL(p_ref‖p_rust) per \

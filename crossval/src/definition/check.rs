@@ -294,6 +294,7 @@ pub fn write_json(rows: &[Row]) -> std::io::Result<PathBuf> {
     std::fs::write(&path, json)?;
     // The text table `make crossval` prints after the summary.
     std::fs::write(dir.join("definition.txt"), table(rows))?;
+    crate::report::refresh_merged()?;
     Ok(path)
 }
 
