@@ -4,15 +4,20 @@
 //! ```no_run
 //! use bitnet_inference::{GenerateOptions, Session, SessionConfig};
 //! use bitnet_models::Model;
+//! use bitnet_tokenizers::Tokenizer;
 //!
-//! # fn main() -> Result<(), bitnet_inference::InferenceError> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let model = Model::load("model.gguf")?;
+//! let tokenizer = Tokenizer::from_gguf("model.gguf")?; // the model's own vocabulary
+//! let prompt = tokenizer.encode("The capital of France is", true, false)?;
 //! let mut session = Session::new(&model, &SessionConfig::new(256))?;
-//! let all = session.eval(&[504, 3575, 282, 4649, 314])?; // (5, n_vocab)
-//! session.reset();
-//! let gen = session.generate(&[504, 3575, 282, 4649, 314], &GenerateOptions::greedy(8))?;
-//! # let _ = (all, gen); Ok(()) }
+//! let out = session.generate(&prompt, &GenerateOptions::greedy(16))?;
+//! println!("{}", tokenizer.decode(&out.tokens)?);
+//! # Ok(()) }
 //! ```
+//!
+//! `examples/generate.rs` streams the text as it is generated (`Session::generate_with`)
+//! and reports tokens/s.
 //!
 //! Determinism: every logit is computed by one thread (threads split matmul rows, never a
 //! sum), so results are identical for any thread count (`BITNET_THREADS`, else
