@@ -269,44 +269,39 @@ pub const LONG_CONTEXT_N_CTX: u32 = 4096;
 /// positions of both sides' logits small enough to hold (the BPE vocabulary's 128,256 would
 /// need four times the memory).
 pub fn long_context_models() -> Vec<ModelCase> {
-    let spm = |arch, format| {
-        ModelSource::Fixture(FixtureSpec::tiny(arch, format).with_vocab(Vocab::LlamaSpm))
-    };
-    [
-        (spm(Arch::Bitnet, WeightFormat::TQ2_0), Reference::LlamaCpp),
-        (spm(Arch::Bitnet, WeightFormat::I2_S), Reference::BitnetCpp),
-        (
-            spm(Arch::BitnetB158, WeightFormat::IQ2_BN),
-            Reference::IkLlamaCpp,
-        ),
-    ]
-    .into_iter()
-    .map(|(source, reference)| ModelCase {
-        source,
-        reference,
-        n_ctx: LONG_CONTEXT_N_CTX,
-    })
-    .collect()
+    one_per_reference(
+        |arch, format| FixtureSpec::tiny(arch, format).with_vocab(Vocab::LlamaSpm),
+        LONG_CONTEXT_N_CTX,
+    )
 }
 
 /// One model per reference at the full 2B-4T shape (30 layers, n_embd 2560, n_ff 6912,
 /// 20/5 heads of 128, the 128,256-token vocabulary): TQ2_0 on llama.cpp, I2_S on bitnet.cpp,
 /// IQ2_BN (arch `bitnet-b1.58`) on ik_llama.cpp.
 pub fn full_shape_models() -> Vec<ModelCase> {
-    let full = |arch, format| ModelSource::Fixture(FixtureSpec::full(arch, format));
+    one_per_reference(FixtureSpec::full, N_CTX)
+}
+
+/// Each reference's own format, as fixtures from `spec`: `bitnet` TQ2_0 on llama.cpp,
+/// `bitnet` I2_S on bitnet.cpp, `bitnet-b1.58` IQ2_BN on ik_llama.cpp.
+fn one_per_reference(
+    spec: impl Fn(Arch, WeightFormat) -> FixtureSpec,
+    n_ctx: u32,
+) -> Vec<ModelCase> {
     [
-        (full(Arch::Bitnet, WeightFormat::TQ2_0), Reference::LlamaCpp),
-        (full(Arch::Bitnet, WeightFormat::I2_S), Reference::BitnetCpp),
+        (Arch::Bitnet, WeightFormat::TQ2_0, Reference::LlamaCpp),
+        (Arch::Bitnet, WeightFormat::I2_S, Reference::BitnetCpp),
         (
-            full(Arch::BitnetB158, WeightFormat::IQ2_BN),
+            Arch::BitnetB158,
+            WeightFormat::IQ2_BN,
             Reference::IkLlamaCpp,
         ),
     ]
     .into_iter()
-    .map(|(source, reference)| ModelCase {
-        source,
+    .map(|(arch, format, reference)| ModelCase {
+        source: ModelSource::Fixture(spec(arch, format)),
         reference,
-        n_ctx: N_CTX,
+        n_ctx,
     })
     .collect()
 }
