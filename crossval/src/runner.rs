@@ -401,6 +401,17 @@ fn describe_top(loaded: &Loaded, top: &[(usize, f32)]) -> String {
         .join(", ")
 }
 
+/// Drops everything cached for `model` (its loaded model, reference sessions and prompt
+/// runs): for the cases that use a model once (long context, full shape), whose logits
+/// and weights would otherwise stay in memory for the rest of the binary.
+pub fn forget(model: &ModelCase) {
+    let id = model.id();
+    MODELS.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    RUNS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|k, _| !k.starts_with(&format!("{id}/")));
+}
+
 /// Runs one case and returns its report; [`CaseReport::status`] says whether it passed.
 pub fn run_case(case: &Case) -> CaseReport {
     let model_id = case.model.id();

@@ -25,7 +25,7 @@ use bitnet_crossval::golden::GoldenView;
 use bitnet_crossval::kld::KldStats;
 use bitnet_crossval::report::{self, CaseReport, Status};
 use bitnet_crossval::routing::{route, FileFacts, Route};
-use bitnet_crossval::runner::{run_case, run_defaults_case, DefaultsReport};
+use bitnet_crossval::runner::{forget, run_case, run_defaults_case, DefaultsReport};
 use rstest::rstest;
 
 /// The built-in model case with this id (ids are listed by `builtin_models`).
@@ -124,6 +124,7 @@ fn long_context(
         .into_iter()
         .find(|m| m.id() == id)
         .unwrap_or_else(|| panic!("no long-context model case {id}"));
+    let _forget = Forget(model.clone());
     let report = check(&Case {
         model,
         prompt: LONG_CONTEXT,
@@ -151,12 +152,23 @@ fn full_shape(
         .into_iter()
         .find(|m| m.id() == id)
         .unwrap_or_else(|| panic!("no full-shape model case {id}"));
+    let _forget = Forget(model.clone());
     check(&Case {
         model,
         prompt: SHORT,
         n_tokens: 8,
         mode: Mode::TeacherForced,
     });
+}
+
+/// Drops the runner's caches of a model used by one case only (long context: 2,000+ rows of
+/// logits per side; full shape: 2B-parameter models), when the case ends, pass or fail.
+struct Forget(ModelCase);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        forget(&self.0);
+    }
 }
 
 #[test]

@@ -10,13 +10,12 @@
 //! spread between its deterministic and default settings. That spread is measured and
 //! reported again in every case, next to ours.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use super::{
-    cached, from_ref_error, rows, run_prompt, setup_error, skip_allowed, Loaded, Setup, Shared,
+    cached, from_ref_error, rows, run_prompt, setup_error, skip_allowed, Loaded, Setup,
     ALLOW_CPP_FAIL_ENV, MODELS, RUNS,
 };
 use crate::cases::{ModelCase, Prompt};
@@ -157,9 +156,30 @@ fn measure(
     Ok(())
 }
 
-/// Each model's defaults session, started on first use.
-static DEFAULT_SESSIONS: Mutex<BTreeMap<String, Shared<Mutex<RefSession>>>> =
-    Mutex::new(BTreeMap::new());
+/// The defaults sessions of the last [`KEEP_DEFAULT_SESSIONS`] models used (cases run model
+/// by model, two at a time): each is a reference process holding a whole model, so older
+/// ones are shut down.
+static DEFAULT_SESSIONS: Mutex<Vec<(String, Arc<Mutex<RefSession>>)>> = Mutex::new(Vec::new());
+const KEEP_DEFAULT_SESSIONS: usize = 2;
+
+/// The defaults session of `model`, started on first use.
+fn defaults_session(loaded: &Loaded, model: &ModelCase) -> Result<Arc<Mutex<RefSession>>, Setup> {
+    let id = model.id();
+    let lock = || DEFAULT_SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = lock().iter().find(|(k, _)| *k == id) {
+        return Ok(Arc::clone(s));
+    }
+    let config = SessionConfig::reference_defaults(model.n_ctx);
+    let session = RefSession::load(model.reference, &loaded.path, &config)
+        .map(|s| Arc::new(Mutex::new(s)))
+        .map_err(from_ref_error)?;
+    let mut sessions = lock();
+    sessions.push((id, Arc::clone(&session)));
+    while sessions.len() > KEEP_DEFAULT_SESSIONS {
+        sessions.remove(0);
+    }
+    Ok(session)
+}
 
 /// The reference with its defaults: the prompt in one batch, then `fed` one token per step.
 fn reference_defaults_rows(
@@ -168,12 +188,7 @@ fn reference_defaults_rows(
     prompt: &[u32],
     fed: &[u32],
 ) -> Result<Vec<Vec<f32>>, Setup> {
-    let session = cached(&DEFAULT_SESSIONS, &model.id(), || {
-        let config = SessionConfig::reference_defaults(model.n_ctx);
-        RefSession::load(model.reference, &loaded.path, &config)
-            .map(Mutex::new)
-            .map_err(from_ref_error)
-    })?;
+    let session = defaults_session(loaded, model)?;
     let mut r = session.lock().unwrap_or_else(|e| e.into_inner());
     r.reset().map_err(from_ref_error)?;
     if r.version() != loaded.reference_version {
