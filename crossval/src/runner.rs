@@ -85,6 +85,33 @@ fn shared<T>(map: &Mutex<BTreeMap<String, Shared<T>>>, key: &str) -> Shared<T> {
 
 static MODELS: Mutex<BTreeMap<String, Shared<Loaded>>> = Mutex::new(BTreeMap::new());
 static RUNS: Mutex<BTreeMap<String, Shared<PromptRun>>> = Mutex::new(BTreeMap::new());
+/// Keys of [`RUNS`] in the order they were first asked for.
+static RUN_ORDER: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// How many prompt runs stay cached: the cases of one run (3 token counts × 2 modes) are
+/// consecutive in the matrix, and two run at a time, so 12 is every run still in use (one
+/// model's six prompts per thread); a run of a 128k-vocabulary model on the long prompt
+/// holds ~0.4 GB of logits, and keeping all of them took the suite past 14 GB.
+const MAX_CACHED_RUNS: usize = 12;
+
+/// The cached run of `key` (computed by `make` on first use); the oldest runs beyond
+/// [`MAX_CACHED_RUNS`] are dropped (recomputed if asked for again).
+fn cached_run(
+    key: &str,
+    make: impl FnOnce() -> Result<PromptRun, Setup>,
+) -> Result<Arc<PromptRun>, Setup> {
+    {
+        let mut order = RUN_ORDER.lock().unwrap_or_else(|e| e.into_inner());
+        if !order.iter().any(|k| k == key) {
+            order.push(key.to_owned());
+            let excess = order.len().saturating_sub(MAX_CACHED_RUNS);
+            let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
+            for old in order.drain(..excess) {
+                runs.remove(&old);
+            }
+        }
+    }
+    cached(&RUNS, key, make)
+}
 
 /// Why a case could not produce a comparison.
 #[derive(Debug, Clone)]
@@ -407,9 +434,14 @@ fn describe_top(loaded: &Loaded, top: &[(usize, f32)]) -> String {
 pub fn forget(model: &ModelCase) {
     let id = model.id();
     MODELS.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    let prefix = format!("{id}/");
     RUNS.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .retain(|k, _| !k.starts_with(&format!("{id}/")));
+        .retain(|k, _| !k.starts_with(&prefix));
+    RUN_ORDER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|k| !k.starts_with(&prefix));
 }
 
 /// Runs one case and returns its report; [`CaseReport::status`] says whether it passed.
@@ -430,7 +462,7 @@ pub fn run_case(case: &Case) -> CaseReport {
     };
     let result = cached(&MODELS, &model_id, || load(&case.model)).and_then(|loaded| {
         let key = format!("{model_id}/{}{}", case.prompt.id, fault_key());
-        let run = cached(&RUNS, &key, || {
+        let run = cached_run(&key, || {
             run_prompt(&loaded, case.model.reference, &case.prompt)
         })?;
         Ok((loaded, run))

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::{
-    cached, from_ref_error, rows, run_prompt, setup_error, skip_allowed, Loaded, Setup,
-    ALLOW_CPP_FAIL_ENV, MODELS, RUNS,
+    cached, from_ref_error, rows, run_reference, setup_error, skip_allowed, Loaded, Setup,
+    ALLOW_CPP_FAIL_ENV, MODELS,
 };
 use crate::cases::{ModelCase, Prompt};
 use crate::kld::{kld_stats, KldStats};
@@ -104,9 +104,9 @@ fn measure(
     report: &mut DefaultsReport,
 ) -> Result<(), Setup> {
     let loaded = cached(&MODELS, model_id, || super::load(model))?;
-    // The exact axis' run of this prompt: shared when both axes run in one process.
-    let key = format!("{model_id}/{}{}", prompt.id, super::fault_key());
-    let run = cached(&RUNS, &key, || run_prompt(&loaded, model.reference, prompt))?;
+    // The deterministic reference's run of the exact axis' sequence (not cached: by the
+    // time this axis runs, the exact axis' cached runs of the model are gone).
+    let run = run_reference(&loaded, model.reference, prompt)?;
     report.reference_version = loaded.reference_version.clone();
     let class = DefaultsClass::of(&loaded.facts);
     let bound = defaults_bound(class);
@@ -115,8 +115,8 @@ fn measure(
     let p = run.prompt_tokens.len();
     // The sequence: prompt, then all but the last of the deterministic run's greedy tokens
     // (the last one's row is never needed).
-    let fed = &run.reference_generated[..run.reference_generated.len() - 1];
-    let deterministic = &run.reference_rows[..p + fed.len()];
+    let fed = &run.generated[..run.generated.len() - 1];
+    let deterministic = &run.rows[..p + fed.len()];
     let defaults = reference_defaults_rows(&loaded, model, &run.prompt_tokens, fed)?;
     let ours = engine_default_rows(&loaded, &run.prompt_tokens, fed)?;
     report.positions = deterministic.len();
