@@ -252,7 +252,7 @@ impl DefaultsClass {
 /// The reference-defaults bound of a class: twice the largest spread any reference shows
 /// between its own deterministic and default settings on the built-in models of that
 /// class, teacher-forced over the six prompts (measured 2026-12-05, AVX2 EPYC, 2 threads,
-/// `tests/reference_defaults.rs`; spread = KL(p_defaults ‖ p_deterministic) per position):
+/// `reference_defaults` in `tests/per_token_parity.rs`; spread = KL(p_defaults ‖ p_deterministic) per position):
 ///
 /// | class | reference, models | mean KL | p99 KL | max KL | top-1 same | top-5 |
 /// |---|---|---|---|---|---|---|
