@@ -42,16 +42,19 @@ lint:
 
 # Goldens are never written here (INSTA_UPDATE=no): a changed snapshot fails the run and
 # is reviewed with `make golden`.
-# Each test binary writes its rows to target/crossval/shards/; a run starts without the
-# shards of an earlier one, so the summary counts this run only.
+# Each test binary writes its rows to target/crossval/shards/ (and the side tables
+# defaults.* / definition.*); a run starts without an earlier run's, so the summary counts
+# this run only.
+CLEAR_REPORTS := rm -rf target/crossval/shards target/crossval/defaults.* target/crossval/definition.*
+
 unit:
-	rm -rf target/crossval/shards target/crossval/defaults.* target/crossval/definition.*
+	$(CLEAR_REPORTS)
 	INSTA_UPDATE=no $(CARGO) test --workspace --all-features
 
 test: setup lint unit
 
 crossval: setup
-	@rm -rf target/crossval/shards target/crossval/defaults.* target/crossval/definition.*; \
+	@$(CLEAR_REPORTS); \
 	  INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
 	  rc=$$?; cat target/crossval/summary.txt 2>/dev/null; \
 	  for t in defaults definition; do echo; cat target/crossval/$$t.txt 2>/dev/null; done; \
