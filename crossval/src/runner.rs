@@ -410,6 +410,28 @@ fn run_prompt(loaded: &Loaded, reference: Reference, prompt: &Prompt) -> Result<
     })
 }
 
+/// A reference session for a test outside the case matrix: started with `config`, or —
+/// when its runner is missing or cannot start and `CROSSVAL_ALLOW_CPP_FAIL` allows it —
+/// `None`, recorded as a skipped row named `<binary>_<test thread>`. Any other failure
+/// panics, naming the reference.
+pub fn reference_or_skip(
+    which: Reference,
+    path: &std::path::Path,
+    config: &SessionConfig,
+    binary: &str,
+) -> Option<RefSession> {
+    match RefSession::load(which, path, config) {
+        Ok(s) => Some(s),
+        Err(e @ (RefError::RunnerMissing { .. } | RefError::Spawn { .. })) if skip_allowed() => {
+            let test = std::thread::current().name().unwrap_or("test").to_owned();
+            crate::report::record_skip(&format!("{binary}_{test}"), which.name(), &e.to_string())
+                .expect("record the skip in target/crossval");
+            None
+        }
+        Err(e) => panic!("{which} reference unavailable: {e}"),
+    }
+}
+
 fn skip_allowed() -> bool {
     std::env::var(ALLOW_CPP_FAIL_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 
 use bitnet_crossval::logits_compare::{max_abs_diff, position_metrics, PositionMetrics};
-use bitnet_crossval::report;
+use bitnet_crossval::runner::reference_or_skip;
 use bitnet_fixtures::{fixture, Arch as FixtureArch, FixtureSpec, ScaleStyle, WeightFormat};
 use bitnet_inference::{GenerateOptions, Session, SessionConfig};
 use bitnet_models::{KvType, Model, Numerics, Reference as EngineRef};
-use bitnet_sys::{CapturedTensor, RefError, RefSession, Reference, SessionConfig as RefConfig};
+use bitnet_sys::{CapturedTensor, RefSession, Reference, SessionConfig as RefConfig};
 
 /// Context of every session here (llama.cpp pads its KV cache to 256 cells; we mirror it).
 const N_CTX: u32 = 64;
@@ -57,21 +57,7 @@ fn reference_ctx(
         KvType::F16 => bitnet_sys::KvType::F16,
     };
     (cfg.type_k, cfg.type_v) = (t, t);
-    match RefSession::load(which, path, &cfg) {
-        Ok(s) => Some(s),
-        Err(e @ (RefError::RunnerMissing { .. } | RefError::Spawn { .. }))
-            if std::env::var("CROSSVAL_ALLOW_CPP_FAIL").is_ok_and(|v| v == "1") =>
-        {
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("engine_vs_llama_cpp")
-                .to_owned();
-            report::record_skip(&format!("engine_vs_{test}"), which.name(), &e.to_string())
-                .expect("record the skip in target/crossval");
-            None
-        }
-        Err(e) => panic!("{which} reference unavailable: {e}"),
-    }
+    reference_or_skip(which, path, &cfg, "engine_vs")
 }
 
 fn engine_session(model: &Model) -> Session<'_> {

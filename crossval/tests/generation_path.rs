@@ -13,9 +13,10 @@ use std::path::PathBuf;
 
 use bitnet_crossval::cases::{builtin_models, ModelSource, LONG};
 use bitnet_crossval::logits_compare::max_abs_diff;
+use bitnet_crossval::runner::reference_or_skip;
 use bitnet_inference::{GenerateOptions, SamplingParams, Session, SessionConfig};
 use bitnet_models::{Model, Numerics, Reference as EngineRef};
-use bitnet_sys::{RefError, RefSession, Reference, SessionConfig as RefConfig};
+use bitnet_sys::{RefSession, Reference, SessionConfig as RefConfig};
 use rstest::rstest;
 
 /// Context of every session here.
@@ -61,25 +62,7 @@ fn setup(id: &str) -> Option<Setup> {
 fn reference_session(which: Reference, path: &std::path::Path, n_batch: u32) -> Option<RefSession> {
     let mut config = RefConfig::deterministic(which, N_CTX);
     config.n_batch = n_batch;
-    match RefSession::load(which, path, &config) {
-        Ok(s) => Some(s),
-        Err(e @ (RefError::RunnerMissing { .. } | RefError::Spawn { .. }))
-            if std::env::var("CROSSVAL_ALLOW_CPP_FAIL").is_ok_and(|v| v == "1") =>
-        {
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("generation_path")
-                .to_owned();
-            bitnet_crossval::report::record_skip(
-                &format!("generation_path_{test}"),
-                which.name(),
-                &e.to_string(),
-            )
-            .expect("record the skip");
-            None
-        }
-        Err(e) => panic!("{which} unavailable: {e}"),
-    }
+    reference_or_skip(which, path, &config, "generation_path")
 }
 
 fn ours(s: &Setup, n_batch: usize) -> Session<'_> {
