@@ -28,6 +28,53 @@ pub struct KldStats {
     pub top5_overlap: f64,
 }
 
+/// How far an engine may be from a baseline in these statistics: the reference-defaults
+/// axis (`crate::tolerance::defaults_bound`) and the definition check
+/// (`crate::definition::bounds`) both judge with it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct KldBound {
+    pub mean_kl: f64,
+    pub p99_kl: f64,
+    pub max_kl: f64,
+    /// Least fraction of positions with the same top-1 token.
+    pub min_top1_same: f64,
+    /// Least mean fraction of the reference's top 5 found in ours.
+    pub min_top5_overlap: f64,
+}
+
+impl KldBound {
+    /// `None` when `stats` are inside the bound, else the first statistic that crossed it.
+    pub fn exceeded(&self, stats: &KldStats) -> Option<String> {
+        let checks = [
+            ("mean KL", stats.mean_kl, self.mean_kl, true),
+            ("p99 KL", stats.p99_kl, self.p99_kl, true),
+            ("max KL", stats.max_kl, self.max_kl, true),
+            ("top-1 same", stats.top1_same, self.min_top1_same, false),
+            (
+                "top-5 overlap",
+                stats.top5_overlap,
+                self.min_top5_overlap,
+                false,
+            ),
+        ];
+        checks
+            .into_iter()
+            .find(|&(_, v, bound, upper)| if upper { v > bound } else { v < bound })
+            .map(|(what, v, bound, upper)| {
+                let at = if what == "max KL" {
+                    format!(" at position {}", stats.max_kl_position)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{what} {v:.3e}{at} {} bound {bound:.3e} ({:.1}×)",
+                    if upper { ">" } else { "<" },
+                    v / bound
+                )
+            })
+    }
+}
+
 /// The statistics of `engine` against `definition`, position by position. Errors when the
 /// sequences are empty, differ in length or vocabulary, or hold a non-finite logit
 /// (`Rust` is the engine side, `Reference` the definition, in the error).
@@ -113,6 +160,46 @@ mod tests {
         // Ties keep the lower index: the engine's top-1 at row 1 is token 0, not 1.
         assert_eq!(s.top1_same, 0.5);
         assert_eq!(s.top5_overlap, 1.0);
+    }
+
+    #[test]
+    fn a_bound_names_the_first_statistic_it_crosses() {
+        let stats = KldStats {
+            positions: 4,
+            mean_kl: 1e-3,
+            p99_kl: 4e-3,
+            max_kl: 5e-3,
+            max_kl_position: 3,
+            top1_same: 0.5,
+            top5_overlap: 0.9,
+        };
+        let bound = KldBound {
+            mean_kl: 2e-3,
+            p99_kl: 6e-3,
+            max_kl: 6e-3,
+            min_top1_same: 0.5,
+            min_top5_overlap: 0.9,
+        };
+        assert_eq!(
+            bound.exceeded(&stats),
+            None,
+            "equal to a bound is inside it"
+        );
+        let tight_max = KldBound {
+            max_kl: 2.5e-3,
+            ..bound
+        };
+        let msg = tight_max.exceeded(&stats).expect("max crossed");
+        assert!(
+            msg.starts_with("max KL 5.000e-3 at position 3 > bound"),
+            "{msg}"
+        );
+        let tight_top1 = KldBound {
+            min_top1_same: 0.75,
+            ..bound
+        };
+        let msg = tight_top1.exceeded(&stats).expect("top-1 crossed");
+        assert!(msg.starts_with("top-1 same 5.000e-1 < bound"), "{msg}");
     }
 
     #[test]

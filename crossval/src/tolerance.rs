@@ -16,7 +16,7 @@ use bitnet_models::Arch;
 use bitnet_sys::Reference;
 use serde::Serialize;
 
-use crate::kld::KldStats;
+use crate::kld::KldBound;
 
 use crate::logits_compare::Tolerance;
 use crate::routing::FileFacts;
@@ -174,47 +174,6 @@ fn names(types: &[GgmlType]) -> String {
         .map(|t| t.name())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The reference-defaults axis' bound (`crate::runner::run_defaults_case`): how far our
-/// engine with its default settings may be from a reference with its defaults, in
-/// llama-perplexity's KLD statistics (KL(p_reference_defaults ‖ p_ours), nats).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct KldBound {
-    pub mean_kl: f64,
-    pub p99_kl: f64,
-    pub max_kl: f64,
-    /// Least fraction of positions with the same top-1 token.
-    pub min_top1_same: f64,
-    /// Least mean fraction of the reference's top 5 found in ours.
-    pub min_top5_overlap: f64,
-}
-
-impl KldBound {
-    /// `None` when `stats` are inside the bound, else the first statistic that crossed it.
-    pub fn exceeded(&self, stats: &KldStats) -> Option<String> {
-        let checks = [
-            ("mean KL", stats.mean_kl, self.mean_kl, true),
-            ("p99 KL", stats.p99_kl, self.p99_kl, true),
-            ("max KL", stats.max_kl, self.max_kl, true),
-            ("top-1 same", stats.top1_same, self.min_top1_same, false),
-            (
-                "top-5 overlap",
-                stats.top5_overlap,
-                self.min_top5_overlap,
-                false,
-            ),
-        ];
-        checks
-            .into_iter()
-            .find(|&(_, v, bound, upper)| if upper { v > bound } else { v < bound })
-            .map(|(what, v, bound, upper)| {
-                format!(
-                    "{what} {v:.3e} {} bound {bound:.3e}",
-                    if upper { ">" } else { "<" }
-                )
-            })
-    }
 }
 
 /// Which defaults bound a model falls under: the spread between a reference's

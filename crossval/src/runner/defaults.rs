@@ -19,9 +19,10 @@ use super::{
     ALLOW_CPP_FAIL_ENV, MODELS,
 };
 use crate::cases::{ModelCase, Prompt};
+use crate::kld::KldBound;
 use crate::kld::{kld_stats, KldStats};
 use crate::report::Status;
-use crate::tolerance::{defaults_bound, DefaultsClass, KldBound};
+use crate::tolerance::{defaults_bound, DefaultsClass};
 use bitnet_inference::{Session, SessionConfig as EngineConfig};
 use bitnet_sys::{RefSession, SessionConfig};
 
