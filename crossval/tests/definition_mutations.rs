@@ -5,7 +5,7 @@
 //! bound, while the same engine without the fault passes. Only our engine runs (no
 //! reference is needed), under the numerics of the reference the model is built in for.
 //!
-//! The fault is process-global, so engine runs take turns (`SERIAL`), and the tests live in
+//! The fault is process-global, so engine runs take turns (`bitnet_models::fault::with_fault`), and the tests live in
 //! this binary of their own: the main suite never sees a fault.
 #![cfg(all(
     feature = "crossval",
@@ -20,12 +20,10 @@ use bitnet_crossval::cases::builtin_models;
 use bitnet_crossval::definition::check::{model_path, ours, table, Engine, Row, Sequence, Verdict};
 use bitnet_crossval::definition::{kld_stats, Activations, Arch, DefinitionModel};
 use bitnet_gguf::GgmlType;
-use bitnet_models::fault::{set_fault, Fault};
+use bitnet_models::fault::{with_fault, Fault};
 use bitnet_models::{FfnActivation, Model, RopeStyle};
 use bitnet_sys::Reference;
 use bitnet_tokenizers::Tokenizer;
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The 2B-4T architecture (ReLU² FFN) in ik_llama.cpp's IQ2_BN, under ik's numerics: every
 /// mistake applies to it.
@@ -91,19 +89,10 @@ fn prepared(case_id: &'static str) -> Arc<Prepared> {
 /// The definition rows of our engine on `case_id` with `fault` set (cleared afterwards,
 /// even on panic).
 fn rows(case_id: &'static str, fault: Option<Fault>) -> Vec<Row> {
-    struct Clear;
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            set_fault(None);
-        }
-    }
     let p = prepared(case_id);
-    let logits = {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let _clear = Clear;
-        set_fault(fault.clone());
+    let logits = with_fault(fault.clone(), || {
         ours(&p.model, p.reference, &p.seq).expect("bitnet-rs logits")
-    };
+    });
     let rows: Vec<Row> = p
         .definition
         .iter()

@@ -4,7 +4,7 @@
 //! llama.cpp on TQ2_0, bitnet.cpp on I2_S, ik_llama.cpp on IQ2_BN), and checks
 //! that the case fails and names exactly that op, in that layer, as the first divergent one.
 //!
-//! The fault is process-global, so the tests take turns (`SERIAL`), and they live in this
+//! The fault is process-global, so the tests take turns (`bitnet_models::fault::with_fault`), and they live in this
 //! binary of their own: the main suite never sees a fault.
 #![cfg(all(
     feature = "crossval",
@@ -12,14 +12,10 @@
     feature = "fault-injection"
 ))]
 
-use std::sync::Mutex;
-
 use bitnet_crossval::cases::{builtin_models, Case, Mode, SHORT};
 use bitnet_crossval::report::{self, CaseReport, Status};
 use bitnet_crossval::runner::run_case;
-use bitnet_models::fault::{set_fault, Fault};
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use bitnet_models::fault::{with_fault, Fault};
 
 /// The TQ2_0 fixture with `.scale` tensors (4 layers) on upstream llama.cpp.
 const LLAMA_CPP_TQ2_0: &str = "bitnet-tiny-tq2_0-tensor-s0@llama_cpp";
@@ -44,17 +40,7 @@ fn case(model: &str, n_tokens: usize) -> Case {
 
 /// Runs the case under `fault` (cleared afterwards, even on panic).
 fn run_with(model: &str, fault: Option<Fault>, n_tokens: usize) -> CaseReport {
-    struct Clear;
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            set_fault(None);
-        }
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _clear = Clear;
-    set_fault(fault);
-    let r = run_case(&case(model, n_tokens));
-    set_fault(None);
+    let r = with_fault(fault, || run_case(&case(model, n_tokens)));
     eprintln!(
         "{}\n{}",
         report::table_row(&r.summary_row()),

@@ -82,6 +82,23 @@ pub fn set_fault(fault: Option<Fault>) {
     *f = fault;
 }
 
+/// Runs `f` with `fault` set, and clears it afterwards, even when `f` panics. Callers take
+/// turns: the fault is process-global, so two threads of one test binary never see each
+/// other's.
+pub fn with_fault<T>(fault: Option<Fault>, f: impl FnOnce() -> T) -> T {
+    static TURN: Mutex<()> = Mutex::new(());
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            set_fault(None);
+        }
+    }
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _clear = Clear;
+    set_fault(fault);
+    f()
+}
+
 /// The fault currently set.
 pub fn current() -> Option<Fault> {
     if !ACTIVE.load(Ordering::Relaxed) {
