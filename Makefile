@@ -6,7 +6,7 @@ CARGO ?= cargo
 DATA_DIR ?= $(CURDIR)/target/data
 export BITNET_DATA_DIR := $(DATA_DIR)
 
-.PHONY: all setup prereqs data refs test lint unit crossval golden bench help
+.PHONY: all setup prereqs data refs refs-defaults test lint unit crossval golden bench help
 
 all: test
 
@@ -15,6 +15,7 @@ help:
 	@echo "make test      run every test: lint, unit and property tests, the parity suite"
 	@echo "make golden    run the parity suite and review changed golden snapshots"
 	@echo "make refs      build the C++ reference runners (cached in target/refs)"
+	@echo "make refs-defaults  build them again with their CMake defaults (native ISA, OpenMP)"
 	@echo "make bench     throughput benchmarks against the references"
 
 # System packages the C++ reference builds need (bindgen wants libclang, ggml wants cmake).
@@ -34,7 +35,27 @@ refs: prereqs
 	  (cd refs/$$r && $(CARGO) build --release --locked); \
 	done
 
-setup: prereqs data refs
+# The same pinned references built as their CMake defaults build them on this machine
+# (toolchain-defaults.cmake: -march=native, OpenMP, llamafile), for the defaults axis and
+# the bench. Native code runs only on the CPU it was built for, so the build is keyed by
+# /proc/cpuinfo's flags: when they change (another machine), it starts over.
+REFS_DEFAULTS_DIR := target/refs-defaults
+refs-defaults: prereqs
+	@set -e; mkdir -p $(REFS_DEFAULTS_DIR); stamp=$(REFS_DEFAULTS_DIR)/cpu-flags; \
+	  flags=$$(grep -m1 '^flags' /proc/cpuinfo || true); \
+	  if [ -f $$stamp ] && [ "$$(cat $$stamp)" != "$$flags" ]; then \
+	    echo "refs-defaults: this CPU differs from the one the native build was made for; rebuilding"; \
+	    rm -rf $(REFS_DEFAULTS_DIR)/release; \
+	  fi; \
+	  for r in $(REFS); do \
+	    echo "refs-defaults: building $$r (first build takes minutes; cached in $(REFS_DEFAULTS_DIR))"; \
+	    (cd refs/$$r && CMAKE_TOOLCHAIN_FILE=$$PWD/toolchain-defaults.cmake \
+	      $(CARGO) build --release --locked --features defaults-build \
+	        --target-dir $(CURDIR)/$(REFS_DEFAULTS_DIR)); \
+	  done; \
+	  echo "$$flags" > $$stamp
+
+setup: prereqs data refs refs-defaults
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -45,7 +66,7 @@ lint:
 # Each test binary writes its rows to target/crossval/shards/ (and the side tables
 # defaults.* / definition.*); a run starts without an earlier run's, so the summary counts
 # this run only.
-CLEAR_REPORTS := rm -rf target/crossval/shards target/crossval/defaults.* target/crossval/definition.*
+CLEAR_REPORTS := rm -rf target/crossval/shards target/crossval/defaults.* target/crossval/definition.* target/crossval/definition-user.*
 
 unit:
 	$(CLEAR_REPORTS)
@@ -57,7 +78,7 @@ crossval: setup
 	@$(CLEAR_REPORTS); \
 	  INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
 	  rc=$$?; cat target/crossval/summary.txt 2>/dev/null; \
-	  for t in defaults definition; do echo; cat target/crossval/$$t.txt 2>/dev/null; done; \
+	  for t in defaults definition definition-user; do echo; cat target/crossval/$$t.txt 2>/dev/null; done; \
 	  echo "reports: target/crossval/summary.json, defaults.json, definition.json, report.html"; \
 	  exit $$rc
 

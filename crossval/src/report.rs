@@ -353,7 +353,10 @@ fn write_merged(dir: &Path) -> std::io::Result<()> {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     };
-    let (defaults, definition) = (side_table("defaults"), side_table("definition"));
+    let defaults = side_table("defaults");
+    // The built-in models' definition rows, then the user models'.
+    let mut definition = side_table("definition");
+    definition.extend(side_table("definition-user"));
     write_atomic(
         &dir.join("report.html"),
         html(&merged, &defaults, &definition).as_bytes(),
@@ -618,6 +621,7 @@ fn references_table(rows: &[SummaryRow], defaults: &[serde_json::Value]) -> Stri
     for d in defaults {
         let field = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default();
         if let Some(e) = refs.get_mut(field("reference")) {
+            e.0.insert(field("defaults_reference_version"));
             e.1.insert(field("defaults_settings"));
         }
     }

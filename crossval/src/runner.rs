@@ -25,7 +25,7 @@ use crate::routing::FileFacts;
 use crate::tolerance::{self, ChosenTolerance};
 
 mod defaults;
-pub use defaults::{run_defaults_case, DefaultsReport};
+pub use defaults::{axes_settings, run_defaults_case, DefaultsReport};
 
 /// `CROSSVAL_ALLOW_CPP_FAIL=1`: a reference that can't run becomes a visible skip instead
 /// of a failure (the only opt-in that turns anything into a skip).
@@ -432,7 +432,9 @@ pub fn reference_or_skip(
     }
 }
 
-fn skip_allowed() -> bool {
+/// Whether `CROSSVAL_ALLOW_CPP_FAIL` is set (non-empty, not `0`): a missing reference is
+/// then a recorded skip instead of a failure.
+pub fn skip_allowed() -> bool {
     std::env::var(ALLOW_CPP_FAIL_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 

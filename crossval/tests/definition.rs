@@ -7,17 +7,13 @@
 //! `target/crossval/definition.json`; a row outside its bound fails, naming the engine.
 #![cfg(all(feature = "crossval", feature = "integration-tests"))]
 
-use std::time::Instant;
-
-use bitnet_crossval::cases::{builtin_models, ModelSource};
+use bitnet_crossval::cases::{builtin_models, ModelSource, N_CTX};
 use bitnet_crossval::definition::check::{
-    model_path, ours, table, theirs, write_json, CheckError, Engine, Row, Sequence, Verdict,
+    check_model, model_path, table, write_json, CheckError, ModelCheck, Row, Verdict,
 };
-use bitnet_crossval::definition::{kld_stats, Activations, DefinitionModel};
-use bitnet_crossval::runner::ALLOW_CPP_FAIL_ENV;
-use bitnet_models::Model;
+use bitnet_crossval::definition::Activations;
+use bitnet_crossval::runner::skip_allowed;
 use bitnet_sys::Reference;
-use bitnet_tokenizers::Tokenizer;
 
 /// The built-in model sources, each with the references the matrix runs it on.
 fn sources() -> Vec<(ModelSource, Vec<Reference>)> {
@@ -31,10 +27,6 @@ fn sources() -> Vec<(ModelSource, Vec<Reference>)> {
     out
 }
 
-fn skip_allowed() -> bool {
-    std::env::var(ALLOW_CPP_FAIL_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// The rows of one model source, or why it could not be checked.
 fn check_source(
     source: &ModelSource,
@@ -42,7 +34,6 @@ fn check_source(
     skipped: &mut Vec<String>,
 ) -> Result<Vec<Row>, String> {
     let id = source.id();
-    let started = Instant::now();
     let path = match model_path(source) {
         Ok(p) => p,
         Err(e @ CheckError::Unavailable { .. }) if skip_allowed() => {
@@ -51,50 +42,15 @@ fn check_source(
         }
         Err(e) => return Err(format!("{id}: {e}")),
     };
-    let def = DefinitionModel::load(&path).map_err(|e| format!("{id}: definition: {e}"))?;
-    let tokenizer = Tokenizer::from_gguf(&path).map_err(|e| format!("{id}: tokenizer: {e}"))?;
-    let seq = Sequence::of(&tokenizer).map_err(|e| format!("{id}: {e}"))?;
-    let tokens = seq.tokens();
-    let mut definition = Vec::new();
-    for act in Activations::ALL {
-        let logits = def
-            .logits(&tokens, act)
-            .map_err(|e| format!("{id}: definition ({}): {e}", act.name()))?;
-        definition.push((act, logits));
-    }
-    let facts = (def.arch(), def.weight_type());
-    drop(def);
-    let def_time = started.elapsed();
-    let model = Model::load(&path).map_err(|e| format!("{id}: bitnet-rs: {e}"))?;
-    let mut rows = Vec::new();
-    for &r in references {
-        for engine in [Engine::BitnetRs(r), Engine::Reference(r)] {
-            let logits = match engine {
-                Engine::BitnetRs(r) => ours(&model, r, &seq),
-                Engine::Reference(r) => theirs(r, &path, &seq),
-            };
-            let logits = match logits {
-                Ok(l) => l,
-                Err(e @ CheckError::Unavailable { .. }) if skip_allowed() => {
-                    skipped.push(format!("{id} / {}: {e}", engine.name()));
-                    continue;
-                }
-                Err(e) => return Err(format!("{id} / {}: {e}", engine.name())),
-            };
-            for (act, d) in &definition {
-                let stats =
-                    kld_stats(d, &logits).map_err(|e| format!("{id} / {}: {e}", engine.name()))?;
-                rows.push(Row::new(engine, &id, facts, *act, stats));
-            }
-        }
-    }
-    eprintln!(
-        "definition: {id}: {} positions, definition {:.1} s, total {:.1} s",
-        tokens.len(),
-        def_time.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(rows)
+    let check = ModelCheck {
+        id,
+        references: references.iter().map(|&r| (r, path.clone())).collect(),
+        path,
+        n_ctx: N_CTX,
+    };
+    let mut checked = check_model(&check, skip_allowed())?;
+    skipped.append(&mut checked.skipped);
+    Ok(checked.rows)
 }
 
 #[test]

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bitnet_crossval::cases::builtin_models;
+use bitnet_crossval::cases::{builtin_models, N_CTX};
 use bitnet_crossval::definition::check::{model_path, ours, table, Engine, Row, Sequence, Verdict};
 use bitnet_crossval::definition::{kld_stats, Activations, Arch, DefinitionModel};
 use bitnet_gguf::GgmlType;
@@ -91,7 +91,7 @@ fn prepared(case_id: &'static str) -> Arc<Prepared> {
 fn rows(case_id: &'static str, fault: Option<Fault>) -> Vec<Row> {
     let p = prepared(case_id);
     let logits = with_fault(fault.clone(), || {
-        ours(&p.model, p.reference, &p.seq).expect("bitnet-rs logits")
+        ours(&p.model, p.reference, &p.seq, N_CTX).expect("bitnet-rs logits")
     });
     let rows: Vec<Row> = p
         .definition

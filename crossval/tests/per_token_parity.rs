@@ -25,7 +25,7 @@ use bitnet_crossval::golden::GoldenView;
 use bitnet_crossval::kld::KldStats;
 use bitnet_crossval::report::{self, CaseReport, Status};
 use bitnet_crossval::routing::{route, FileFacts, Route};
-use bitnet_crossval::runner::{forget, run_case, run_defaults_case, DefaultsReport};
+use bitnet_crossval::runner::{axes_settings, forget, run_case, run_defaults_case, DefaultsReport};
 use rstest::rstest;
 
 /// The built-in model case with this id (ids are listed by `builtin_models`).
@@ -217,8 +217,15 @@ fn routing_sends_each_builtin_model_to_its_reference() {
 
 // The reference-defaults axis.
 
-const HEADER: &str = "reference-defaults axis (teacher-forced; KL(p_ref_defaults || p), nats)
-status model                                                reference     prompt         pos   ours: mean KL    p99 KL    max KL  top1%  top5%   ref det vs defaults: mean KL    max KL  top1%";
+/// The table's head: the settings of both axes, then the column names.
+fn header() -> String {
+    format!(
+        "reference-defaults axis (teacher-forced; KL(p_ref_defaults || p), nats)\n{}{COLUMNS}",
+        axes_settings()
+    )
+}
+
+const COLUMNS: &str = "status model                                                reference     prompt         pos   ours: mean KL    p99 KL    max KL  top1%  top5%   ref det vs defaults: mean KL    max KL  top1%";
 
 fn line(r: &DefaultsReport) -> String {
     let stats = |s: &Option<KldStats>| match s {
@@ -274,7 +281,7 @@ fn reference_defaults(
     let r = run_defaults_case(&model, &prompt);
     let row = line(&r);
     println!("{row}");
-    report::record_table_row("defaults", HEADER, &r.case, &r, row)
+    report::record_table_row("defaults", &header(), &r.case, &r, row)
         .expect("write target/crossval/defaults.*");
     match r.status {
         Status::Pass => {}

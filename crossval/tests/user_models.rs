@@ -10,12 +10,17 @@
 //! fails with one line naming the file and the reason, and the rest of the matrix runs.
 //! Everything is recorded in `target/crossval/summary.{txt,json}` and `report.html`.
 
+use std::collections::BTreeSet;
+
 use bitnet_crossval::cases::{
-    reference_id, user_models, Case, Mode, UserModel, PROMPTS, TOKEN_COUNTS,
+    reference_id, user_models, Case, Mode, ModelCase, UserModel, N_CTX, PROMPTS, TOKEN_COUNTS,
 };
+use bitnet_crossval::definition::check::{check_model, table, Checked, ModelCheck, Verdict};
+use bitnet_crossval::definition::too_large_for_definition;
 use bitnet_crossval::report::{self, CaseReport, Status};
 use bitnet_crossval::routing::Route;
-use bitnet_crossval::runner::run_case;
+use bitnet_crossval::runner::{model_file, run_case, skip_allowed};
+use bitnet_gguf::GgufFile;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() {
@@ -37,13 +42,14 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
-/// Records a case that did not run and turns it into the trial's outcome.
+/// Records a case judged without the parity runner and turns it into the trial's outcome.
 fn record_without_run(r: CaseReport) -> Result<Completion, Failed> {
     report::record(&r).map_err(|e| format!("write target/crossval reports: {e}"))?;
     let message = r.message.unwrap_or_default();
     match r.status {
         Status::Fail => Err(message.into()),
-        _ => Ok(Completion::ignored_with(message)),
+        Status::Pass => Ok(Completion::Completed),
+        Status::Skipped | Status::NotApplicable => Ok(Completion::ignored_with(message)),
     }
 }
 
@@ -85,6 +91,7 @@ fn trials_of(m: &UserModel) -> Vec<Trial> {
     );
     let mut trials = Vec::new();
     let mut not_applicable = Vec::new();
+    let mut runs = Vec::new();
     for (reference, route) in m.routes() {
         let how = match &route {
             Route::Direct => "runs the file as it is".to_string(),
@@ -110,6 +117,7 @@ fn trials_of(m: &UserModel) -> Vec<Trial> {
             }
             continue;
         };
+        runs.push(model.clone());
         for prompt in PROMPTS {
             for n_tokens in TOKEN_COUNTS {
                 for mode in Mode::ALL {
@@ -124,6 +132,7 @@ fn trials_of(m: &UserModel) -> Vec<Trial> {
             }
         }
     }
+    trials.push(definition_trial(m, &model_id, &runs));
     if not_applicable.len() == bitnet_sys::Reference::ALL.len() {
         let message = format!(
             "no reference can run {}: {}",
@@ -155,5 +164,110 @@ fn run(case: &Case) -> Result<Completion, Failed> {
         Status::Pass => Ok(Completion::Completed),
         Status::Fail => Err(message.into()),
         Status::Skipped | Status::NotApplicable => Ok(Completion::ignored_with(message)),
+    }
+}
+
+/// The definition check of one model (`user_<model>__definition`): the BitNet definition
+/// against our engine and every reference that runs it, as `tests/definition.rs` does for
+/// the built-in models. Rows go to `target/crossval/definition-user.{txt,json}`. A model
+/// over [`bitnet_crossval::definition::MAX_DEFINITION_WEIGHTS`] is a not-applicable row saying so; a model whose arch,
+/// format and variant have no measured bound gets its rows reported, not judged (ignored).
+fn definition_trial(m: &UserModel, model_id: &str, runs: &[ModelCase]) -> Trial {
+    let case = format!("{model_id}__definition");
+    let without_run = |status, message: String| {
+        let r = CaseReport::without_run(case.clone(), model_id.to_owned(), "-", status, message);
+        Trial::ignorable_test(case.clone(), move || record_without_run(r))
+    };
+    let too_large = GgufFile::open(&m.path)
+        .map_err(|e| e.to_string())
+        .map(|f| too_large_for_definition(&f));
+    match too_large {
+        Err(e) => return without_run(Status::Fail, format!("definition check: {e}")),
+        Ok(Some(reason)) => {
+            return without_run(Status::NotApplicable, format!("not applicable: {reason}"))
+        }
+        Ok(None) => {}
+    }
+    let (path, n_ctx) = (m.path.clone(), m.n_ctx().min(N_CTX));
+    let (model_id, runs) = (model_id.to_owned(), runs.to_vec());
+    Trial::ignorable_test(case.clone(), move || {
+        let references = runs
+            .iter()
+            .map(|c| {
+                model_file(&c.source)
+                    .map(|p| (c.reference, p))
+                    .map_err(|e| format!("{}: {e}", c.reference))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let check = ModelCheck {
+            id: model_id.clone(),
+            path: path.clone(),
+            references,
+            n_ctx,
+        };
+        let (status, message) = match check_model(&check, skip_allowed()) {
+            Err(e) => (Status::Fail, e),
+            Ok(checked) => {
+                for row in &checked.rows {
+                    let key = format!("{}__{}__{}", row.model, row.engine, row.activations.name());
+                    let line = table(std::slice::from_ref(row));
+                    let line = line.lines().nth(1).unwrap_or_default().to_owned();
+                    report::record_table_row(
+                        "definition-user",
+                        table(&[]).trim_end(),
+                        &key,
+                        row,
+                        line,
+                    )
+                    .map_err(|e| format!("write target/crossval/definition-user.*: {e}"))?;
+                }
+                verdict(&checked)
+            }
+        };
+        record_without_run(CaseReport::without_run(
+            case.clone(),
+            model_id.clone(),
+            "-",
+            status,
+            message,
+        ))
+    })
+}
+
+/// The outcome of a user model's definition rows.
+fn verdict(checked: &Checked) -> (Status, String) {
+    let failed: Vec<&str> = checked
+        .rows
+        .iter()
+        .filter_map(|r| r.message.as_deref())
+        .collect();
+    let unbounded: BTreeSet<String> = checked
+        .rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Unbounded)
+        .map(|r| format!("{} {} ({})", r.arch.name(), r.format, r.activations.name()))
+        .collect();
+    if !failed.is_empty() {
+        (Status::Fail, failed.join("\n"))
+    } else if !checked.skipped.is_empty() {
+        (
+            Status::Skipped,
+            format!("skipped: {}", checked.skipped.join("; ")),
+        )
+    } else if !unbounded.is_empty() {
+        let list: Vec<String> = unbounded.into_iter().collect();
+        (
+            Status::NotApplicable,
+            format!(
+                "definition rows reported in target/crossval/definition-user.txt, not judged: \
+                 no bound has been measured for {}",
+                list.join(", ")
+            ),
+        )
+    } else {
+        (
+            Status::Pass,
+            format!("{} definition rows inside their bounds", checked.rows.len()),
+        )
     }
 }

@@ -70,15 +70,110 @@ impl Reference {
         }
     }
 
-    /// Where the runner binary is expected: `$BITNET_REF_BIN_DIR`, else
-    /// `<workspace>/target/refs/release` (where `make refs` builds it).
+    /// Where the deterministic build's runner binary is expected
+    /// ([`RefBuild::bin_dir`]).
     pub fn runner_path(self) -> PathBuf {
-        let dir = std::env::var_os("BITNET_REF_BIN_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/refs/release")
-            });
-        dir.join(self.runner_name())
+        self.runner_path_of(RefBuild::Deterministic)
+    }
+
+    /// Where `build`'s runner binary is expected.
+    pub fn runner_path_of(self, build: RefBuild) -> PathBuf {
+        build.bin_dir().join(self.runner_name())
+    }
+}
+
+/// Whether a native build's stamp (the `flags` line of `/proc/cpuinfo` when it was built)
+/// names another CPU than `cpuinfo` does. A machine without a `flags` line can't tell.
+fn built_for_another_cpu(stamp: &str, cpuinfo: &str) -> bool {
+    let here = cpuinfo.lines().find(|l| l.starts_with("flags"));
+    here.is_some_and(|flags| flags != stamp.trim_end())
+}
+
+/// Which build of a reference serves a runner. Both are built from the same pinned -sys
+/// crate (one Cargo.lock); they differ in the CMake options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefBuild {
+    /// `make refs` into `target/refs`: the AVX2 family (no `-march=native`), OpenMP off,
+    /// llamafile's sgemm off — the kernels whose order the exact axis reproduces.
+    Deterministic,
+    /// `make refs-defaults` into `target/refs-defaults`: the reference's own CMake
+    /// defaults on this machine — native ISA, OpenMP, llamafile where it exists — as a user
+    /// building it gets. The defaults axis and the bench run it.
+    Defaults,
+}
+
+impl RefBuild {
+    /// What a defaults-build runner appends to its version string (a deterministic one
+    /// appends nothing, so the exact axis' goldens keep their fingerprint).
+    pub const DEFAULTS_MARKER: &'static str = "build: CMake defaults (make refs-defaults)";
+
+    /// The build whose version string this is.
+    pub fn of_version(version: &str) -> RefBuild {
+        if version.contains(RefBuild::DEFAULTS_MARKER) {
+            RefBuild::Defaults
+        } else {
+            RefBuild::Deterministic
+        }
+    }
+
+    /// Where its runners are expected: `$BITNET_REF_BIN_DIR` (deterministic) or
+    /// `$BITNET_REF_DEFAULTS_BIN_DIR` (defaults), else the folder its make target builds
+    /// into.
+    pub fn bin_dir(self) -> PathBuf {
+        let (var, dir) = match self {
+            RefBuild::Deterministic => ("BITNET_REF_BIN_DIR", "refs"),
+            RefBuild::Defaults => ("BITNET_REF_DEFAULTS_BIN_DIR", "refs-defaults"),
+        };
+        std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target")
+                .join(dir)
+                .join("release")
+        })
+    }
+
+    /// The CPU a defaults build was made for: the `flags` line of `/proc/cpuinfo` that
+    /// `make refs-defaults` writes next to its `release` folder. `None` for the
+    /// deterministic build (its ISA is fixed) or when there is no stamp to compare.
+    fn cpu_stamp(self, bin_dir: &Path) -> Option<PathBuf> {
+        match self {
+            RefBuild::Deterministic => None,
+            RefBuild::Defaults => Some(bin_dir.parent()?.join("cpu-flags")),
+        }
+    }
+
+    /// The make target that builds it.
+    pub fn make_target(self) -> &'static str {
+        match self {
+            RefBuild::Deterministic => "make refs",
+            RefBuild::Defaults => "make refs-defaults",
+        }
+    }
+
+    /// The build options of `reference`'s runner, as reports name them
+    /// (`refs/<dir>/.cargo/config.toml`, `toolchain.cmake`, `toolchain-defaults.cmake`).
+    pub fn describe(self, reference: Reference) -> &'static str {
+        match (self, reference) {
+            (RefBuild::Deterministic, _) => {
+                "build: AVX2 family (no -march=native), OpenMP off, llamafile sgemm off"
+            }
+            (RefBuild::Defaults, Reference::IkLlamaCpp) => {
+                "build: CMake defaults (-march=native, OpenMP on, IQK matmuls and flash \
+                 attention on; flash-attention kernels for quantized K/V pairs not compiled)"
+            }
+            (RefBuild::Defaults, _) => {
+                "build: CMake defaults (-march=native, OpenMP on, llamafile sgemm on)"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RefBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefBuild::Deterministic => "deterministic build",
+            RefBuild::Defaults => "defaults build",
+        })
     }
 }
 
@@ -181,6 +276,29 @@ pub enum RefError {
         reports: String,
         pinned: &'static str,
     },
+    #[error(
+        "{runner} runner at {} is the {found}, but the {wanted} was asked for; build it with \
+         `{}`",
+        path.display(),
+        wanted.make_target()
+    )]
+    WrongBuild {
+        runner: Peer,
+        path: PathBuf,
+        wanted: RefBuild,
+        found: RefBuild,
+    },
+    #[error(
+        "{runner} runner at {} was built natively for another CPU (its {} differs from this \
+         machine's /proc/cpuinfo); rebuild it with `make refs-defaults`",
+        path.display(),
+        stamp.display()
+    )]
+    OtherCpu {
+        runner: Peer,
+        path: PathBuf,
+        stamp: PathBuf,
+    },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }
@@ -218,15 +336,51 @@ pub struct RefRunner {
 }
 
 impl RefRunner {
-    /// Starts the runner of `reference` from [`Reference::runner_path`] and asks its version.
+    /// Starts the deterministic build's runner of `reference` and asks its version.
     pub fn spawn(reference: Reference) -> Result<RefRunner, RefError> {
-        RefRunner::spawn_at(reference, reference.runner_path())
+        RefRunner::spawn_build(reference, RefBuild::Deterministic)
+    }
+
+    /// Starts `build`'s runner of `reference` ([`Reference::runner_path_of`]) and asks its
+    /// version, which must name that build.
+    pub fn spawn_build(reference: Reference, build: RefBuild) -> Result<RefRunner, RefError> {
+        let path = reference.runner_path_of(build);
+        if let Some(stamp) = build.cpu_stamp(&build.bin_dir()) {
+            if let (Ok(built_for), Ok(cpuinfo)) = (
+                std::fs::read_to_string(&stamp),
+                std::fs::read_to_string("/proc/cpuinfo"),
+            ) {
+                if built_for_another_cpu(&built_for, &cpuinfo) {
+                    return Err(RefError::OtherCpu {
+                        runner: Peer::Reference(reference),
+                        path,
+                        stamp,
+                    });
+                }
+            }
+        }
+        let runner = RefRunner::spawn_at(reference, path.clone())?;
+        let found = RefBuild::of_version(&runner.version);
+        if found != build {
+            return Err(RefError::WrongBuild {
+                runner: runner.peer.clone(),
+                path,
+                wanted: build,
+                found,
+            });
+        }
+        Ok(runner)
     }
 
     /// Starts the runner binary at `path` as `reference` and asks its version, which must
     /// name this checkout's pin of the reference ([`Reference::pinned_build`]).
     pub fn spawn_at(reference: Reference, path: PathBuf) -> Result<RefRunner, RefError> {
         RefRunner::spawn_peer(Peer::Reference(reference), path, &[])
+    }
+
+    /// Which build answered ([`RefBuild::of_version`]).
+    pub fn build(&self) -> RefBuild {
+        RefBuild::of_version(&self.version)
     }
 
     /// Starts another program that serves the protocol (`name` is how reports call it),
@@ -577,6 +731,16 @@ impl SessionConfig {
             defaults: true,
         }
     }
+    /// The build that serves these settings: a defaults session runs the reference's
+    /// defaults build, a deterministic one the deterministic build.
+    pub fn build(&self) -> RefBuild {
+        if self.defaults {
+            RefBuild::Defaults
+        } else {
+            RefBuild::Deterministic
+        }
+    }
+
     /// The runtime settings as reports name them, for a session of `reference`.
     pub fn describe(&self, reference: Reference) -> String {
         let kv = |t: KvType| match t {
@@ -610,8 +774,11 @@ impl SessionConfig {
             Reference::BitnetCpp => "KV f16/f16, flash attention off",
         };
         format!(
-            "reference defaults: n_ctx {}, n_batch {} (n_ubatch default 512), {threads}, {rest}",
-            self.n_ctx, self.n_batch
+            "reference defaults: n_ctx {}, n_batch {} (n_ubatch default 512), {threads}, \
+             {rest}; {}",
+            self.n_ctx,
+            self.n_batch,
+            RefBuild::Defaults.describe(reference)
         )
     }
 }
@@ -669,7 +836,8 @@ impl RefSession {
         config: &SessionConfig,
     ) -> Result<RefSession, RefError> {
         check_config(config)?;
-        RefSession::load_in(RefRunner::spawn(reference)?, model, config)
+        let runner = RefRunner::spawn_build(reference, config.build())?;
+        RefSession::load_in(runner, model, config)
     }
 
     /// Loads `model` with `config` in a runner already started (for instance a program
@@ -966,6 +1134,27 @@ mod tests {
                 "{pin}"
             );
         }
+    }
+
+    #[test]
+    fn a_native_build_is_stale_on_another_cpu_only() {
+        let zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f\nbugs\t\t: none\n";
+        let epyc = "processor\t: 0\nflags\t\t: fpu avx2\n";
+        let stamp = "flags\t\t: fpu avx2 avx512f\n"; // as `make refs-defaults` writes it
+        assert!(!built_for_another_cpu(stamp, zen4));
+        assert!(built_for_another_cpu(stamp, epyc));
+        assert!(!built_for_another_cpu(stamp, "no flags here\n"));
+    }
+
+    #[test]
+    fn a_runner_names_its_build() {
+        let det = "llama.cpp (llama-cpp-sys-2 0.1.161 (sha256 0123456789ab); ...); AVX2 = 1";
+        assert_eq!(RefBuild::of_version(det), RefBuild::Deterministic);
+        let def = format!("{det} | {}", RefBuild::DEFAULTS_MARKER);
+        assert_eq!(RefBuild::of_version(&def), RefBuild::Defaults);
+        assert!(RefBuild::Defaults
+            .bin_dir()
+            .ends_with("refs-defaults/release"));
     }
 
     #[test]

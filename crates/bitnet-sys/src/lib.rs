@@ -17,6 +17,6 @@ pub mod protocol;
 pub mod server;
 
 pub use client::{
-    argmax, Generation, Peer, RefError, RefRunner, RefSession, Reference, SessionConfig,
+    argmax, Generation, Peer, RefBuild, RefError, RefRunner, RefSession, Reference, SessionConfig,
 };
 pub use protocol::{CapturedTensor, EvalOutput, KvType, LoadParams, ModelInfo, Timings};

@@ -15,10 +15,10 @@ use bitnet_sys::{RefError, RefSession, Reference, SessionConfig};
 use bitnet_tokenizers::Tokenizer;
 use serde::Serialize;
 
-use bitnet_gguf::GgmlType;
+use bitnet_gguf::{GgmlType, GgufFile};
 
-use super::{bound_for, Activations, Arch, DefinitionBound, KldStats};
-use crate::cases::{ModelSource, N_CTX, SHORT};
+use super::{bound_for, kld_stats, Activations, Arch, DefinitionBound, DefinitionModel, KldStats};
+use crate::cases::{ModelSource, SHORT};
 use crate::runner::{numerics_for, ModelFileError};
 
 /// The prompt, evaluated as one batch (with BOS where the vocabulary adds it).
@@ -128,9 +128,10 @@ pub fn ours(
     model: &Model,
     numerics: Reference,
     seq: &Sequence,
+    n_ctx: u32,
 ) -> Result<Vec<Vec<f32>>, CheckError> {
     let err = |e: bitnet_inference::InferenceError| CheckError::Failed(format!("bitnet-rs: {e}"));
-    let mut config = EngineConfig::new(N_CTX as usize);
+    let mut config = EngineConfig::new(n_ctx as usize);
     config.numerics = numerics_for(numerics);
     let mut session = Session::new(model, &config).map_err(err)?;
     let n_vocab = session.n_vocab();
@@ -150,9 +151,10 @@ pub fn theirs(
     reference: Reference,
     path: &Path,
     seq: &Sequence,
+    n_ctx: u32,
 ) -> Result<Vec<Vec<f32>>, CheckError> {
     let err = |e| CheckError::from_ref(reference, e);
-    let config = SessionConfig::deterministic(reference, N_CTX);
+    let config = SessionConfig::deterministic(reference, n_ctx);
     let mut session = RefSession::load(reference, path, &config).map_err(err)?;
     let mut rows = session.eval_and_get_logits(&seq.prompt, 0).map_err(err)?;
     for (i, &t) in seq.continuation.iter().enumerate() {
@@ -283,6 +285,106 @@ pub fn table(rows: &[Row]) -> String {
         ));
     }
     out
+}
+
+/// One model to check against the definition.
+#[derive(Debug, Clone)]
+pub struct ModelCheck {
+    /// How rows name the model.
+    pub id: String,
+    /// The file the definition and our engine read.
+    pub path: PathBuf,
+    /// Each reference that runs the model, with the file it runs (the same file, or the
+    /// reference's own conversion of it: the ternary weights are the same).
+    pub references: Vec<(Reference, PathBuf)>,
+    /// The sessions' context (built-ins: [`crate::cases::N_CTX`]; a user model: its own, at most that).
+    pub n_ctx: u32,
+}
+
+/// What [`check_model`] produced: the rows, and the engines it skipped (a reference that is
+/// missing while `CROSSVAL_ALLOW_CPP_FAIL=1` allows it), each with its reason.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub rows: Vec<Row>,
+    pub skipped: Vec<String>,
+}
+
+/// Every engine on one model against the definition: the definition's logits under both
+/// activation variants, then our engine under each reference's numerics and each reference,
+/// on [`Sequence::of`] the model's vocabulary. A missing reference is skipped when
+/// `skip_allowed`, else it is an error like any other, naming the model and the engine.
+pub fn check_model(check: &ModelCheck, skip_allowed: bool) -> Result<Checked, String> {
+    let id = &check.id;
+    let started = std::time::Instant::now();
+    let def = DefinitionModel::load(&check.path).map_err(|e| format!("{id}: definition: {e}"))?;
+    let tokenizer =
+        Tokenizer::from_gguf(&check.path).map_err(|e| format!("{id}: tokenizer: {e}"))?;
+    let seq = Sequence::of(&tokenizer).map_err(|e| format!("{id}: {e}"))?;
+    let tokens = seq.tokens();
+    if tokens.len() > check.n_ctx as usize {
+        return Err(format!(
+            "{id}: the definition sequence has {} positions, past the context of {}",
+            tokens.len(),
+            check.n_ctx
+        ));
+    }
+    let mut definition = Vec::new();
+    for act in Activations::ALL {
+        let logits = def
+            .logits(&tokens, act)
+            .map_err(|e| format!("{id}: definition ({}): {e}", act.name()))?;
+        definition.push((act, logits));
+    }
+    let arch = def.arch();
+    drop(def);
+    let def_time = started.elapsed();
+    // Our engine runs the file each reference runs (a reference's conversion has its own
+    // activation quantizer); each file's block format picks the bound.
+    let mut models: Vec<(&Path, Model, GgmlType)> = Vec::new();
+    let mut out = Checked::default();
+    for (r, path) in &check.references {
+        let i = match models.iter().position(|(p, ..)| p == path) {
+            Some(i) => i,
+            None => {
+                let model = Model::load(path).map_err(|e| format!("{id}: bitnet-rs: {e}"))?;
+                let file = GgufFile::open(path).map_err(|e| format!("{id}: {e}"))?;
+                let format = file.tensor("blk.0.attn_q.weight").map(|t| t.ggml_type);
+                let format = format.ok_or_else(|| {
+                    format!("{id}: {} has no blk.0.attn_q.weight", path.display())
+                })?;
+                models.push((path, model, format));
+                models.len() - 1
+            }
+        };
+        let (_, model, format) = &models[i];
+        let facts = (arch, *format);
+        for engine in [Engine::BitnetRs(*r), Engine::Reference(*r)] {
+            let logits = match engine {
+                Engine::BitnetRs(r) => ours(model, r, &seq, check.n_ctx),
+                Engine::Reference(r) => theirs(r, path, &seq, check.n_ctx),
+            };
+            let logits = match logits {
+                Ok(l) => l,
+                Err(e @ CheckError::Unavailable { .. }) if skip_allowed => {
+                    out.skipped.push(format!("{id} / {}: {e}", engine.name()));
+                    continue;
+                }
+                Err(e) => return Err(format!("{id} / {}: {e}", engine.name())),
+            };
+            for (act, d) in &definition {
+                let stats =
+                    kld_stats(d, &logits).map_err(|e| format!("{id} / {}: {e}", engine.name()))?;
+                out.rows.push(Row::new(engine, id, facts, *act, stats));
+            }
+        }
+    }
+    eprintln!(
+        "definition: {id}: {} positions, definition {:.1} s, total {:.1} s",
+        tokens.len(),
+        def_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(out)
 }
 
 /// Writes the rows to `<report dir>/definition.json` (see [`crate::report::report_dir`]).

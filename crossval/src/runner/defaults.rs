@@ -24,7 +24,7 @@ use crate::kld::{kld_stats, KldStats};
 use crate::report::Status;
 use crate::tolerance::{defaults_bound, DefaultsClass};
 use bitnet_inference::{Session, SessionConfig as EngineConfig};
-use bitnet_sys::{RefSession, SessionConfig};
+use bitnet_sys::{RefBuild, RefSession, SessionConfig};
 
 /// One case of the axis.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,8 @@ pub struct DefaultsReport {
     pub model: String,
     pub reference: String,
     pub reference_version: String,
+    /// The defaults build's version string (its own ISA, OpenMP and llamafile flags).
+    pub defaults_reference_version: String,
     /// The deterministic (exact-axis) settings and the defaults, as the reference ran them.
     pub deterministic_settings: String,
     pub defaults_settings: String,
@@ -59,8 +61,12 @@ pub fn run_defaults_case(model: &ModelCase, prompt: &Prompt) -> DefaultsReport {
         model: model_id.clone(),
         reference: model.reference.name().to_owned(),
         reference_version: String::new(),
-        deterministic_settings: SessionConfig::deterministic(model.reference, model.n_ctx)
-            .describe(model.reference),
+        defaults_reference_version: String::new(),
+        deterministic_settings: format!(
+            "{}; {}",
+            SessionConfig::deterministic(model.reference, model.n_ctx).describe(model.reference),
+            RefBuild::Deterministic.describe(model.reference)
+        ),
         defaults_settings: SessionConfig::reference_defaults(model.n_ctx).describe(model.reference),
         engine_settings: engine_settings(model.n_ctx),
         prompt: prompt.id.to_owned(),
@@ -87,6 +93,31 @@ pub fn run_defaults_case(model: &ModelCase, prompt: &Prompt) -> DefaultsReport {
         }
     }
     report
+}
+
+/// Both axes' settings, each reference once (for the top of `defaults.txt`; n_ctx and
+/// n_batch are shown for a 512-position model, each case uses its model's).
+pub fn axes_settings() -> String {
+    const N_CTX: u32 = 512;
+    let mut s = format!("settings (shown for n_ctx {N_CTX}; each case uses its model's n_ctx):\n");
+    for r in bitnet_sys::Reference::ALL {
+        let det = SessionConfig::deterministic(r, N_CTX).describe(r);
+        let def = SessionConfig::reference_defaults(N_CTX).describe(r);
+        s.push_str(&format!(
+            "  {:<13} exact axis:    {det}; {}\n  {:<13} defaults axis: {def}\n",
+            r.name(),
+            RefBuild::Deterministic.describe(r),
+            ""
+        ));
+    }
+    s.push_str(&format!(
+        "  {:<13} exact axis:    the reference's numerics (Numerics::for_reference), 1 thread\n  \
+         {:<13} defaults axis: {}\n",
+        "bitnet-rs",
+        "",
+        engine_settings(N_CTX)
+    ));
+    s
 }
 
 /// Our engine's settings on this axis.
@@ -118,7 +149,9 @@ fn measure(
     // (the last one's row is never needed).
     let fed = &run.generated[..run.generated.len() - 1];
     let deterministic = &run.rows[..p + fed.len()];
-    let defaults = reference_defaults_rows(&loaded, model, &run.prompt_tokens, fed)?;
+    let (defaults, defaults_version) =
+        reference_defaults_rows(&loaded, model, &run.prompt_tokens, fed)?;
+    report.defaults_reference_version = defaults_version;
     let ours = engine_default_rows(&loaded, &run.prompt_tokens, fed)?;
     report.positions = deterministic.len();
     let spread = kld_stats(&defaults, deterministic).map_err(setup_error)?;
@@ -182,29 +215,26 @@ fn defaults_session(loaded: &Loaded, model: &ModelCase) -> Result<Arc<Mutex<RefS
     Ok(session)
 }
 
-/// The reference with its defaults: the prompt in one batch, then `fed` one token per step.
+/// The reference's defaults build with its default settings: the prompt in one batch, then
+/// `fed` one token per step; and the version string of the build that answered (the same
+/// pin as the deterministic build's, which [`RefRunner::spawn_build`] checks).
+///
+/// [`RefRunner::spawn_build`]: bitnet_sys::RefRunner::spawn_build
 fn reference_defaults_rows(
     loaded: &Loaded,
     model: &ModelCase,
     prompt: &[u32],
     fed: &[u32],
-) -> Result<Vec<Vec<f32>>, Setup> {
+) -> Result<(Vec<Vec<f32>>, String), Setup> {
     let session = defaults_session(loaded, model)?;
     let mut r = session.lock().unwrap_or_else(|e| e.into_inner());
     r.reset().map_err(from_ref_error)?;
-    if r.version() != loaded.reference_version {
-        return Err(Setup::Error(format!(
-            "the defaults session runs '{}' but the deterministic one '{}'",
-            r.version(),
-            loaded.reference_version
-        )));
-    }
     let mut all = r.eval_and_get_logits(prompt, 0).map_err(from_ref_error)?;
     for (i, &t) in fed.iter().enumerate() {
         let pos = (prompt.len() + i) as u32;
         all.append(&mut r.eval_and_get_logits(&[t], pos).map_err(from_ref_error)?);
     }
-    Ok(all)
+    Ok((all, r.version().to_owned()))
 }
 
 /// Our engine with its defaults, the same way.

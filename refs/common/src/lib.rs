@@ -330,8 +330,14 @@ fn check_ty(api: &impl LlamaApi, ty: u32) -> Result<TypeKernels, String> {
 }
 
 impl<A: LlamaApi> Backend for Runner<A> {
+    /// The library's version; a defaults build (feature `defaults-build`) names itself.
     fn version(&self) -> String {
-        self.api.version()
+        let version = self.api.version();
+        if cfg!(feature = "defaults-build") {
+            format!("{version} | {}", bitnet_sys::RefBuild::DEFAULTS_MARKER)
+        } else {
+            version
+        }
     }
 
     fn load(&mut self, params: &LoadParams) -> Result<ModelInfo, String> {
