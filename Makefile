@@ -36,8 +36,8 @@ refs: prereqs
 	done
 
 # The same pinned references built as their CMake defaults build them on this machine
-# (toolchain-defaults.cmake: -march=native, OpenMP, llamafile), for the defaults axis and
-# the bench. Native code runs only on the CPU it was built for, so the build is keyed by
+# (toolchain-defaults.cmake: -march=native, OpenMP, llamafile), for the reference-defaults
+# axis. Native code runs only on the CPU it was built for, so the build is keyed by
 # /proc/cpuinfo's flags: when they change (another machine), it starts over.
 REFS_DEFAULTS_DIR := target/refs-defaults
 refs-defaults: prereqs
@@ -78,8 +78,7 @@ crossval: setup
 	@$(CLEAR_REPORTS); \
 	  INSTA_UPDATE=no $(CARGO) test -p bitnet-crossval --features crossval,integration-tests; \
 	  rc=$$?; cat target/crossval/summary.txt 2>/dev/null; \
-	  for t in defaults definition definition-user; do echo; cat target/crossval/$$t.txt 2>/dev/null; done; \
-	  echo "reports: target/crossval/summary.json, defaults.json, definition.json, report.html"; \
+	  echo "reports: target/crossval/summary.json, defaults.json, definition.json, definition-user.json, report.html"; \
 	  exit $$rc
 
 # Throughput of our engine next to the references (full 2B-4T-shaped fixtures; ~15 min with

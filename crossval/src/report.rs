@@ -317,6 +317,10 @@ pub fn refresh_merged() -> std::io::Result<()> {
     write_merged(&report_dir())
 }
 
+/// The tables written beside the summary (`<name>.txt`, `<name>.json`) and repeated at the
+/// end of `summary.txt`: the reference-defaults axis and the definition check.
+const SIDE_TABLES: [&str; 3] = ["defaults", "definition", "definition-user"];
+
 /// Rewrites `summary.json`, `summary.txt` and `report.html` from every shard (sorted by
 /// name: the merged files are the same whichever binary wrote last) and the tables beside
 /// them.
@@ -346,7 +350,18 @@ fn write_merged(dir: &Path) -> std::io::Result<()> {
         &dir.join("summary.json"),
         &serde_json::to_vec_pretty(&merged.rows)?,
     )?;
-    write_atomic(&dir.join("summary.txt"), table(&merged.rows).as_bytes())?;
+    // The exact axis' cases, then the side tables (both axes' settings and the definition
+    // check), then the counts: the last line of the run.
+    let mut text = cases_table(&merged.rows);
+    for name in SIDE_TABLES {
+        if let Ok(side) = std::fs::read_to_string(dir.join(format!("{name}.txt"))) {
+            text.push('\n');
+            text.push_str(&side);
+        }
+    }
+    text.push_str(&counts(&merged.rows));
+    text.push('\n');
+    write_atomic(&dir.join("summary.txt"), text.as_bytes())?;
     let side_table = |name: &str| -> Vec<serde_json::Value> {
         std::fs::read(dir.join(format!("{name}.json")))
             .ok()
@@ -427,16 +442,14 @@ pub fn counts(rows: &[SummaryRow]) -> String {
     )
 }
 
-/// The human-readable table: a header, one line per case, and the counts.
-pub fn table(rows: &[SummaryRow]) -> String {
+/// The header and one line per case.
+fn cases_table(rows: &[SummaryRow]) -> String {
     let mut s = table_header();
     s.push('\n');
     for r in rows {
         s.push_str(&table_row(r));
         s.push('\n');
     }
-    s.push_str(&counts(rows));
-    s.push('\n');
     s
 }
 

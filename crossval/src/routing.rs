@@ -15,7 +15,7 @@ use bitnet_sys::Reference;
 /// `LLAMA_FTYPE_MOSTLY_IQ2_BN` in ik_llama.cpp.
 pub const IK_FTYPE_IQ2_BN: u32 = 137;
 
-/// ik_llama.cpp's IQ2_BN matmuls abort below this input width (measured: DESIGN.md §3).
+/// ik_llama.cpp's IQ2_BN matmuls abort below this input width (measured: docs/DESIGN.md §3.7).
 pub const IK_IQ2_BN_MIN_K: usize = 512;
 
 /// What routing needs to know about a model file: its hyper-parameters and weight types.
@@ -116,7 +116,7 @@ pub enum Route {
 }
 
 /// Types each reference's loader and CPU kernels know (read from their type tables;
-/// DESIGN.md §3).
+/// docs/DESIGN.md §3.1).
 fn known_types(r: Reference) -> &'static [GgmlType] {
     use GgmlType::*;
     match r {

@@ -57,7 +57,7 @@ fn loads_smollm2_and_tokenizes_the_prompt(#[case] r: Reference) {
     assert!(s.version().contains(r.name()), "{}", s.version());
     // The build this checkout pins (refs/<dir>/Cargo.lock), as the runner reports it.
     assert!(s.version().contains(r.pinned_build()), "{}", s.version());
-    // The kernels every parity test assumes (DESIGN §3): the AVX2 family, never -march=native.
+    // Kernels every parity test assumes (docs/DESIGN.md §3.5): the AVX2 family, no -march=native.
     assert!(s.version().contains("AVX2"), "{}", s.version());
     assert_eq!(s.info().n_vocab, 49152, "{:?}", s.info());
     // Upstream llama.cpp pads the context to a multiple of 256.

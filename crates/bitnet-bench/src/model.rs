@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn the_decode_limit_is_bandwidth_over_bytes() {
-        // DESIGN.md §9: 11.9 GB/s over ~1.19 GB per token.
+        // docs/DESIGN.md §9: 11.9 GB/s over ~1.19 GB per token.
         assert!((decode_limit(11.9, 1_190_000_000) - 10.0).abs() < 1e-9);
         assert_eq!(decode_limit(1.0, 0), f64::INFINITY);
     }

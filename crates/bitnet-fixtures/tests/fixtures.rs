@@ -532,7 +532,7 @@ fn full_2b4t_plan_matches_microsofts_file(
     want.sort();
     assert_eq!(names, want);
 
-    // Sizes: the tied F16 head is 657 MB; I2_S linear weights 521 MB (DESIGN §9).
+    // Sizes: the tied F16 head is 657 MB; I2_S linear weights 521 MB (docs/DESIGN.md §9).
     let embd = p.tensor("token_embd.weight").unwrap().size;
     assert_eq!(embd, 2560 * 128256 * 2);
     let linear: u64 = p

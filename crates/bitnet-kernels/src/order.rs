@@ -3,7 +3,7 @@
 //!
 //! The integer parts of the quantized dot products are exact in every order; the float
 //! parts (and the float dot products entirely) round differently depending on how ggml was
-//! built, and the next activation quantization amplifies a last-bit difference (DESIGN §3).
+//! built, and the next activation quantization amplifies a last-bit change (docs/DESIGN.md §3.3).
 //! So the order is a parameter of each dot, not a property of the ISA that runs it: with
 //! [`SumOrder::GgmlAvx2`] the scalar path emulates the AVX2 lanes (FMA through
 //! [`f32::mul_add`] exactly where the AVX2 build fuses) and returns the AVX2 kernel's bits,

@@ -98,7 +98,7 @@ pub enum RefBuild {
     Deterministic,
     /// `make refs-defaults` into `target/refs-defaults`: the reference's own CMake
     /// defaults on this machine — native ISA, OpenMP, llamafile where it exists — as a user
-    /// building it gets. The defaults axis and the bench run it.
+    /// building it gets. The reference-defaults axis runs it.
     Defaults,
 }
 
@@ -681,7 +681,7 @@ impl Drop for RefRunner {
 }
 
 /// How a reference session is created. [`SessionConfig::deterministic`] gives the settings
-/// DESIGN.md §3 established for each reference.
+/// docs/DESIGN.md §3.4 established for each reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
     pub n_ctx: u32,

@@ -13,7 +13,7 @@
 //! skipped sub-norm, the attention scale ×√2 and a KV position off by one all reach a mean
 //! KL of 0.45 or more, 40× above every quantized bound and 10⁴× above the float ones.
 //!
-//! Quantized formats sit near the noise of re-quantizing activations (DESIGN.md §3: a tiny
+//! Quantized formats sit near the noise of re-quantizing activations (docs/DESIGN.md §3.3: a tiny
 //! float difference before a quantizer moves a value by a whole step), so their bounds are
 //! about 1.3× their measurement; float formats (no activation quantizer in any engine)
 //! agree with the exact definition to ~1e-6 and get ~3×.

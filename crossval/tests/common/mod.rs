@@ -192,7 +192,7 @@ pub fn assert_same_f32_bits(what: &str, ours: &[f32], theirs: &[f32]) {
     same_f32_bits(what, ours, theirs).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A reference session on SmolLM2 with the deterministic settings (DESIGN §3) and the given
+/// A reference session on SmolLM2 with deterministic settings (docs/DESIGN.md §3.4) and the given
 /// intermediate-capture patterns.
 pub fn load_smollm2(reference: Reference, capture: &[&str]) -> RefSession {
     let mut cfg = SessionConfig::deterministic(reference, SMOLLM2_N_CTX);

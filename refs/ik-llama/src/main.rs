@@ -112,7 +112,7 @@ impl LlamaApi for Ik {
         model_params = |mp, p| {
             mp.use_mmap = true;
             // No interleaved (_R4/_R8) weight layouts: IQ2_BN_R4 switches activations to Q8_K16
-            // and so changes the numerics (DESIGN.md §3).
+            // and so changes the numerics (docs/DESIGN.md §3.4).
             mp.repack_tensors = false;
             mp.use_thp = false;
             mp.merge_qkv = false;

@@ -65,7 +65,7 @@ impl LlamaApi for Upstream {
         context_new = llama_init_from_model,
         cb_eval = eval_callback,
         model_params = |mp, _p| {
-            // No repacked weight layouts (they change the kernels that run: DESIGN.md §3).
+            // No repacked weight layouts (they change the kernels that run: docs/DESIGN.md §3.4).
             mp.use_extra_bufts = false;
         },
         context_params = |cp, p| {
