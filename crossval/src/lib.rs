@@ -8,6 +8,8 @@
 //! `crossval/tests/per_token_parity.rs`. [`localize`] finds the first divergent op of a
 //! failing case from both sides' captured intermediates.
 
+#![forbid(unsafe_code)]
+
 pub mod logits_compare;
 
 #[cfg(all(feature = "crossval", feature = "integration-tests"))]

@@ -209,47 +209,50 @@ impl DefaultsClass {
 }
 
 /// The reference-defaults bound of a class: twice the largest spread any reference shows
-/// between its own deterministic and default settings on the built-in models of that
-/// class, teacher-forced over the six prompts (measured 2026-12-05, AVX2 EPYC, 2 threads,
-/// `reference_defaults` in `tests/per_token_parity.rs`; spread = KL(p_defaults ‖ p_deterministic) per position):
+/// between its deterministic build and settings and its defaults build (`make
+/// refs-defaults`: -march=native, OpenMP, llamafile) with its default settings, on the
+/// built-in models of that class, teacher-forced over the six prompts (spread =
+/// KL(p_defaults ‖ p_deterministic) per position). Measured 2026-12-06 on a 2-core AMD EPYC
+/// Zen 4 (AVX-512 with VNNI and BF16, so the defaults builds ran their AVX-512 paths),
+/// 2 threads, `reference_defaults` in `tests/per_token_parity.rs` (78 cases, 6 min):
 ///
 /// | class | reference, models | mean KL | p99 KL | max KL | top-1 same | top-5 |
 /// |---|---|---|---|---|---|---|
-/// | float | llama.cpp F32/F16 (FA auto, F16 KV) | 1.26e-5 | 6.01e-5 | 6.38e-5 | ≥ 97.4% | ≥ 98.9% |
-/// | float | bitnet.cpp F32/F16 | 0 | 0 | 0 | 100% | 100% |
-/// | ternary | llama.cpp TQ1_0/TQ2_0 (+ `.scale`) | 3.49e-3 | 5.69e-3 | 6.17e-3 | ≥ 81.8% | ≥ 91.3% |
-/// | ternary | ik_llama.cpp IQ2_BN (FA on, fused ops) | 3.21e-4 | 9.55e-4 | 1.21e-3 | ≥ 97.0% | ≥ 97.8% |
-/// | ternary | bitnet.cpp TQ1_0/TQ2_0/I2_S | 0 | 0 | 0 | 100% | 100% |
-/// | llama quantized | llama.cpp SmolLM2 Q4_1 | 7.15e-3 | 3.86e-2 | 4.86e-2 | ≥ 90.6% | ≥ 93.5% |
+/// | float | llama.cpp F32/F16 (FA auto, F16 KV, llamafile) | 1.25e-5 | 5.76e-5 | 6.52e-5 | ≥ 97.4% | ≥ 98.9% |
+/// | float | bitnet.cpp F32/F16 (llamafile) | 5.10e-6 | 8.55e-6 | 8.60e-6 | ≥ 94.9% | ≥ 99.5% |
+/// | ternary | llama.cpp TQ1_0/TQ2_0 (+ `.scale`) | 3.50e-3 | 5.53e-3 | 6.16e-3 | ≥ 84.8% | ≥ 91.3% |
+/// | ternary | ik_llama.cpp IQ2_BN (FA on, fused ops, AVX-512 IQK) | 1.03e-3 | 1.87e-3 | 2.26e-3 | ≥ 94.6% | ≥ 96.8% |
+/// | ternary | bitnet.cpp TQ1_0/TQ2_0/I2_S | 3.57e-3 | 7.47e-3 | 1.01e-2 | ≥ 88.9% | ≥ 92.4% |
+/// | llama quantized | llama.cpp SmolLM2 Q4_1 | 7.52e-3 | 4.93e-2 | 1.27e-1 | ≥ 94.6% | ≥ 94.0% |
 ///
-/// (bitnet.cpp's defaults equal its deterministic settings but for the thread count, and
-/// its results do not depend on threads.) Top-1 and top-5 floors sit below the lowest
-/// spread: the synthetic fixtures' nearly flat distributions flip their top-1 on tiny
-/// changes. Measured for our engine with its defaults (upstream llama.cpp's numerics, F32
-/// KV) in the same run: the largest on ternary models was against bitnet.cpp I2_S (mean
-/// 4.70e-3, p99 8.65e-3, max 9.77e-3, top-1 ≥ 84.8%, top-5 ≥ 90.9%), on float models 4.68e-6
-/// / 7.98e-6 / 1.22e-5; against llama.cpp our defaults run reproduces its deterministic run
-/// bit for bit, so its row equals the spread.
+/// (On 2026-12-05, with one AVX2 build serving both axes, bitnet.cpp's spread was 0 and
+/// SmolLM2's max 4.86e-2: the native builds move both.) Top-1 and top-5 floors sit below
+/// the lowest spread: the synthetic fixtures' nearly flat distributions flip their top-1 on
+/// tiny changes. Our engine with its defaults (upstream llama.cpp's numerics, F32 KV) in the
+/// same run: largest on ternary models against bitnet.cpp (mean 4.68e-3, p99 7.62e-3, max
+/// 9.76e-3, top-1 ≥ 81.8%, top-5 ≥ 91.2%), against ik_llama.cpp 3.13e-3 / 5.41e-3 /
+/// 5.56e-3; on float models 1.25e-5 / 5.76e-5 / 6.52e-5; against llama.cpp our defaults run
+/// reproduces its deterministic run bit for bit, so its rows equal the spread.
 pub fn defaults_bound(class: DefaultsClass) -> KldBound {
     match class {
         DefaultsClass::Float => KldBound {
             mean_kl: 2.6e-5,
-            p99_kl: 1.3e-4,
+            p99_kl: 1.2e-4,
             max_kl: 1.3e-4,
-            min_top1_same: 0.95,
+            min_top1_same: 0.90,
             min_top5_overlap: 0.97,
         },
         DefaultsClass::Ternary => KldBound {
-            mean_kl: 7.0e-3,
-            p99_kl: 1.2e-2,
-            max_kl: 1.3e-2,
+            mean_kl: 7.2e-3,
+            p99_kl: 1.5e-2,
+            max_kl: 2.1e-2,
             min_top1_same: 0.75,
             min_top5_overlap: 0.85,
         },
         DefaultsClass::LlamaQuantized => KldBound {
             mean_kl: 1.5e-2,
-            p99_kl: 8.0e-2,
-            max_kl: 1.0e-1,
+            p99_kl: 1.0e-1,
+            max_kl: 2.6e-1,
             min_top1_same: 0.85,
             min_top5_overlap: 0.88,
         },

@@ -11,6 +11,8 @@
 //! settings, the engine × format plan, statistics, byte counts, the bandwidth probe, the
 //! JSON rows and the table.
 
+#![forbid(unsafe_code)]
+
 pub mod bandwidth;
 pub mod engine;
 pub mod memory;

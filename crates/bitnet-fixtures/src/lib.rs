@@ -44,6 +44,8 @@
 //! `llama_model_quantize` to IQ2_BN (ftype 137) gives tensors byte-identical to the IQ2_BN
 //! fixture of the same spec.
 
+#![forbid(unsafe_code)]
+
 mod cache;
 mod data;
 mod error;

@@ -25,6 +25,8 @@
 //! stream: [`SamplingParams::from_env`] reads `BITNET_SEED`, and `BITNET_DETERMINISTIC=1`
 //! fixes the seed (42) when none is given.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod sampling;
 mod session;

@@ -51,6 +51,8 @@
 //! changes a result, and a prompt evaluated in one batch gives the same bits as token by
 //! token (so do all three references as built here).
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod error;
 #[cfg(feature = "fault-injection")]

@@ -27,6 +27,8 @@
 //! texts, per-token arrays of the wrong length) is a [`TokenizerError`]; a missing special
 //! token that `add_special` needs is an error instead of an assertion failure.
 
+#![forbid(unsafe_code)]
+
 mod decoder;
 mod error;
 mod load;

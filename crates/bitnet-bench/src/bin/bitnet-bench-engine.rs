@@ -2,6 +2,8 @@
 //! `bitnet-bench-engine --numerics llama.cpp|bitnet.cpp|ik_llama.cpp` serves requests on
 //! stdin/stdout until shut down.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use bitnet_bench::engine::EngineBackend;
