@@ -10,7 +10,7 @@ mod common;
 use bitnet_crossval::logits_compare::{cosine_similarity, max_abs_diff};
 use bitnet_fixtures::{Arch, FixtureSpec, WeightFormat};
 use bitnet_sys::protocol::Request;
-use bitnet_sys::{RefError, RefRunner, RefSession, Reference, SessionConfig};
+use bitnet_sys::{RefBuild, RefError, RefRunner, RefSession, Reference, SessionConfig};
 use rstest::rstest;
 
 use common::{
@@ -46,6 +46,34 @@ fn a_runner_of_another_build_is_refused(#[case] actual: Reference, #[case] claim
     let message = err.to_string();
     assert!(message.contains(claimed.pinned_build()), "{message}");
     assert!(message.contains(actual.pinned_build()), "{message}");
+}
+
+/// Each reference's two builds (`make refs`, `make refs-defaults`) answer with the same pin
+/// and name their build; either one in the other's place is refused, naming the make target
+/// that builds the one asked for.
+#[rstest]
+#[case::llama_cpp(Reference::LlamaCpp)]
+#[case::ik_llama_cpp(Reference::IkLlamaCpp)]
+#[case::bitnet_cpp(Reference::BitnetCpp)]
+fn the_two_builds_name_themselves_and_are_not_interchangeable(#[case] r: Reference) {
+    for build in [RefBuild::Deterministic, RefBuild::Defaults] {
+        let runner = RefRunner::spawn_build(r, build).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(runner.build(), build, "{}", runner.version());
+        assert!(
+            runner.version().contains(r.pinned_build()),
+            "{}",
+            runner.version()
+        );
+    }
+    let swapped = [
+        (RefBuild::Deterministic, RefBuild::Defaults),
+        (RefBuild::Defaults, RefBuild::Deterministic),
+    ];
+    for (wanted, found) in swapped {
+        let err = RefRunner::spawn_build_at(r, wanted, r.runner_path_of(found)).unwrap_err();
+        assert!(matches!(err, RefError::WrongBuild { .. }), "{err}");
+        assert!(err.to_string().contains(wanted.make_target()), "{err}");
+    }
 }
 
 #[rstest]

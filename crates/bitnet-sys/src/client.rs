@@ -344,8 +344,19 @@ impl RefRunner {
     /// Starts `build`'s runner of `reference` ([`Reference::runner_path_of`]) and asks its
     /// version, which must name that build.
     pub fn spawn_build(reference: Reference, build: RefBuild) -> Result<RefRunner, RefError> {
-        let path = reference.runner_path_of(build);
-        if let Some(stamp) = build.cpu_stamp(&build.bin_dir()) {
+        RefRunner::spawn_build_at(reference, build, reference.runner_path_of(build))
+    }
+
+    /// Starts the runner binary at `path` as `build` of `reference`: its version must name
+    /// this checkout's pin and that build, and a native build's CPU stamp (beside its
+    /// `release` folder) must name this CPU.
+    pub fn spawn_build_at(
+        reference: Reference,
+        build: RefBuild,
+        path: PathBuf,
+    ) -> Result<RefRunner, RefError> {
+        let stamp = path.parent().and_then(|dir| build.cpu_stamp(dir));
+        if let Some(stamp) = stamp {
             if let (Ok(built_for), Ok(cpuinfo)) = (
                 std::fs::read_to_string(&stamp),
                 std::fs::read_to_string("/proc/cpuinfo"),
