@@ -181,14 +181,20 @@ pub fn report_dir() -> PathBuf {
 /// Reports of this process's cases, by case id.
 static REPORTS: Mutex<BTreeMap<String, CaseReport>> = Mutex::new(BTreeMap::new());
 
-/// A table printed beside the case summary (`make crossval` prints each `<name>.txt`): its
-/// rows by key, as JSON and as a text line.
-type Table = BTreeMap<String, (serde_json::Value, String)>;
+/// A table printed beside the case summary (`summary.txt` repeats each `<name>.txt`): its
+/// header, and its rows by key, as JSON and as a text line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Table {
+    header: String,
+    rows: BTreeMap<String, (serde_json::Value, String)>,
+}
+
+/// This process's rows of each side table, by table name.
 static TABLES: Mutex<BTreeMap<String, Table>> = Mutex::new(BTreeMap::new());
 
-/// Adds (or replaces) row `key` of table `name` and rewrites `target/crossval/<name>.json`
-/// (the rows in key order) and `<name>.txt` (`header`, then one `line` per row). The table
-/// holds this process's rows: one test binary writes each table.
+/// Adds (or replaces) row `key` of table `name` in this process's shard, then rewrites
+/// `target/crossval/<name>.json` (every shard's rows, in key order) and `<name>.txt`
+/// (`header`, then one `line` per row) with the summary files.
 pub fn record_table_row<T: Serialize>(
     name: &str,
     header: &str,
@@ -198,27 +204,21 @@ pub fn record_table_row<T: Serialize>(
 ) -> std::io::Result<()> {
     let dir = report_dir();
     std::fs::create_dir_all(&dir)?;
-    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
-    let table = tables.entry(name.to_owned()).or_default();
-    table.insert(key.to_owned(), (serde_json::to_value(row)?, line));
-    let json: Vec<&serde_json::Value> = table.values().map(|(v, _)| v).collect();
-    write_atomic(
-        &dir.join(format!("{name}.json")),
-        &serde_json::to_vec_pretty(&json)?,
-    )?;
-    let mut text = format!("{header}\n");
-    for (_, line) in table.values() {
-        text.push_str(line);
-        text.push('\n');
+    let value = serde_json::to_value(row)?;
+    {
+        let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+        let table = tables.entry(name.to_owned()).or_default();
+        header.clone_into(&mut table.header);
+        table.rows.insert(key.to_owned(), (value, line));
     }
-    write_atomic(&dir.join(format!("{name}.txt")), text.as_bytes())?;
-    drop(tables);
-    write_merged(&dir)
+    let all = REPORTS.lock().unwrap_or_else(|e| e.into_inner());
+    write_shard(&dir, &all)
 }
 
-/// What one test binary contributes to the summary files: every test binary of the suite
-/// (the rstest matrix, the user-model harness) is its own process, so each writes its shard
-/// (`shards/<binary>.json`) and the summary files are merged from all shards.
+/// What one test process contributes to the summary files: every test binary of the suite
+/// (the rstest matrix, the user-model harness) is its own process — and under cargo-nextest
+/// every test is — so each writes its shard (`shards/<binary>.json`) and the summary files
+/// and side tables are merged from all shards.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Shard {
     rows: Vec<SummaryRow>,
@@ -226,10 +226,24 @@ struct Shard {
     html_rows: String,
     /// The HTML report's per-op heat maps.
     html_traces: String,
+    /// This process's rows of each side table.
+    #[serde(default)]
+    tables: BTreeMap<String, Table>,
 }
 
-/// This process's shard name: the test binary's name without cargo's hash suffix.
+/// This process's shard name: the test binary's name without cargo's hash suffix, and the
+/// process id where cargo-nextest runs each test in a process of its own.
 fn shard_name() -> String {
+    let binary = binary_name();
+    if std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|m| m == "process-per-test") {
+        format!("{binary}-pid{}", std::process::id())
+    } else {
+        binary
+    }
+}
+
+/// The test binary's name without cargo's hash suffix.
+fn binary_name() -> String {
     let exe = std::env::current_exe().ok();
     let stem = exe
         .as_deref()
@@ -292,6 +306,7 @@ pub fn clear_shard() -> std::io::Result<()> {
 fn write_shard(dir: &Path, reports: &BTreeMap<String, CaseReport>) -> std::io::Result<()> {
     let mut shard = Shard {
         rows: reports.values().map(CaseReport::summary_row).collect(),
+        tables: TABLES.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         ..Shard::default()
     };
     for r in reports.values() {
@@ -345,6 +360,24 @@ fn write_merged(dir: &Path) -> std::io::Result<()> {
         merged.rows.extend(s.rows);
         merged.html_rows.push_str(&s.html_rows);
         merged.html_traces.push_str(&s.html_traces);
+        for (name, table) in s.tables {
+            let into = merged.tables.entry(name).or_default();
+            into.header = table.header;
+            into.rows.extend(table.rows);
+        }
+    }
+    for (name, table) in &merged.tables {
+        let json: Vec<&serde_json::Value> = table.rows.values().map(|(v, _)| v).collect();
+        write_atomic(
+            &dir.join(format!("{name}.json")),
+            &serde_json::to_vec_pretty(&json)?,
+        )?;
+        let mut text = format!("{}\n", table.header);
+        for (_, line) in table.rows.values() {
+            text.push_str(line);
+            text.push('\n');
+        }
+        write_atomic(&dir.join(format!("{name}.txt")), text.as_bytes())?;
     }
     write_atomic(
         &dir.join("summary.json"),
