@@ -5,7 +5,9 @@
 //! pieces: under cargo-nextest (one process per test, run in parallel, so two processes
 //! finishing together may each miss the other's shard) and across machines
 //! (`--partition count:K/N`, shards gathered into one folder afterwards). Run it after
-//! them: `cargo test -p bitnet-crossval --test merge_reports`.
+//! them: `cargo test -p bitnet-crossval --features crossval,integration-tests --test
+//! merge_reports`.
+#![cfg(all(feature = "crossval", feature = "integration-tests"))]
 
 use std::collections::BTreeSet;
 
