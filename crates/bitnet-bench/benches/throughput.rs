@@ -18,7 +18,7 @@ use bitnet_bench::report::{
 };
 use bitnet_bench::stats::{first_difference, median, tokens_per_second};
 use bitnet_models::Reference as Numerics;
-use bitnet_sys::{KvType, RefRunner, RefSession, SessionConfig};
+use bitnet_sys::{RefRunner, RefSession, SessionConfig};
 
 /// Bytes of one F16 KV cache element.
 const F16_BYTES: u64 = 2;
@@ -35,6 +35,8 @@ impl Progress {
 /// One engine's worker for one format and thread count, with what it measured.
 struct Worker {
     engine: String,
+    /// Its build and runtime settings, as the report names them.
+    settings: String,
     /// Our engine's numerics that match this engine (for ours: the ones it runs).
     numerics: Numerics,
     session: RefSession,
@@ -82,18 +84,6 @@ fn model_facts(path: &Path, n_ctx: u32) -> Result<ModelFacts> {
 /// "1 thread", "2 threads".
 fn threads_label(n: u32) -> String {
     format!("{n} thread{}", if n == 1 { "" } else { "s" })
-}
-
-fn session_config(s: &Settings, threads: u32) -> SessionConfig {
-    SessionConfig {
-        n_ctx: s.n_ctx,
-        n_threads: threads,
-        n_batch: s.n_batch,
-        type_k: KvType::F16,
-        type_v: KvType::F16,
-        capture: Vec::new(),
-        defaults: false,
-    }
 }
 
 /// Starts our engine's worker with `numerics` and loads `model` in it.
@@ -145,12 +135,15 @@ fn check_ids(
 fn start_workers(
     plan: &FormatPlan,
     model: &Path,
-    config: &SessionConfig,
+    settings: &Settings,
+    threads: u32,
     progress: &Progress,
 ) -> Result<Vec<Worker>> {
-    let threads = threads_label(config.n_threads);
-    let worker = |engine: &str, numerics, session| Worker {
-        engine: engine.to_owned(),
+    let config = settings.session(threads);
+    let threads_text = threads_label(threads);
+    let worker = |engine: String, settings: String, numerics, session| Worker {
+        engine,
+        settings,
         numerics,
         session,
         prefill: Vec::new(),
@@ -161,28 +154,41 @@ fn start_workers(
     };
     let mut workers = Vec::new();
     progress.say(format_args!(
-        "loading {} in {OURS} ({} numerics, {threads})",
+        "loading {} in {OURS} ({} numerics, {threads_text})",
         plan.name,
         numerics_name(plan.numerics)
     ));
     let t = Instant::now();
-    let session = start_ours(plan.numerics, model, config)?;
+    let session = start_ours(plan.numerics, model, &config)?;
     progress.say(format_args!(
         "  loaded in {:.1} s",
         t.elapsed().as_secs_f64()
     ));
-    workers.push(worker(OURS, plan.numerics, session));
+    let ours_settings = format!(
+        "{} numerics, {threads_text}, n_batch {}, KV f16/f16, {:?} kernels",
+        numerics_name(plan.numerics),
+        config.n_batch,
+        bitnet_kernels::Isa::best()
+    );
+    workers.push(worker(OURS.into(), ours_settings, plan.numerics, session));
     for &r in plan.references {
-        progress.say(format_args!("loading {} in {r} ({threads})", plan.name));
-        let t = Instant::now();
-        let session = RefSession::load(r, model, config)
-            .with_context(|| format!("{r} failed to load {}", model.display()))?;
-        progress.say(format_args!(
-            "  loaded in {:.1} s: {}",
-            t.elapsed().as_secs_f64(),
-            session.info().description
-        ));
-        workers.push(worker(r.name(), numerics_of(r), session));
+        for &rc in &settings.reference_configs {
+            let engine = format!("{} ({})", r.name(), rc.name());
+            let config = rc.session(settings, threads);
+            progress.say(format_args!(
+                "loading {} in {engine} ({threads_text})",
+                plan.name
+            ));
+            let t = Instant::now();
+            let session = RefSession::load(r, model, &config)
+                .with_context(|| format!("{engine} failed to load {}", model.display()))?;
+            progress.say(format_args!(
+                "  loaded in {:.1} s: {}",
+                t.elapsed().as_secs_f64(),
+                session.info().description
+            ));
+            workers.push(worker(engine, config.describe(r), numerics_of(r), session));
+        }
     }
     let first = workers[0].session.info().clone();
     for w in &workers[1..] {
@@ -276,6 +282,7 @@ fn rows_of(
             let decode = phase == Phase::Decode;
             rows.push(Row {
                 engine: w.engine.clone(),
+                settings: w.settings.clone(),
                 version: w.session.version().to_owned(),
                 format: plan.name.to_owned(),
                 threads,
@@ -361,8 +368,8 @@ fn main() -> Result<()> {
         });
         for &threads in &settings.threads {
             let label = format!("{} × {}", plan.name, threads_label(threads));
-            let config = session_config(&settings, threads);
-            let mut workers = start_workers(plan, &path, &config, &progress)?;
+            let config = settings.session(threads);
+            let mut workers = start_workers(plan, &path, &settings, threads, &progress)?;
             let info = workers[0].session.info().clone();
             let bos = u32::try_from(info.bos).context("the model has no BOS token")?;
             let prompt = synthetic_prompt(bos, info.n_vocab, settings.n_prompt);

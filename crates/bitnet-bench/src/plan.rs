@@ -2,7 +2,7 @@
 
 use bitnet_fixtures::{Arch, FixtureSpec, WeightFormat};
 use bitnet_models::Reference as Numerics;
-use bitnet_sys::Reference;
+use bitnet_sys::{KvType, Reference, SessionConfig};
 use serde::Serialize;
 
 use crate::BenchError;
@@ -74,16 +74,52 @@ pub const PLANS: &[FormatPlan] = &[
     },
 ];
 
+/// Which configuration of each reference the bench runs beside our engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefConfig {
+    /// The reference at its fastest: its defaults build (`make refs-defaults`: native ISA,
+    /// OpenMP, llamafile) with its default settings, run-time repacking on where it is
+    /// offered, the bench's thread count and batch ([`SessionConfig::fastest`]).
+    Fastest,
+    /// The parity suite's build and settings (`make refs`: AVX2 family, OpenMP and
+    /// llamafile off) with an F16 KV cache, flash attention off, the bench's threads.
+    Deterministic,
+}
+
+impl RefConfig {
+    pub const ALL: [RefConfig; 2] = [RefConfig::Fastest, RefConfig::Deterministic];
+
+    /// Name in `BITNET_BENCH_REFS` and in engine names (`ik_llama.cpp (fastest)`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RefConfig::Fastest => "fastest",
+            RefConfig::Deterministic => "deterministic",
+        }
+    }
+
+    /// The session a reference runs under this configuration.
+    pub fn session(self, s: &Settings, threads: u32) -> SessionConfig {
+        match self {
+            RefConfig::Fastest => SessionConfig::fastest(s.n_ctx, s.n_batch, threads),
+            RefConfig::Deterministic => s.session(threads),
+        }
+    }
+}
+
 /// Formats run when `BITNET_BENCH_FORMATS` is unset.
 pub const DEFAULT_FORMATS: &[&str] = &["i2_s", "tq1_0", "tq2_0", "iq2_bn"];
 /// Thread counts run when `BITNET_BENCH_THREADS` is unset.
 pub const DEFAULT_THREADS: &[u32] = &[1, 2];
 /// Measured runs per engine when `BITNET_BENCH_RUNS` is unset.
 pub const DEFAULT_RUNS: u32 = 3;
+/// Reference configurations run when `BITNET_BENCH_REFS` is unset.
+pub const DEFAULT_REF_CONFIGS: &[RefConfig] = &[RefConfig::Fastest];
 
 pub const FORMATS_ENV: &str = "BITNET_BENCH_FORMATS";
 pub const THREADS_ENV: &str = "BITNET_BENCH_THREADS";
 pub const RUNS_ENV: &str = "BITNET_BENCH_RUNS";
+pub const REFS_ENV: &str = "BITNET_BENCH_REFS";
 
 /// The plan of a format name.
 pub fn plan_of(name: &str) -> Option<&'static FormatPlan> {
@@ -136,13 +172,15 @@ pub struct Settings {
     pub warmup_runs: u32,
     pub runs: u32,
     pub formats: Vec<&'static str>,
+    /// The configurations each reference runs in.
+    pub reference_configs: Vec<RefConfig>,
     /// How the prompt's ids are made.
     pub prompt_ids: &'static str,
 }
 
 impl Settings {
-    /// The defaults, overridden by `BITNET_BENCH_FORMATS`, `BITNET_BENCH_THREADS` and
-    /// `BITNET_BENCH_RUNS` as `var` returns them.
+    /// The defaults, overridden by `BITNET_BENCH_FORMATS`, `BITNET_BENCH_THREADS`,
+    /// `BITNET_BENCH_RUNS` and `BITNET_BENCH_REFS` as `var` returns them.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, BenchError> {
         let formats = match var(FORMATS_ENV) {
             Some(v) => list(FORMATS_ENV, &v, |s| plan_of(s).map(|p| p.name))?,
@@ -161,6 +199,12 @@ impl Settings {
                 .ok_or_else(|| bad(RUNS_ENV, &v, "not a positive count"))?,
             None => DEFAULT_RUNS,
         };
+        let reference_configs = match var(REFS_ENV) {
+            Some(v) => list(REFS_ENV, &v, |s| {
+                RefConfig::ALL.into_iter().find(|c| c.name() == s)
+            })?,
+            None => DEFAULT_REF_CONFIGS.to_vec(),
+        };
         Ok(Settings {
             n_prompt: 128,
             n_decode: 64,
@@ -172,8 +216,24 @@ impl Settings {
             warmup_runs: 1,
             runs,
             formats,
+            reference_configs,
             prompt_ids: "BOS, then (i * 7919 + 13) % n_vocab for i = 0..n_prompt-1",
         })
+    }
+
+    /// Our engine's session (and a deterministic reference's): the bench's context, batch
+    /// and `threads`, an F16 KV cache, flash attention off.
+    pub fn session(&self, threads: u32) -> SessionConfig {
+        SessionConfig {
+            n_ctx: self.n_ctx,
+            n_threads: threads,
+            n_batch: self.n_batch,
+            type_k: KvType::F16,
+            type_v: KvType::F16,
+            capture: Vec::new(),
+            defaults: false,
+            repack: false,
+        }
     }
 
     /// [`Settings::from_vars`] over the process environment.
@@ -212,6 +272,9 @@ fn list<T>(
                 let allowed = if var == FORMATS_ENV {
                     let names: Vec<_> = PLANS.iter().map(|p| p.name).collect();
                     format!("unknown format {s:?} (one of {})", names.join(", "))
+                } else if var == REFS_ENV {
+                    let names: Vec<_> = RefConfig::ALL.iter().map(|c| c.name()).collect();
+                    format!("unknown configuration {s:?} (one of {})", names.join(", "))
                 } else {
                     format!("{s:?} is not a positive count")
                 };

@@ -27,6 +27,9 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     pub engine: String,
+    /// The engine's build and runtime settings (references: `SessionConfig::describe`, with
+    /// the build's CMake options; ours: numerics, threads, batch, KV, kernel ISA).
+    pub settings: String,
     /// The engine's exact version string (for references: crate and upstream commit).
     pub version: String,
     pub format: String,
@@ -264,6 +267,7 @@ mod tests {
         let decode = phase == Phase::Decode;
         Row {
             engine: engine.into(),
+            settings: "n_ctx 512".into(),
             version: format!("{engine} v1"),
             format: "tq2_0".into(),
             threads,

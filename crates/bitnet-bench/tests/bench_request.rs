@@ -23,6 +23,7 @@ fn config() -> SessionConfig {
         type_v: KvType::F16,
         capture: Vec::new(),
         defaults: false,
+        repack: false,
     }
 }
 

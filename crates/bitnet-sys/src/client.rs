@@ -705,6 +705,9 @@ pub struct SessionConfig {
     /// ([`SessionConfig::reference_defaults`]); `type_k`/`type_v` are then the defaults'
     /// (F16), for reports only.
     pub defaults: bool,
+    /// With `defaults`: the reference's run-time weight repacking on where it is off by
+    /// default ([`SessionConfig::fastest`]).
+    pub repack: bool,
 }
 
 impl SessionConfig {
@@ -724,6 +727,7 @@ impl SessionConfig {
             type_v: kv,
             capture: Vec::new(),
             defaults: false,
+            repack: false,
         }
     }
 
@@ -740,8 +744,23 @@ impl SessionConfig {
             type_v: KvType::F16,
             capture: Vec::new(),
             defaults: true,
+            repack: false,
         }
     }
+
+    /// The reference at its fastest, for the bench: its defaults build and default
+    /// settings ([`SessionConfig::reference_defaults`]) with `n_threads` threads, a logical
+    /// batch of `n_batch`, and run-time weight repacking on where the library offers it
+    /// (ik_llama.cpp's `-rtr`; llama.cpp repacks by default; bitnet.cpp has none).
+    pub fn fastest(n_ctx: u32, n_batch: u32, n_threads: u32) -> SessionConfig {
+        SessionConfig {
+            n_threads,
+            n_batch,
+            repack: true,
+            ..SessionConfig::reference_defaults(n_ctx)
+        }
+    }
+
     /// The build that serves these settings: a defaults session runs the reference's
     /// defaults build, a deterministic one the deterministic build.
     pub fn build(&self) -> RefBuild {
@@ -778,6 +797,10 @@ impl SessionConfig {
         let rest = match reference {
             Reference::LlamaCpp => {
                 "KV f16/f16, flash attention auto, extra buffer types (weight repacking) on"
+            }
+            Reference::IkLlamaCpp if self.repack => {
+                "KV f16/f16, flash attention on, fused up/gate on, run-time repacking on \
+                 (-rtr: IQ2_BN_R4)"
             }
             Reference::IkLlamaCpp => {
                 "KV f16/f16, flash attention on, fused up/gate on, weight repacking off"
@@ -869,6 +892,7 @@ impl RefSession {
             capture: config.capture.clone(),
             vocab_only: false,
             defaults: config.defaults,
+            repack: config.repack,
         };
         RefSession::start(runner, params)
     }
@@ -888,6 +912,7 @@ impl RefSession {
             capture: Vec::new(),
             vocab_only: true,
             defaults: false,
+            repack: false,
         };
         RefSession::start(runner, params)
     }

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 
 /// Version of this protocol. Client and runner compare it in the first request, so a runner
 /// built from older sources fails with "rebuild the runners" instead of a garbled frame.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest frame either side accepts (a 128k-vocab × 512-position logits batch is 256 MiB).
 pub const MAX_FRAME: usize = 1 << 30;
@@ -43,6 +43,9 @@ pub struct LoadParams {
     /// context, the logical batch and the thread count are set. Off, the runner applies the
     /// deterministic settings the exact axis compares under.
     pub defaults: bool,
+    /// With `defaults`: also turn on the reference's run-time weight repacking where it is
+    /// off by default (ik_llama.cpp's `-rtr`) — its fastest configuration, for the bench.
+    pub repack: bool,
 }
 
 /// What a runner reports about a loaded model.
@@ -322,6 +325,7 @@ impl Request {
                 e.strs(&p.capture);
                 e.bool(p.vocab_only);
                 e.bool(p.defaults);
+                e.bool(p.repack);
             }
             Request::Tokenize {
                 text,
@@ -402,6 +406,7 @@ impl Request {
                 capture: d.strs()?,
                 vocab_only: d.bool()?,
                 defaults: d.bool()?,
+                repack: d.bool()?,
             }),
             2 => Request::Tokenize {
                 text: d.str()?,
@@ -613,6 +618,7 @@ mod tests {
                 capture: vec!["attn_norm-0".into(), "l_out-*".into()],
                 vocab_only: false,
                 defaults: true,
+                repack: true,
             }),
             Request::Load(LoadParams {
                 model_path: "/v/ggml-vocab-llama-bpe.gguf".into(),
@@ -624,6 +630,7 @@ mod tests {
                 capture: Vec::new(),
                 vocab_only: true,
                 defaults: false,
+                repack: false,
             }),
             Request::Tokenize {
                 text: "héllo 世界".into(),

@@ -88,6 +88,9 @@ impl LlamaApi for BitnetCpp {
         model_params = |mp, _p| {
             mp.use_mmap = true;
         },
+        repack = |_mp| {
+            // bitnet.cpp has no run-time repacking.
+        },
         context_params = |cp, p| {
             cp.n_threads = p.n_threads as i32;
             cp.n_threads_batch = p.n_threads as i32;

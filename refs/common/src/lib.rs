@@ -895,6 +895,7 @@ macro_rules! llama_load {
         context_new = $context_new:ident,
         cb_eval = $cb_eval:ident,
         model_params = |$mp:ident, $mpp:ident| $model_params:block,
+        repack = |$rp:ident| $repack:block,
         context_params = |$cp:ident, $cpp:ident| $context_params:block,
         no_context = |$ep:ident| $no_context:expr $(,)?
     ) => {
@@ -913,6 +914,11 @@ macro_rules! llama_load {
             if !params.defaults {
                 let $mpp = params;
                 $model_params
+            } else if params.repack {
+                // The fastest settings: the library's defaults plus its run-time weight
+                // repacking where that is off by default.
+                let $rp = &mut $mp;
+                $repack
             }
             // Vocabulary-only GGUFs have no tensors; the tokenizer needs none.
             $mp.vocab_only = params.vocab_only;

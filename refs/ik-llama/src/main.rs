@@ -121,6 +121,10 @@ impl LlamaApi for Ik {
             mp.type_k = ggml_kv_type(p.type_k);
             mp.type_v = ggml_kv_type(p.type_v);
         },
+        repack = |mp| {
+            // `-rtr`: interleaved layouts (IQ2_BN → IQ2_BN_R4 with Q8_K16 activations).
+            mp.repack_tensors = true;
+        },
         context_params = |cp, p| {
             cp.n_threads = p.n_threads;
             cp.n_threads_batch = p.n_threads;

@@ -68,6 +68,10 @@ impl LlamaApi for Upstream {
             // No repacked weight layouts (they change the kernels that run: docs/DESIGN.md §3.4).
             mp.use_extra_bufts = false;
         },
+        repack = |mp| {
+            // On by default already (extra buffer types: repacked Q4_0/IQ4_NL/Q8_0 layouts).
+            mp.use_extra_bufts = true;
+        },
         context_params = |cp, p| {
             cp.n_threads = p.n_threads as i32;
             cp.n_threads_batch = p.n_threads as i32;
