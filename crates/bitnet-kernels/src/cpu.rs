@@ -13,6 +13,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 (+ FMA, F16C where a kernel says so).
     Avx2,
+    /// x86-64 AVX-512 with BW, VL and VNNI (AVX2, FMA and F16C included). Kernels without
+    /// an AVX-512 path run their AVX2 path under it ([`Isa::runs_avx2`]).
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -36,6 +39,9 @@ impl Isa {
             if avx2_supported() {
                 v.push(Isa::Avx2);
             }
+            if avx512_vnni_supported() {
+                v.push(Isa::Avx512Vnni);
+            }
             v
         })
     }
@@ -45,7 +51,14 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2 => avx2_supported(),
+            Isa::Avx512Vnni => avx512_vnni_supported(),
         }
+    }
+
+    /// Whether a kernel's AVX2 path may run for `self`: `self` is AVX2 or a superset of
+    /// it, and this CPU supports `self` (so AVX2, FMA and F16C are present).
+    pub fn runs_avx2(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512Vnni) && self.is_supported()
     }
 }
 
@@ -66,6 +79,25 @@ pub fn avx2_supported() -> bool {
             is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AVX-512 F, BW, VL and VNNI are all present, and so is everything AVX2 kernels use.
+pub fn avx512_vnni_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: OnceLock<bool> = OnceLock::new();
+        *AVX512.get_or_init(|| {
+            avx2_supported()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -107,5 +139,8 @@ mod tests {
         assert_eq!(Isa::available()[0], Isa::Scalar);
         assert!(Isa::available().iter().all(|isa| isa.is_supported()));
         assert!(Isa::best().is_supported());
+        // Every ISA past scalar is a superset of AVX2.
+        assert!(Isa::available()[1..].iter().all(|isa| isa.runs_avx2()));
+        assert!(!Isa::Scalar.runs_avx2());
     }
 }

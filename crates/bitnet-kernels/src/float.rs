@@ -126,9 +126,9 @@ pub fn f32_to_f16_row_generic(x: &[f32], y: &mut [f16]) -> Result<(), KernelErro
 pub fn f32_to_f16_row_with(isa: Isa, x: &[f32], y: &mut [f16]) -> Result<(), KernelError> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
+        _ if isa.runs_avx2() => {
             expect_len(GgmlType::F16, "f16 row", y.len(), x.len())?;
-            // SAFETY: Isa::Avx2.is_supported() checked above; lengths equal.
+            // SAFETY: isa.runs_avx2() (AVX2, FMA, F16C detected) checked above; lengths equal.
             unsafe { avx2::f32_to_f16(x, y) };
             Ok(())
         }
@@ -156,9 +156,9 @@ pub fn f16_to_f32_row_generic(x: &[f16], y: &mut [f32]) -> Result<(), KernelErro
 pub fn f16_to_f32_row_with(isa: Isa, x: &[f16], y: &mut [f32]) -> Result<(), KernelError> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
+        _ if isa.runs_avx2() => {
             expect_len(GgmlType::F16, "f32 row", y.len(), x.len())?;
-            // SAFETY: Isa::Avx2.is_supported() checked above; lengths equal.
+            // SAFETY: isa.runs_avx2() (AVX2, FMA, F16C detected) checked above; lengths equal.
             unsafe { avx2::f16_to_f32(x, y) };
             Ok(())
         }
@@ -306,8 +306,8 @@ pub fn vec_dot_f32_with(
         // The f64 sum is scalar in ggml too.
         (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_f32(x, y) },
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal (checked above).
+        (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::dot_f32(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Hadd, Tail::Fma),
     })
 }
@@ -336,8 +336,8 @@ pub fn vec_dot_f16_with(
     Ok(match (order, isa) {
         (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_f16(x, y) },
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal (checked above).
+        (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::dot_f16(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Hadd, Tail::F64),
     })
 }
@@ -366,8 +366,8 @@ pub fn vec_dot_bf16_with(
     Ok(match (order, isa) {
         (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_bf16(x, y) },
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal (checked above).
+        (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::dot_bf16(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Movehl, Tail::F64),
     })
 }
@@ -396,8 +396,8 @@ pub fn vec_dot_f16_f32_with(
     Ok(match (order, isa) {
         (SumOrder::GgmlGeneric, _) => dot_f64_sum(x, y),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe { avx2::dot_f16_f32(x, y) },
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal (checked above).
+        (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::dot_f16_f32(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Hadd, Tail::F64),
     })
 }

@@ -79,12 +79,12 @@ impl GemmShape {
     }
 }
 
-/// Splits `0..n_tok` into the first tokens of whole runs of [`TILE_TOKENS`] and the
-/// left-over tokens, which are handled one at a time.
+/// Splits `0..n` into the first indices of whole runs of `tile` (tokens or rows) and the
+/// left-over indices, which are handled one at a time.
 #[inline]
-pub(crate) fn tiles(n_tok: usize) -> (StepBy<Range<usize>>, Range<usize>) {
-    let whole = n_tok - n_tok % TILE_TOKENS;
-    ((0..whole).step_by(TILE_TOKENS), whole..n_tok)
+pub(crate) fn tiles(n: usize, tile: usize) -> (StepBy<Range<usize>>, Range<usize>) {
+    let whole = n - n % tile;
+    ((0..whole).step_by(tile), whole..n)
 }
 
 #[cfg(test)]
@@ -119,7 +119,7 @@ mod tests {
     fn tiles_cover_every_token_once() {
         for n in 0..11 {
             let mut seen = vec![0; n];
-            let (full, rest) = tiles(n);
+            let (full, rest) = tiles(n, TILE_TOKENS);
             let mut n_full = 0;
             for t0 in full {
                 n_full += 1;

@@ -301,10 +301,10 @@ pub fn gemm_i2_s_i8_s_with(
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
+        _ if isa.runs_avx2() => {
             // 128 activations per block, viewed as 4 × 32 for the vector loads.
             let qv: &[[[i8; 32]; 4]] = bytemuck::cast_slice(q);
-            // SAFETY: `Isa::Avx2.is_supported()` (AVX2, FMA, F16C detected) was checked by
+            // SAFETY: `isa.runs_avx2()` (AVX2, FMA, F16C detected) was checked by
             // the match guard; the shape check gives `w` rows × bpr blocks and `qv`
             // n_tok × bpr blocks.
             unsafe { avx2::gemm(w, qv, bpr, n_tok, out) };
@@ -376,7 +376,7 @@ pub(crate) mod avx2 {
         // Shape: w (rows, bpr) blocks; q (n_tok, bpr); out (rows, n_tok).
         for (wr, o) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(n_tok)) {
             let act = |t: usize| &q[t * bpr..(t + 1) * bpr];
-            let (full, rest) = tiles(n_tok);
+            let (full, rest) = tiles(n_tok, TILE_TOKENS);
             for t0 in full {
                 let sums = tile::<TILE_TOKENS>(wr, std::array::from_fn(|i| act(t0 + i)));
                 o[t0..t0 + TILE_TOKENS].copy_from_slice(&sums);

@@ -71,8 +71,8 @@ pub fn ik_dot_f32_with(isa: Isa, x: &[f32], y: &[f32]) -> Result<f32, KernelErro
     check(GgmlType::F32, x.len(), y.len())?;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal, % 4 == 0.
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot(x, y) }),
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal, % 4 == 0.
+        _ if isa.runs_avx2() => Ok(unsafe { avx2::dot(x, y) }),
         _ => Ok(dot_generic(x.len(), |i| x[i], y)),
     }
 }
@@ -82,8 +82,8 @@ pub fn ik_dot_f16_f32_with(isa: Isa, x: &[f16], y: &[f32]) -> Result<f32, Kernel
     check(GgmlType::F16, x.len(), y.len())?;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal, % 4 == 0.
-        Isa::Avx2 if isa.is_supported() => Ok(unsafe { avx2::dot(x, y) }),
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal, % 4 == 0.
+        _ if isa.runs_avx2() => Ok(unsafe { avx2::dot(x, y) }),
         _ => Ok(dot_generic(x.len(), |i| x[i].to_f32(), y)),
     }
 }

@@ -243,10 +243,17 @@ pub fn vec_dot_iq2_bn_q8_k64_with(
     check_dot(w, a)?;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
+        Isa::Avx512Vnni if isa.is_supported() => {
+            let qv: &[[i8; 64]] = bytemuck::cast_slice(a.qs());
+            // SAFETY: `Isa::Avx512Vnni.is_supported()` (AVX-512 F/BW/VL/VNNI, AVX2, FMA,
+            // F16C) was checked by the match guard; `qv` has one entry per block of `w`.
+            Ok(unsafe { avx512::vec_dot(w.d, a.header(), w.blocks, qv) })
+        }
+        #[cfg(target_arch = "x86_64")]
+        _ if isa.runs_avx2() => {
             // 64 activations per block, viewed as 2 × 32 for the vector loads.
             let qv: &[[[i8; 32]; 2]] = bytemuck::cast_slice(a.qs());
-            // SAFETY: `Isa::Avx2.is_supported()` (AVX2, FMA, F16C detected) was checked by
+            // SAFETY: `isa.runs_avx2()` (AVX2, FMA, F16C detected) was checked by
             // the match guard; `qv` has one entry per block of `w` (check_dot).
             Ok(unsafe { avx2::vec_dot(w.d, a.header(), w.blocks, qv) })
         }
@@ -292,9 +299,17 @@ pub fn gemm_iq2_bn_q8_k64_with(
     )?;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
+        Isa::Avx512Vnni if isa.is_supported() => {
+            let qv: &[[i8; 64]] = bytemuck::cast_slice(q);
+            // SAFETY: `Isa::Avx512Vnni.is_supported()` checked by the match guard; the
+            // checks above give whole rows of `row_size` bytes, n_tok · k/64 activation
+            // blocks and (rows, n_tok) outputs.
+            unsafe { avx512::gemm(w, row_size, qv, heads, out) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        _ if isa.runs_avx2() => {
             let qv: &[[[i8; 32]; 2]] = bytemuck::cast_slice(q);
-            // SAFETY: `Isa::Avx2.is_supported()` checked by the match guard; the checks
+            // SAFETY: `isa.runs_avx2()` (AVX2, FMA, F16C) checked by the match guard; the checks
             // above give whole rows of `row_size` bytes, n_tok · k/64 activation blocks and
             // (rows, n_tok) outputs.
             unsafe { avx2::gemm(w, row_size, qv, heads, out) };
@@ -379,7 +394,7 @@ mod avx2 {
             let d = f32::from_le_bytes([head[0], head[1], head[2], head[3]]);
             let blocks: &[BlockIq2Bn] = bytemuck::cast_slice(codes);
             let act = |t: usize| &q[t * nb..(t + 1) * nb];
-            let (full, rest) = tiles(n_tok);
+            let (full, rest) = tiles(n_tok, TILE_TOKENS);
             for t0 in full {
                 let sums = group_sums::<TILE_TOKENS>(blocks, std::array::from_fn(|i| act(t0 + i)));
                 for (i, s) in sums.into_iter().enumerate() {
@@ -442,6 +457,244 @@ mod avx2 {
                 _mm_extract_epi32::<3>(s),
             ]
         })
+    }
+}
+
+/// AVX-512 VNNI: a whole 64-weight block per vector, `vpdpbusd` (u8 code × i8 quant, four
+/// products per i32 lane) instead of `maddubs` and `madd`. Integer sums are exact in any
+/// order, so the group sums — and, through the same epilogue, the f32 result — equal the
+/// scalar oracle's bit for bit. The matmul tiles rows × tokens in registers so each weight
+/// block is decoded once per token tile and each activation vector loaded once per row
+/// tile.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{finish, BlockIq2Bn, IQ2_BN_ROW_PREFIX_BYTES};
+    use crate::gemm::{tiles, PREFETCH_BYTES};
+    use crate::q8_k64::{Q8K64Header, Q8_K64_GROUPS};
+    use std::arch::x86_64::*;
+
+    /// Weight rows per register tile.
+    const TILE_ROWS: usize = 4;
+    /// Tokens per register tile: 4 × 4 i32 accumulators, 4 decoded blocks, 4 activation
+    /// vectors and two constants fit the 32 zmm registers.
+    const TILE_TOKENS: usize = 4;
+
+    /// The dot product of one row pair.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
+    /// (`Isa::Avx512Vnni.is_supported()`); `q` has one entry per block of `w`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn vec_dot(d: f32, h: &Q8K64Header, w: &[BlockIq2Bn], q: &[[i8; 64]]) -> f32 {
+        finish(d, h, group_sums::<1, 1>([w], [q])[0][0])
+    }
+
+    /// Every row × every token: `w` is whole rows of `row_size` bytes (f32 scale, then
+    /// blocks), `q` is `heads.len()` activation rows of `(row_size - 4) / 16` blocks, `out`
+    /// is (rows, n_tok).
+    ///
+    /// # Safety
+    /// As [`vec_dot`]; the lengths are consistent as stated.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn gemm(
+        w: &[u8],
+        row_size: usize,
+        q: &[[i8; 64]],
+        heads: &[Q8K64Header],
+        out: &mut [f32],
+    ) {
+        let n_tok = heads.len();
+        let nb = (row_size - IQ2_BN_ROW_PREFIX_BYTES) / 16;
+        let n_rows = w.len() / row_size;
+        // Row r: (scale, blocks).
+        let row = |r: usize| {
+            let wr = &w[r * row_size..(r + 1) * row_size];
+            let (head, codes) = wr.split_at(IQ2_BN_ROW_PREFIX_BYTES);
+            let d = f32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+            (d, bytemuck::cast_slice::<u8, BlockIq2Bn>(codes))
+        };
+        let act = |t: usize| &q[t * nb..(t + 1) * nb];
+        // With several tokens, a row tile's codes are decoded once into this buffer
+        // (TILE_ROWS × nb × 64 bytes: 10 KiB at K = 2560, in L1) instead of once per
+        // token tile.
+        let mut decoded = if n_tok > 1 {
+            vec![[0u8; 64]; TILE_ROWS * nb]
+        } else {
+            Vec::new()
+        };
+        // Shape: w (rows, row_size) bytes; q (n_tok, nb) blocks; out (rows, n_tok).
+        let (full_rows, rest_rows) = tiles(n_rows, TILE_ROWS);
+        for r0 in full_rows {
+            let rows: [(f32, &[BlockIq2Bn]); TILE_ROWS] = std::array::from_fn(|i| row(r0 + i));
+            tile_rows(&rows, r0, n_tok, &act, heads, &mut decoded, out);
+        }
+        for r in rest_rows {
+            tile_rows(&[row(r)], r, n_tok, &act, heads, &mut decoded, out);
+        }
+    }
+
+    /// Rows `r0..r0 + R` against every token, in token tiles.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn tile_rows<'a, const R: usize>(
+        rows: &[(f32, &[BlockIq2Bn]); R],
+        r0: usize,
+        n_tok: usize,
+        act: &impl Fn(usize) -> &'a [[i8; 64]],
+        heads: &[Q8K64Header],
+        decoded: &mut [[u8; 64]],
+        out: &mut [f32],
+    ) {
+        let blocks = rows.map(|(_, b)| b);
+        if n_tok == 1 {
+            // One token: each block is used once, decoded on the fly.
+            let sums = group_sums::<R, 1>(blocks, [act(0)]);
+            store(rows, (r0, 0), n_tok, heads, &sums, out);
+            return;
+        }
+        let nb = blocks[0].len();
+        for (i, b) in blocks.iter().enumerate() {
+            for (d, block) in decoded[i * nb..(i + 1) * nb].iter_mut().zip(*b) {
+                // SAFETY: `d` is 64 writable bytes; `storeu` takes any alignment.
+                unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), decode(block)) };
+            }
+        }
+        let codes: [&[[u8; 64]]; R] = std::array::from_fn(|i| &decoded[i * nb..(i + 1) * nb]);
+        let (full, rest) = tiles(n_tok, TILE_TOKENS);
+        for t0 in full {
+            let q = std::array::from_fn(|j| act(t0 + j));
+            let sums = decoded_sums::<R, TILE_TOKENS>(codes, q);
+            store(rows, (r0, t0), n_tok, heads, &sums, out);
+        }
+        for t in rest {
+            let sums = decoded_sums::<R, 1>(codes, [act(t)]);
+            store(rows, (r0, t), n_tok, heads, &sums, out);
+        }
+    }
+
+    /// Writes the epilogue of an `R` × `T` tile of group sums whose first row and token are
+    /// `(r0, t0)` into `out` (rows, n_tok).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn store<const R: usize, const T: usize>(
+        rows: &[(f32, &[BlockIq2Bn]); R],
+        (r0, t0): (usize, usize),
+        n_tok: usize,
+        heads: &[Q8K64Header],
+        sums: &[[[i32; Q8_K64_GROUPS]; T]; R],
+        out: &mut [f32],
+    ) {
+        for (i, ((d, _), row_sums)) in rows.iter().zip(sums).enumerate() {
+            for (j, s) in row_sums.iter().enumerate() {
+                out[(r0 + i) * n_tok + t0 + j] = finish(*d, &heads[t0 + j], *s);
+            }
+        }
+    }
+
+    /// Per-group Σcode·q of `R` weight rows against `T` activation rows. A block's 16
+    /// bytes are broadcast to the four 128-bit lanes and shifted by 0, 2, 4, 6 bits per
+    /// lane, so after masking to 2 bits byte p holds the code of element p (byte j of a
+    /// block covers elements j + 16k at bits 2k). `vpdpbusd` lane m sums elements 4m..4m+4,
+    /// all in group m % 4 (element e is in group (e % 16) / 4); adding the four 128-bit
+    /// lanes leaves lane g = group g.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn group_sums<const R: usize, const T: usize>(
+        w: [&[BlockIq2Bn]; R],
+        q: [&[[i8; 64]]; T],
+    ) -> [[[i32; Q8_K64_GROUPS]; T]; R] {
+        let mut acc = [[_mm512_setzero_si512(); T]; R];
+        let nb = w[0].len();
+        // Shape: R rows × T tokens × nb blocks of 64 elements.
+        for b in 0..nb {
+            let mut codes = [_mm512_setzero_si512(); R];
+            for (c, row) in codes.iter_mut().zip(&w) {
+                let block = &row[b];
+                // The weights stream from memory once: ask for them ahead of use (a hint:
+                // it never faults, whatever the address).
+                _mm_prefetch::<_MM_HINT_T0>(block.qs.as_ptr().wrapping_add(PREFETCH_BYTES).cast());
+                *c = decode(block);
+            }
+            for (j, qt) in q.iter().enumerate() {
+                // SAFETY: `qt[b]` is 64 readable bytes; `loadu` takes any alignment.
+                let y = unsafe { _mm512_loadu_si512(qt[b].as_ptr().cast()) };
+                for (acc_i, c) in acc.iter_mut().zip(&codes) {
+                    acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], *c, y);
+                }
+            }
+        }
+        lanes_of(&acc)
+    }
+
+    /// [`group_lanes`] of every accumulator of a tile.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn lanes_of<const R: usize, const T: usize>(
+        acc: &[[__m512i; T]; R],
+    ) -> [[[i32; Q8_K64_GROUPS]; T]; R] {
+        let mut out = [[[0; Q8_K64_GROUPS]; T]; R];
+        for (o_row, a_row) in out.iter_mut().zip(acc) {
+            for (o, a) in o_row.iter_mut().zip(a_row) {
+                *o = group_lanes(*a);
+            }
+        }
+        out
+    }
+
+    /// The four group sums of a `vpdpbusd` accumulator: lane m holds group m % 4, so the
+    /// four 128-bit lanes are added.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn group_lanes(v: __m512i) -> [i32; Q8_K64_GROUPS] {
+        let s256 = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(s256),
+            _mm256_extracti128_si256::<1>(s256),
+        );
+        [
+            _mm_extract_epi32::<0>(s),
+            _mm_extract_epi32::<1>(s),
+            _mm_extract_epi32::<2>(s),
+            _mm_extract_epi32::<3>(s),
+        ]
+    }
+
+    /// A block's 64 codes in element order (see [`group_sums`]).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn decode(block: &BlockIq2Bn) -> __m512i {
+        // SAFETY: `block.qs` is 16 readable bytes; `loadu` takes any alignment.
+        let bits = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(block.qs.as_ptr().cast()) });
+        let shifts = _mm512_set_epi64(6, 6, 4, 4, 2, 2, 0, 0);
+        _mm512_and_si512(_mm512_srlv_epi64(bits, shifts), _mm512_set1_epi8(3))
+    }
+
+    /// [`group_sums`] of `R` rows already decoded into 64 codes per block.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn decoded_sums<const R: usize, const T: usize>(
+        codes: [&[[u8; 64]]; R],
+        q: [&[[i8; 64]]; T],
+    ) -> [[[i32; Q8_K64_GROUPS]; T]; R] {
+        let mut acc = [[_mm512_setzero_si512(); T]; R];
+        // Shape: R rows × T tokens × nb blocks of 64 elements.
+        for b in 0..codes[0].len() {
+            // Plain loops, no closures: a closure does not inherit the target features, and
+            // an out-of-line call per load costs more than the load.
+            let mut c = [_mm512_setzero_si512(); R];
+            for (c_i, row) in c.iter_mut().zip(&codes) {
+                // SAFETY: `row[b]` is 64 readable bytes; `loadu` takes any alignment.
+                *c_i = unsafe { _mm512_loadu_si512(row[b].as_ptr().cast()) };
+            }
+            for (j, qt) in q.iter().enumerate() {
+                // SAFETY: `qt[b]` is 64 readable bytes; `loadu` takes any alignment.
+                let y = unsafe { _mm512_loadu_si512(qt[b].as_ptr().cast()) };
+                for (acc_i, c_i) in acc.iter_mut().zip(&c) {
+                    acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], *c_i, y);
+                }
+            }
+        }
+        lanes_of(&acc)
     }
 }
 

@@ -140,10 +140,8 @@ pub fn vec_dot_q4_1_q8_1_with(
         // Correctness over speed: the generic order runs as scalar code on every ISA.
         (SumOrder::GgmlGeneric, _) => dot_generic_order(x, y),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe {
-            avx2::vec_dot_q4_1_q8_1(x, y)
-        },
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal (checked above).
+        (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::vec_dot_q4_1_q8_1(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y),
     })
 }

@@ -141,9 +141,9 @@ pub fn quantize_row_q8_0_x86_with(
     expect_len(GgmlType::Q8_0, "blocks", y.len(), nb)?;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
+        _ if isa.runs_avx2() => {
             for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
-                // SAFETY: Isa::Avx2.is_supported() checked in the guard; xb has 32 elements.
+                // SAFETY: isa.runs_avx2() checked in the guard; xb has 32 elements.
                 let (d, qs, _) = unsafe { avx2::quantize_block_x86(xb) };
                 *yb = BlockQ8_0 {
                     d: f16::from_f32(d),
@@ -250,10 +250,8 @@ pub fn vec_dot_q8_0_q8_0_with(
         // Correctness over speed: the generic order runs as scalar code on every ISA.
         (SumOrder::GgmlGeneric, _) => dot_generic_order(x, y),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2.is_supported() checked in the guard; lengths equal (checked above).
-        (SumOrder::GgmlAvx2, Isa::Avx2) if isa.is_supported() => unsafe {
-            avx2::vec_dot_q8_0_q8_0(x, y)
-        },
+        // SAFETY: isa.runs_avx2() checked in the guard; lengths equal (checked above).
+        (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::vec_dot_q8_0_q8_0(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y),
     })
 }

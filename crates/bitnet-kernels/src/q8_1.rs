@@ -63,8 +63,8 @@ pub fn quantize_row_q8_1_x86_with(
     for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
         let (d, qs, sum) = match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: Isa::Avx2.is_supported() checked in the guard; xb has 32 elements.
-            Isa::Avx2 if isa.is_supported() => unsafe { crate::q8_0::avx2::quantize_block_x86(xb) },
+            // SAFETY: isa.runs_avx2() checked in the guard; xb has 32 elements.
+            _ if isa.runs_avx2() => unsafe { crate::q8_0::avx2::quantize_block_x86(xb) },
             _ => {
                 let (d, codes) = quantize_block_x86(xb);
                 // ggml sums the int32 codes with wrapping vector adds, before saturation.

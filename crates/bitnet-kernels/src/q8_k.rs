@@ -270,8 +270,8 @@ pub(crate) fn gemm_ternary<B: TernaryBlock>(
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.is_supported() => {
-            // SAFETY: Isa::Avx2.is_supported() checked in the match guard (AVX2, FMA, F16C);
+        _ if isa.runs_avx2() => {
+            // SAFETY: isa.runs_avx2() checked in the match guard (AVX2, FMA, F16C);
             // the shape check gives x rows × nb blocks and y n_tok × nb blocks.
             unsafe { avx2::gemm(order, x, y, nb, n_tok, out) }
         }
@@ -383,7 +383,7 @@ mod avx2 {
                     }
                 }
                 SumOrder::GgmlAvx2 => {
-                    let (full, rest) = tiles(n_tok);
+                    let (full, rest) = tiles(n_tok, TILE_TOKENS);
                     for t0 in full {
                         // SAFETY: as above; every activation row has nb blocks.
                         let sums = unsafe {

@@ -149,9 +149,9 @@ pub fn repack_tq1_0_as_tq2_0(x: &[BlockTQ1_0], y: &mut [BlockTQ2_0]) -> Result<(
         });
     }
     #[cfg(target_arch = "x86_64")]
-    if Isa::best() == Isa::Avx2 {
+    if Isa::best().runs_avx2() {
         for (xb, yb) in x.iter().zip(y) {
-            // SAFETY: Isa::best() is Avx2 only when AVX2, FMA and F16C were detected.
+            // SAFETY: Isa::best().runs_avx2() only when AVX2, FMA and F16C were detected.
             *yb = unsafe { repack_avx2(xb) };
         }
         return Ok(());
