@@ -243,13 +243,6 @@ pub fn vec_dot_iq2_bn_q8_k64_with(
     check_dot(w, a)?;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni if isa.is_supported() => {
-            let qv: &[[i8; 64]] = bytemuck::cast_slice(a.qs());
-            // SAFETY: `Isa::Avx512Vnni.is_supported()` (AVX-512 F/BW/VL/VNNI, AVX2, FMA,
-            // F16C) was checked by the match guard; `qv` has one entry per block of `w`.
-            Ok(unsafe { avx512::vec_dot(w.d, a.header(), w.blocks, qv) })
-        }
-        #[cfg(target_arch = "x86_64")]
         _ if isa.runs_avx2() => {
             // 64 activations per block, viewed as 2 × 32 for the vector loads.
             let qv: &[[[i8; 32]; 2]] = bytemuck::cast_slice(a.qs());
@@ -299,7 +292,10 @@ pub fn gemm_iq2_bn_q8_k64_with(
     )?;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni if isa.is_supported() => {
+        // One token (decode) stays on the AVX2 kernel: its single sequential weight stream
+        // measured faster in the whole model (2B-4T shape, Zen 4, 1 thread: 13.8 against
+        // 11.0 tok/s with the 4-row AVX-512 tiles).
+        Isa::Avx512Vnni if isa.is_supported() && n_tok > 1 => {
             let qv: &[[i8; 64]] = bytemuck::cast_slice(q);
             // SAFETY: `Isa::Avx512Vnni.is_supported()` checked by the match guard; the
             // checks above give whole rows of `row_size` bytes, n_tok · k/64 activation
@@ -463,13 +459,14 @@ mod avx2 {
 /// AVX-512 VNNI: a whole 64-weight block per vector, `vpdpbusd` (u8 code × i8 quant, four
 /// products per i32 lane) instead of `maddubs` and `madd`. Integer sums are exact in any
 /// order, so the group sums — and, through the same epilogue, the f32 result — equal the
-/// scalar oracle's bit for bit. The matmul tiles rows × tokens in registers so each weight
-/// block is decoded once per token tile and each activation vector loaded once per row
-/// tile.
+/// scalar oracle's bit for bit. For prompts (two tokens or more): each tile of rows is
+/// decoded once into an L1 buffer, then multiplied by tiles of tokens with rows × tokens
+/// accumulators in registers, so each activation vector is loaded once per row tile. (One
+/// token runs the AVX2 kernel.)
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{finish, BlockIq2Bn, IQ2_BN_ROW_PREFIX_BYTES};
-    use crate::gemm::{tiles, PREFETCH_BYTES};
+    use crate::gemm::tiles;
     use crate::q8_k64::{Q8K64Header, Q8_K64_GROUPS};
     use std::arch::x86_64::*;
 
@@ -479,22 +476,13 @@ mod avx512 {
     /// vectors and two constants fit the 32 zmm registers.
     const TILE_TOKENS: usize = 4;
 
-    /// The dot product of one row pair.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
-    /// (`Isa::Avx512Vnni.is_supported()`); `q` has one entry per block of `w`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn vec_dot(d: f32, h: &Q8K64Header, w: &[BlockIq2Bn], q: &[[i8; 64]]) -> f32 {
-        finish(d, h, group_sums::<1, 1>([w], [q])[0][0])
-    }
-
     /// Every row × every token: `w` is whole rows of `row_size` bytes (f32 scale, then
     /// blocks), `q` is `heads.len()` activation rows of `(row_size - 4) / 16` blocks, `out`
     /// is (rows, n_tok).
     ///
     /// # Safety
-    /// As [`vec_dot`]; the lengths are consistent as stated.
+    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
+    /// (`Isa::Avx512Vnni.is_supported()`); the lengths are consistent as stated.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn gemm(
         w: &[u8],
@@ -514,14 +502,9 @@ mod avx512 {
             (d, bytemuck::cast_slice::<u8, BlockIq2Bn>(codes))
         };
         let act = |t: usize| &q[t * nb..(t + 1) * nb];
-        // With several tokens, a row tile's codes are decoded once into this buffer
-        // (TILE_ROWS × nb × 64 bytes: 10 KiB at K = 2560, in L1) instead of once per
-        // token tile.
-        let mut decoded = if n_tok > 1 {
-            vec![[0u8; 64]; TILE_ROWS * nb]
-        } else {
-            Vec::new()
-        };
+        // A row tile's codes are decoded once into this buffer (TILE_ROWS × nb × 64 bytes:
+        // 10 KiB at K = 2560, in L1) for all its token tiles.
+        let mut decoded = vec![[0u8; 64]; TILE_ROWS * nb];
         // Shape: w (rows, row_size) bytes; q (n_tok, nb) blocks; out (rows, n_tok).
         let (full_rows, rest_rows) = tiles(n_rows, TILE_ROWS);
         for r0 in full_rows {
@@ -545,15 +528,8 @@ mod avx512 {
         decoded: &mut [[u8; 64]],
         out: &mut [f32],
     ) {
-        let blocks = rows.map(|(_, b)| b);
-        if n_tok == 1 {
-            // One token: each block is used once, decoded on the fly.
-            let sums = group_sums::<R, 1>(blocks, [act(0)]);
-            store(rows, (r0, 0), n_tok, heads, &sums, out);
-            return;
-        }
-        let nb = blocks[0].len();
-        for (i, b) in blocks.iter().enumerate() {
+        let nb = rows[0].1.len();
+        for (i, (_, b)) in rows.iter().enumerate() {
             for (d, block) in decoded[i * nb..(i + 1) * nb].iter_mut().zip(*b) {
                 // SAFETY: `d` is 64 writable bytes; `storeu` takes any alignment.
                 unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), decode(block)) };
@@ -591,41 +567,6 @@ mod avx512 {
         }
     }
 
-    /// Per-group Σcode·q of `R` weight rows against `T` activation rows. A block's 16
-    /// bytes are broadcast to the four 128-bit lanes and shifted by 0, 2, 4, 6 bits per
-    /// lane, so after masking to 2 bits byte p holds the code of element p (byte j of a
-    /// block covers elements j + 16k at bits 2k). `vpdpbusd` lane m sums elements 4m..4m+4,
-    /// all in group m % 4 (element e is in group (e % 16) / 4); adding the four 128-bit
-    /// lanes leaves lane g = group g.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    fn group_sums<const R: usize, const T: usize>(
-        w: [&[BlockIq2Bn]; R],
-        q: [&[[i8; 64]]; T],
-    ) -> [[[i32; Q8_K64_GROUPS]; T]; R] {
-        let mut acc = [[_mm512_setzero_si512(); T]; R];
-        let nb = w[0].len();
-        // Shape: R rows × T tokens × nb blocks of 64 elements.
-        for b in 0..nb {
-            let mut codes = [_mm512_setzero_si512(); R];
-            for (c, row) in codes.iter_mut().zip(&w) {
-                let block = &row[b];
-                // The weights stream from memory once: ask for them ahead of use (a hint:
-                // it never faults, whatever the address).
-                _mm_prefetch::<_MM_HINT_T0>(block.qs.as_ptr().wrapping_add(PREFETCH_BYTES).cast());
-                *c = decode(block);
-            }
-            for (j, qt) in q.iter().enumerate() {
-                // SAFETY: `qt[b]` is 64 readable bytes; `loadu` takes any alignment.
-                let y = unsafe { _mm512_loadu_si512(qt[b].as_ptr().cast()) };
-                for (acc_i, c) in acc.iter_mut().zip(&codes) {
-                    acc_i[j] = _mm512_dpbusd_epi32(acc_i[j], *c, y);
-                }
-            }
-        }
-        lanes_of(&acc)
-    }
-
     /// [`group_lanes`] of every accumulator of a tile.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -659,7 +600,9 @@ mod avx512 {
         ]
     }
 
-    /// A block's 64 codes in element order (see [`group_sums`]).
+    /// A block's 64 codes in element order: its 16 bytes broadcast to the four 128-bit
+    /// lanes and shifted by 0, 2, 4, 6 bits per lane, so after masking to 2 bits byte p
+    /// holds the code of element p (byte j of a block covers elements j + 16k at bits 2k).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn decode(block: &BlockIq2Bn) -> __m512i {
@@ -669,7 +612,10 @@ mod avx512 {
         _mm512_and_si512(_mm512_srlv_epi64(bits, shifts), _mm512_set1_epi8(3))
     }
 
-    /// [`group_sums`] of `R` rows already decoded into 64 codes per block.
+    /// Per-group Σcode·q of `R` weight rows (decoded: 64 codes per block, [`decode`])
+    /// against `T` activation rows. `vpdpbusd` lane m sums elements 4m..4m+4, all in
+    /// group m % 4 (element e is in group (e % 16) / 4); [`group_lanes`] adds the four
+    /// 128-bit lanes so that lane g = group g.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn decoded_sums<const R: usize, const T: usize>(
