@@ -556,37 +556,40 @@ pub(crate) fn matmul(
     };
     // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
     let rows_per_task = n.div_ceil(pool.threads() * 8).max(4);
-    // Shape: dst (n, n_tok), weight row-major; for one token that is `out` itself.
-    let dst = if n_tok == 1 {
-        &mut out[..n]
-    } else {
-        &mut tmp[..n * n_tok]
-    };
-    pool.try_for_each(
-        dst.chunks_mut(rows_per_task * n_tok).enumerate(),
-        |(c, o)| ops.rows(c * rows_per_task, n_tok, k, o),
-    )
-    .map_err(kerr)?;
-    if n_tok > 1 {
-        // (n, n_tok) → (n_tok, n) in bands of tokens: each band reads one short run of
-        // `tmp` per weight row and writes its own rows of `out`.
-        let bands = out[..n_tok * n].chunks_mut(TRANSPOSE_BAND * n).enumerate();
-        pool.for_each(bands, |(b, band)| {
-            let t0 = b * TRANSPOSE_BAND;
-            let rows = band.len() / n;
-            for (r, src) in tmp[..n * n_tok].chunks_exact(n_tok).enumerate() {
-                for (j, &v) in src[t0..t0 + rows].iter().enumerate() {
-                    band[j * n + r] = v;
-                }
-            }
-        });
+    if n_tok == 1 {
+        // Shape: out (n) = (n, 1), weight row-major.
+        return pool
+            .try_for_each(out[..n].chunks_mut(rows_per_task).enumerate(), |(c, o)| {
+                ops.rows(c * rows_per_task, 1, k, o)
+            })
+            .map_err(kerr);
     }
-    Ok(())
+    // Several tokens: each task computes its rows' outputs as (rows, n_tok) into its part
+    // of `tmp`, then, while that is still in cache, writes them to its columns of `out`
+    // (n_tok, n): one segment of every token's row.
+    let n_tasks = n.div_ceil(rows_per_task);
+    let mut columns: Vec<Vec<&mut [f32]>> =
+        (0..n_tasks).map(|_| Vec::with_capacity(n_tok)).collect();
+    for token_row in out[..n_tok * n].chunks_mut(n) {
+        for (task, segment) in columns.iter_mut().zip(token_row.chunks_mut(rows_per_task)) {
+            task.push(segment);
+        }
+    }
+    let tasks = tmp[..n * n_tok]
+        .chunks_mut(rows_per_task * n_tok)
+        .zip(columns);
+    pool.try_for_each(tasks.enumerate(), |(c, (o, segments))| {
+        ops.rows(c * rows_per_task, n_tok, k, o)?;
+        // Shape: o (rows, n_tok) → segments[t][r].
+        for (t, segment) in segments.into_iter().enumerate() {
+            for (r, y) in segment.iter_mut().enumerate() {
+                *y = o[r * n_tok + t];
+            }
+        }
+        Ok(())
+    })
+    .map_err(kerr)
 }
-
-/// Tokens per band of the output transposition: 16 floats are one 64-byte cache line of a
-/// weight row's outputs.
-const TRANSPOSE_BAND: usize = 16;
 
 /// Multiplies a matmul output by the weight's `.scale`, if it has one (`ggml_mul` with a
 /// `{1}` tensor). out: (n_tok, n).
