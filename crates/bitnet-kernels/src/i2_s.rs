@@ -300,6 +300,16 @@ pub fn gemm_i2_s_i8_s_with(
         return Ok(());
     }
     match isa {
+        // One token (decode) stays on the AVX2 kernel, as for IQ2_BN (`crate::iq2_bn`):
+        // one sequential weight stream.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if isa.is_supported() && n_tok > 1 => {
+            let qv: &[[i8; QK_I2_S]] = bytemuck::cast_slice(q);
+            // SAFETY: `Isa::Avx512Vnni.is_supported()` (AVX-512 F/BW/VL/VNNI, AVX2, FMA,
+            // F16C) was checked by the match guard; the shape check gives `w` rows × bpr
+            // blocks and `qv` n_tok × bpr blocks.
+            unsafe { avx512::gemm(w, qv, bpr, n_tok, out) };
+        }
         #[cfg(target_arch = "x86_64")]
         _ if isa.runs_avx2() => {
             // 128 activations per block, viewed as 4 × 32 for the vector loads.
@@ -437,6 +447,192 @@ pub(crate) mod avx2 {
             let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
             _mm_cvtsi128_si32(s)
         })
+    }
+}
+
+/// AVX-512 for prompts: the AVX2 kernel's arithmetic on two 32-element planes per vector.
+/// A block's code bytes are broadcast to both 256-bit halves and shifted by 6 | 4 and 2 | 0
+/// bits, giving planes 0 | 1 and 2 | 3; the activations' 128 bytes load as the matching
+/// 0 | 1 and 2 | 3 halves. i16 lane k of the low half sums what the AVX2 kernel's lane k
+/// sums from planes 0 and 2, the high half what it sums from 1 and 3; adding the halves
+/// with 16-bit wrap at the end of each 32-block run gives its accumulator modulo 2^16 —
+/// the same wrapped lanes, bit for bit. Each tile of rows is decoded once into an L1 buffer
+/// for all its token tiles, with rows × tokens accumulators in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{BlockI2s, I16_GROUP_BLOCKS, QK_I2_S};
+    use crate::gemm::tiles;
+    use std::arch::x86_64::*;
+
+    /// Weight rows per register tile.
+    const TILE_ROWS: usize = 4;
+    /// Tokens per register tile: 4 × 4 i16 accumulators, 8 decoded planes and 2
+    /// activation vectors fit the 32 zmm registers.
+    const TILE_TOKENS: usize = 4;
+
+    /// A block decoded: planes 0 | 1 and 2 | 3, 64 codes each.
+    type Planes = [[u8; 64]; 2];
+
+    /// Every row × every token, for two tokens or more: `w` is rows × `bpr` blocks, `q` is
+    /// n_tok × `bpr` blocks of activations, `out` is (rows, n_tok).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
+    /// (`Isa::Avx512Vnni.is_supported()`); `w.len() = out.len() / n_tok · bpr`,
+    /// `q.len() = n_tok · bpr`, `bpr > 0`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn gemm(
+        w: &[BlockI2s],
+        q: &[[i8; QK_I2_S]],
+        bpr: usize,
+        n_tok: usize,
+        out: &mut [i32],
+    ) {
+        let n_rows = w.len() / bpr;
+        let row = |r: usize| &w[r * bpr..(r + 1) * bpr];
+        // A row tile's planes (TILE_ROWS × bpr × 128 bytes: 10 KiB at K = 2560, in L1).
+        let mut decoded = vec![[[0u8; 64]; 2]; TILE_ROWS * bpr];
+        // Shape: w (rows, bpr) blocks; q (n_tok, bpr); out (rows, n_tok).
+        let (full_rows, rest_rows) = tiles(n_rows, TILE_ROWS);
+        for r0 in full_rows {
+            let rows: [&[BlockI2s]; TILE_ROWS] = std::array::from_fn(|i| row(r0 + i));
+            tile_rows(rows, r0, q, n_tok, &mut decoded, out);
+        }
+        for r in rest_rows {
+            tile_rows([row(r)], r, q, n_tok, &mut decoded, out);
+        }
+    }
+
+    /// Rows `r0..r0 + R` against every token, in token tiles.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn tile_rows<const R: usize>(
+        rows: [&[BlockI2s]; R],
+        r0: usize,
+        q: &[[i8; QK_I2_S]],
+        n_tok: usize,
+        decoded: &mut [Planes],
+        out: &mut [i32],
+    ) {
+        let bpr = rows[0].len();
+        for (i, row) in rows.iter().enumerate() {
+            for (d, block) in decoded[i * bpr..(i + 1) * bpr].iter_mut().zip(*row) {
+                let (p01, p23) = decode(block);
+                // SAFETY: `d` is 2 × 64 writable bytes; `storeu` takes any alignment.
+                unsafe {
+                    _mm512_storeu_si512(d[0].as_mut_ptr().cast(), p01);
+                    _mm512_storeu_si512(d[1].as_mut_ptr().cast(), p23);
+                }
+            }
+        }
+        let planes: [&[Planes]; R] = std::array::from_fn(|i| &decoded[i * bpr..(i + 1) * bpr]);
+        let act = |t: usize| &q[t * bpr..(t + 1) * bpr];
+        let (full, rest) = tiles(n_tok, TILE_TOKENS);
+        for t0 in full {
+            let sums = decoded_sums::<R, TILE_TOKENS>(planes, std::array::from_fn(|j| act(t0 + j)));
+            store(&sums, (r0, t0), n_tok, out);
+        }
+        for t in rest {
+            store(&decoded_sums::<R, 1>(planes, [act(t)]), (r0, t), n_tok, out);
+        }
+    }
+
+    /// Writes an `R` × `T` tile whose first row and token are `(r0, t0)` into `out`
+    /// (rows, n_tok).
+    #[inline]
+    fn store<const R: usize, const T: usize>(
+        sums: &[[i32; T]; R],
+        (r0, t0): (usize, usize),
+        n_tok: usize,
+        out: &mut [i32],
+    ) {
+        for (i, row_sums) in sums.iter().enumerate() {
+            let at = (r0 + i) * n_tok + t0;
+            out[at..at + T].copy_from_slice(row_sums);
+        }
+    }
+
+    /// Planes 0 | 1 and 2 | 3 of a block (plane p: shift 6 - 2p, elements 32p..32p+32).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn decode(block: &BlockI2s) -> (__m512i, __m512i) {
+        // SAFETY: `block.qs` is 32 readable bytes; `loadu` takes any alignment.
+        let bits = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(block.qs.as_ptr().cast()) });
+        let mask = _mm512_set1_epi8(3);
+        // 16-bit lanes: the low half (lanes 0..16) shifts by 6 or 2, the high half by 4 or 0.
+        let s01 = _mm512_inserti64x4::<1>(_mm512_set1_epi16(6), _mm256_set1_epi16(4));
+        let s23 = _mm512_inserti64x4::<1>(_mm512_set1_epi16(2), _mm256_set1_epi16(0));
+        (
+            _mm512_and_si512(_mm512_srlv_epi16(bits, s01), mask),
+            _mm512_and_si512(_mm512_srlv_epi16(bits, s23), mask),
+        )
+    }
+
+    /// Σcode·q of `R` decoded rows against `T` activation rows, with the AVX2 kernel's
+    /// 16-bit accumulation per 32-block run (see the module doc).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn decoded_sums<const R: usize, const T: usize>(
+        planes: [&[Planes]; R],
+        q: [&[[i8; QK_I2_S]]; T],
+    ) -> [[i32; T]; R] {
+        let ones = _mm256_set1_epi16(1);
+        let mut total = [[0i32; T]; R];
+        let nb = planes[0].len();
+        // Runs of up to 32 blocks (the C's 16-bit accumulation window).
+        for start in (0..nb).step_by(I16_GROUP_BLOCKS) {
+            let end = (start + I16_GROUP_BLOCKS).min(nb);
+            let mut acc16 = [[_mm512_setzero_si512(); T]; R];
+            // Shape: R rows × T tokens × (end - start) blocks of 128 elements. Plain loops,
+            // no closures: a closure does not inherit the target features.
+            for b in start..end {
+                let mut c = [[_mm512_setzero_si512(); 2]; R];
+                for (c_i, row) in c.iter_mut().zip(&planes) {
+                    // SAFETY: `row[b]` is 2 × 64 readable bytes; `loadu` takes any alignment.
+                    unsafe {
+                        c_i[0] = _mm512_loadu_si512(row[b][0].as_ptr().cast());
+                        c_i[1] = _mm512_loadu_si512(row[b][1].as_ptr().cast());
+                    }
+                }
+                for (j, qt) in q.iter().enumerate() {
+                    // SAFETY: `qt[b]` is 128 readable bytes; `loadu` takes any alignment.
+                    let (y01, y23) = unsafe {
+                        (
+                            _mm512_loadu_si512(qt[b].as_ptr().cast()),
+                            _mm512_loadu_si512(qt[b].as_ptr().add(64).cast()),
+                        )
+                    };
+                    for (acc_i, c_i) in acc16.iter_mut().zip(&c) {
+                        let p = _mm512_add_epi16(
+                            _mm512_maddubs_epi16(c_i[0], y01),
+                            _mm512_maddubs_epi16(c_i[1], y23),
+                        );
+                        acc_i[j] = _mm512_add_epi16(acc_i[j], p);
+                    }
+                }
+            }
+            for (t_row, a_row) in total.iter_mut().zip(&acc16) {
+                for (t, a) in t_row.iter_mut().zip(a_row) {
+                    // Fold the halves with 16-bit wrap, then sign-extend pairs into i32.
+                    let lanes = _mm256_add_epi16(
+                        _mm512_castsi512_si256(*a),
+                        _mm512_extracti64x4_epi64::<1>(*a),
+                    );
+                    *t = t.wrapping_add(hsum_i32(_mm256_madd_epi16(lanes, ones)));
+                }
+            }
+        }
+        total
+    }
+
+    /// The wrapping sum of eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        _mm_cvtsi128_si32(s)
     }
 }
 
