@@ -12,6 +12,7 @@ use bitnet_bench::memory::{kv_cache_bytes, peak_rss, rss_budget};
 use bitnet_bench::model::{decode_limit, WeightBytes};
 use bitnet_bench::plan::{
     numerics_name, numerics_of, plan_of, synthetic_prompt, FormatPlan, Settings, OURS,
+    OURS_Q8_0_HEAD,
 };
 use bitnet_bench::report::{
     cpu_model, engines_table, summary_table, Bandwidth, Machine, ModelEntry, Phase, Report, Row,
@@ -86,13 +87,25 @@ fn threads_label(n: u32) -> String {
     format!("{n} thread{}", if n == 1 { "" } else { "s" })
 }
 
-/// Starts our engine's worker with `numerics` and loads `model` in it.
-fn start_ours(numerics: Numerics, model: &Path, config: &SessionConfig) -> Result<RefSession> {
+/// Starts our engine's worker with `numerics` (and the fast mode's Q8_0 head when
+/// `quantized_head`) and loads `model` in it.
+fn start_ours(
+    numerics: Numerics,
+    quantized_head: bool,
+    model: &Path,
+    config: &SessionConfig,
+) -> Result<RefSession> {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_bitnet-bench-engine"));
-    let args = ["--numerics".to_owned(), numerics_name(numerics).to_owned()];
-    RefRunner::spawn_program(OURS, exe, &args)
+    let mut args = vec!["--numerics".to_owned(), numerics_name(numerics).to_owned()];
+    let name = if quantized_head {
+        args.extend(["--head".to_owned(), "q8_0".to_owned()]);
+        OURS_Q8_0_HEAD
+    } else {
+        OURS
+    };
+    RefRunner::spawn_program(name, exe, &args)
         .and_then(|r| RefSession::load_in(r, model, config))
-        .with_context(|| format!("{OURS} failed to load {}", model.display()))
+        .with_context(|| format!("{name} failed to load {}", model.display()))
 }
 
 /// Records each worker's peak RSS, then the ids our engine generates with the numerics of
@@ -121,7 +134,7 @@ fn check_ids(
             "ids check for {}: {OURS} with {name} numerics, one untimed run",
             w.engine
         ));
-        let t = start_ours(w.numerics, model, config)?
+        let t = start_ours(w.numerics, false, model, config)?
             .bench(prompt, n_decode)
             .with_context(|| format!("{OURS} ({name} numerics) bench"))?;
         w.ours_ids = t.tokens.clone();
@@ -158,19 +171,26 @@ fn start_workers(
         plan.name,
         numerics_name(plan.numerics)
     ));
-    let t = Instant::now();
-    let session = start_ours(plan.numerics, model, &config)?;
-    progress.say(format_args!(
-        "  loaded in {:.1} s",
-        t.elapsed().as_secs_f64()
-    ));
-    let ours_settings = format!(
-        "{} numerics, {threads_text}, n_batch {}, KV f16/f16, {:?} kernels",
-        numerics_name(plan.numerics),
-        config.n_batch,
-        bitnet_kernels::Isa::best()
-    );
-    workers.push(worker(OURS.into(), ours_settings, plan.numerics, session));
+    for (name, quantized_head) in [(OURS, false), (OURS_Q8_0_HEAD, true)] {
+        let t = Instant::now();
+        let session = start_ours(plan.numerics, quantized_head, model, &config)?;
+        progress.say(format_args!(
+            "  {name} loaded in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
+        let settings = format!(
+            "{} numerics, {threads_text}, n_batch {}, KV f16/f16, {:?} kernels{}",
+            numerics_name(plan.numerics),
+            config.n_batch,
+            bitnet_kernels::Isa::best(),
+            if quantized_head {
+                ", float head as a Q8_0 copy (fast mode)"
+            } else {
+                ""
+            }
+        );
+        workers.push(worker(name.into(), settings, plan.numerics, session));
+    }
     for &r in plan.references {
         for &rc in &settings.reference_configs {
             let engine = format!("{} ({})", r.name(), rc.name());

@@ -30,13 +30,17 @@ struct Loaded {
 pub struct EngineBackend {
     /// Whose arithmetic the sessions follow (the KV type comes from each load).
     numerics: Reference,
+    /// The fast mode's Q8_0 head ([`bitnet_models::Model::quantize_head`]) instead of the
+    /// file's float head.
+    quantized_head: bool,
     loaded: Option<Loaded>,
 }
 
 impl EngineBackend {
-    pub fn new(numerics: Reference) -> EngineBackend {
+    pub fn new(numerics: Reference, quantized_head: bool) -> EngineBackend {
         EngineBackend {
             numerics,
+            quantized_head,
             loaded: None,
         }
     }
@@ -107,10 +111,17 @@ fn describe(model: &Model) -> String {
 fn serve_model(
     params: LoadParams,
     numerics: Numerics,
+    quantized_head: bool,
     ready: Sender<Result<ModelInfo, String>>,
     jobs: mpsc::Receiver<Job>,
 ) {
-    let model = match Model::load(&params.model_path) {
+    let loaded = Model::load(&params.model_path).and_then(|mut m| {
+        if quantized_head {
+            m.quantize_head()?;
+        }
+        Ok(m)
+    });
+    let model = match loaded {
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -153,9 +164,14 @@ fn serve_model(
 impl Backend for EngineBackend {
     fn version(&self) -> String {
         format!(
-            "{OURS} {} ({} numerics)",
+            "{OURS} {} ({} numerics{})",
             env!("CARGO_PKG_VERSION"),
-            numerics_name(self.numerics)
+            numerics_name(self.numerics),
+            if self.quantized_head {
+                ", Q8_0 head"
+            } else {
+                ""
+            }
         )
     }
 
@@ -179,9 +195,10 @@ impl Backend for EngineBackend {
         let (ready_tx, ready) = mpsc::channel();
         let (jobs, jobs_rx) = mpsc::channel();
         let params = params.clone();
+        let quantized_head = self.quantized_head;
         let thread = std::thread::Builder::new()
             .name("bitnet-rs model".into())
-            .spawn(move || serve_model(params, numerics, ready_tx, jobs_rx))
+            .spawn(move || serve_model(params, numerics, quantized_head, ready_tx, jobs_rx))
             .map_err(|e| format!("could not start the model's thread: {e}"))?;
         let info = ready
             .recv()

@@ -9,6 +9,9 @@ use crate::BenchError;
 
 /// Name our engine has in reports and as a worker.
 pub const OURS: &str = "bitnet-rs";
+/// Our engine in its fast mode with a Q8_0 copy of the float head
+/// (`Model::quantize_head`): its own row, never the exact engine's.
+pub const OURS_Q8_0_HEAD: &str = "bitnet-rs (Q8_0 head)";
 
 /// One weight format and the engines that run it on the full 2B-4T-shaped fixture.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::plan::{Settings, OURS};
+use crate::plan::{Settings, OURS, OURS_Q8_0_HEAD};
 
 /// Which part of a run a row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -170,8 +170,14 @@ fn groups(rows: &[Row]) -> Vec<(&str, u32, Phase)> {
     keys
 }
 
+/// Whether an engine name is one of our workers (the exact engine or its fast mode).
+fn is_ours(engine: &str) -> bool {
+    engine == OURS || engine == OURS_Q8_0_HEAD
+}
+
 /// One line per format × threads × phase: our median, the fastest reference's, their
-/// ratio, our share of the bandwidth bound (decode) and our peak RSS against its budget.
+/// ratio, our share of the bandwidth bound (decode), our peak RSS against its budget, and
+/// the fast mode's Q8_0-head row with its ratio to the same reference.
 pub fn summary_table(rows: &[Row]) -> String {
     let header = [
         "format",
@@ -182,6 +188,7 @@ pub fn summary_table(rows: &[Row]) -> String {
         "ours/best",
         "% of bandwidth limit",
         "RSS ours / budget",
+        "Q8_0 head tok/s (/best)",
     ];
     let lines: Vec<Vec<String>> = groups(rows)
         .into_iter()
@@ -190,9 +197,14 @@ pub fn summary_table(rows: &[Row]) -> String {
                 .iter()
                 .filter(|r| r.format == format && r.threads == threads && r.phase == phase);
             let ours = group.clone().find(|r| r.engine == OURS);
+            let fast = group.clone().find(|r| r.engine == OURS_Q8_0_HEAD);
             let best = group
-                .filter(|r| r.engine != OURS)
+                .filter(|r| !is_ours(&r.engine))
                 .max_by(|a, b| a.tok_s_median.total_cmp(&b.tok_s_median));
+            let ratio = |o: Option<&Row>| match (o, best) {
+                (Some(o), Some(b)) if b.tok_s_median > 0.0 => Some(o.tok_s_median / b.tok_s_median),
+                _ => None,
+            };
             vec![
                 format.to_owned(),
                 threads.to_string(),
@@ -201,14 +213,14 @@ pub fn summary_table(rows: &[Row]) -> String {
                     .unwrap_or_else(|| "-".into()),
                 best.map(|r| format!("{} {:.1}", r.engine, r.tok_s_median))
                     .unwrap_or_else(|| "-".into()),
-                match (ours, best) {
-                    (Some(o), Some(b)) if b.tok_s_median > 0.0 => {
-                        format!("{:.2}", o.tok_s_median / b.tok_s_median)
-                    }
-                    _ => "-".into(),
-                },
+                ratio(ours).map_or_else(|| "-".into(), |r| format!("{r:.2}")),
                 percent(ours.and_then(|r| r.percent_of_limit)),
                 ours.map(rss_cell).unwrap_or_else(|| "-".into()),
+                match (fast, ratio(fast)) {
+                    (Some(f), Some(r)) => format!("{:.1} ({r:.2})", f.tok_s_median),
+                    (Some(f), None) => format!("{:.1}", f.tok_s_median),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
@@ -281,9 +293,13 @@ mod tests {
             bytes_per_token: decode.then_some(1_190_000_000),
             decode_limit_tok_s: decode.then_some(10.0),
             percent_of_limit: decode.then_some(median * 10.0),
-            numerics: if engine == OURS { "llama.cpp" } else { engine }.into(),
+            numerics: if is_ours(engine) { "llama.cpp" } else { engine }.into(),
             tokens_match_ours: (engine != OURS).then_some(engine == "llama.cpp"),
-            first_token_difference: (engine == "bitnet.cpp").then_some(17),
+            first_token_difference: match engine {
+                "bitnet.cpp" => Some(17),
+                OURS_Q8_0_HEAD => Some(40),
+                _ => None,
+            },
         }
     }
 
@@ -294,6 +310,7 @@ mod tests {
             (Phase::Decode, 7.0, 6.8, 7.3),
         ] {
             v.push(row(OURS, 1, phase, ours));
+            v.push(row(OURS_Q8_0_HEAD, 1, phase, ours * 1.2));
             v.push(row("llama.cpp", 1, phase, llama));
             v.push(row("bitnet.cpp", 1, phase, bitnet));
         }
@@ -303,10 +320,10 @@ mod tests {
     #[test]
     fn the_summary_compares_ours_with_the_fastest_reference() {
         let want = "\
-| format | threads | phase   | ours tok/s | best reference (tok/s) | ours/best | % of bandwidth limit | RSS ours / budget       |
-|--------|---------|---------|------------|------------------------|-----------|----------------------|-------------------------|
-| tq2_0  | 1       | prefill | 25.0       | llama.cpp 20.9         | 1.20      |                      | 1.30 GB / 1.36 GB (95%) |
-| tq2_0  | 1       | decode  | 7.0        | bitnet.cpp 7.3         | 0.96      | 70%                  | 1.30 GB / 1.36 GB (95%) |
+| format | threads | phase   | ours tok/s | best reference (tok/s) | ours/best | % of bandwidth limit | RSS ours / budget       | Q8_0 head tok/s (/best) |
+|--------|---------|---------|------------|------------------------|-----------|----------------------|-------------------------|-------------------------|
+| tq2_0  | 1       | prefill | 25.0       | llama.cpp 20.9         | 1.20      |                      | 1.30 GB / 1.36 GB (95%) | 30.0 (1.44)             |
+| tq2_0  | 1       | decode  | 7.0        | bitnet.cpp 7.3         | 0.96      | 70%                  | 1.30 GB / 1.36 GB (95%) | 8.4 (1.15)              |
 ";
         assert_eq!(summary_table(&rows()), want);
     }
@@ -314,11 +331,12 @@ mod tests {
     #[test]
     fn the_engine_table_says_where_tokens_differ() {
         let want = "\
-| format | threads | engine     | prefill tok/s | decode tok/s | decode % of limit | peak RSS / budget       | ids vs ours (numerics)       |
-|--------|---------|------------|---------------|--------------|-------------------|-------------------------|------------------------------|
-| tq2_0  | 1       | bitnet-rs  | 25.0          | 7.0          | 70%               | 1.30 GB / 1.36 GB (95%) | ours (llama.cpp)             |
-| tq2_0  | 1       | llama.cpp  | 20.9          | 6.8          | 68%               | 1.30 GB / 1.36 GB (95%) | same (llama.cpp)             |
-| tq2_0  | 1       | bitnet.cpp | 19.6          | 7.3          | 73%               | 1.30 GB / 1.36 GB (95%) | differ from #17 (bitnet.cpp) |
+| format | threads | engine                | prefill tok/s | decode tok/s | decode % of limit | peak RSS / budget       | ids vs ours (numerics)       |
+|--------|---------|-----------------------|---------------|--------------|-------------------|-------------------------|------------------------------|
+| tq2_0  | 1       | bitnet-rs             | 25.0          | 7.0          | 70%               | 1.30 GB / 1.36 GB (95%) | ours (llama.cpp)             |
+| tq2_0  | 1       | bitnet-rs (Q8_0 head) | 30.0          | 8.4          | 84%               | 1.30 GB / 1.36 GB (95%) | differ from #40 (llama.cpp)  |
+| tq2_0  | 1       | llama.cpp             | 20.9          | 6.8          | 68%               | 1.30 GB / 1.36 GB (95%) | same (llama.cpp)             |
+| tq2_0  | 1       | bitnet.cpp            | 19.6          | 7.3          | 73%               | 1.30 GB / 1.36 GB (95%) | differ from #17 (bitnet.cpp) |
 ";
         assert_eq!(engines_table(&rows()), want);
     }

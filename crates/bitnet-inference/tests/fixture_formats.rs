@@ -128,3 +128,48 @@ fn prefill_equals_token_by_token_in_every_fixture_format() {
         );
     }
 }
+
+/// The fast mode's Q8_0 head against the file's F16 head on the same model: only the
+/// head's weights and its activations are rounded to 8 bits, so the logits move by about
+/// a Q8_0 step of the head's dot products. Measured on the tiny TQ2_0 fixture: max|Δ|
+/// 0.114 on logits up to 15.24 (0.75%), cosine 0.99997. The bounds (2%, 0.9999) leave
+/// room for other seeds and still fail a head read from the wrong rows or scaled wrongly
+/// (max|Δ| of the order of the logits).
+const Q8_0_HEAD_MAX_REL: f32 = 0.02;
+const Q8_0_HEAD_MIN_COSINE: f64 = 0.9999;
+
+#[test]
+fn a_q8_0_head_stays_close_to_the_float_head() {
+    let spec = FixtureSpec::tiny(Arch::Bitnet, WeightFormat::TQ2_0);
+    let path = fixture(&spec).unwrap_or_else(|e| panic!("fixture {}: {e}", spec.id()));
+    let cfg = SessionConfig::new(64);
+    let exact = Model::load(&path).unwrap();
+    let want = Session::new(&exact, &cfg).unwrap().eval(&TOKENS).unwrap();
+    let mut fast = Model::load(&path).unwrap();
+    assert!(!fast.head_is_quantized());
+    fast.quantize_head().unwrap();
+    assert!(fast.head_is_quantized());
+    let got = Session::new(&fast, &cfg).unwrap().eval(&TOKENS).unwrap();
+    let (d, amax, cos) = compare(&got, &want);
+    println!("Q8_0 head: max|Δ| {d} of max|logit| {amax}, cosine {cos}");
+    assert!(got != want, "the head was not replaced");
+    assert!(
+        d <= Q8_0_HEAD_MAX_REL * amax,
+        "max|Δ| {d} > {Q8_0_HEAD_MAX_REL} × {amax}"
+    );
+    assert!(cos >= Q8_0_HEAD_MIN_COSINE, "cosine {cos}");
+}
+
+/// Only a float head can be quantized: a Q8_0 one is refused by name, and the model is
+/// left as it was.
+#[test]
+fn quantizing_an_already_quantized_head_is_an_error() {
+    let spec = FixtureSpec::tiny(Arch::Bitnet, WeightFormat::TQ2_0)
+        .with_embedding(bitnet_fixtures::EmbeddingType::Q8_0);
+    let path = fixture(&spec).unwrap_or_else(|e| panic!("fixture {}: {e}", spec.id()));
+    let mut model = Model::load(&path).unwrap();
+    let err = model.quantize_head().unwrap_err().to_string();
+    assert!(err.contains("token_embd.weight"), "{err}");
+    assert!(err.contains("only F32, F16 and BF16 heads"), "{err}");
+    assert!(!model.head_is_quantized());
+}

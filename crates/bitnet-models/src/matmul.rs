@@ -32,7 +32,9 @@ use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
 use bitnet_kernels::iq2_bn::gemm_iq2_bn_q8_k64;
 use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
-use bitnet_kernels::q8_0::{quantize_row_q8_0_x86, vec_dot_q8_0_q8_0, BlockQ8_0, QK8_0};
+use bitnet_kernels::q8_0::{
+    quantize_row_q8_0_ref, quantize_row_q8_0_x86, vec_dot_q8_0_q8_0, BlockQ8_0, QK8_0,
+};
 use bitnet_kernels::q8_1::{quantize_row_q8_1_x86, BlockQ8_1};
 use bitnet_kernels::q8_k::{quantize_row_q8_k, quantize_row_q8_k_fma, BlockQ8K, SumOrder, QK_K};
 use bitnet_kernels::q8_k64::{quantize_row_q8_k64, Q8K64Header};
@@ -118,6 +120,9 @@ pub struct Linear {
 pub(crate) enum Repacked {
     /// TQ1_0 as TQ2_0 (same codes and scales; `repack_tq1_0_as_tq2_0`).
     Tq2(Arc<[BlockTQ2_0]>),
+    /// A float output head quantized to Q8_0 ([`crate::Model::quantize_head`]): the fast
+    /// mode's copy, not bit-identical to the file's weights (unlike [`Repacked::Tq2`]).
+    Q8_0(Arc<[BlockQ8_0]>),
 }
 
 /// Summarizes: the blocks are megabytes.
@@ -125,6 +130,7 @@ impl std::fmt::Debug for Repacked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Repacked::Tq2(b) => write!(f, "Tq2({} blocks)", b.len()),
+            Repacked::Q8_0(b) => write!(f, "Q8_0({} blocks)", b.len()),
         }
     }
 }
@@ -151,6 +157,60 @@ pub(crate) fn repack_tq1_0(file: &GgufFile, info: &TensorInfo) -> Result<Repacke
     Ok(Repacked::Tq2(out.into()))
 }
 
+/// Rows read per chunk while quantizing a head (256 rows of 2560 F16: 1.25 MiB).
+const HEAD_CHUNK_ROWS: usize = 256;
+
+/// Quantizes a float (F32, F16, BF16) weight to Q8_0 as llama.cpp's `quantize_row_q8_0_ref`
+/// does (what `llama-quantize --output-tensor-type q8_0` writes), reading it through the
+/// file in chunks of rows so its bytes never enter the resident set.
+pub(crate) fn quantize_q8_0(file: &GgufFile, w: &Linear) -> Result<Repacked, ModelError> {
+    let bad = |reason: String| ModelError::InvalidTensor {
+        name: w.name.clone(),
+        reason,
+    };
+    let elem = match w.info.ggml_type {
+        GgmlType::F32 => 4,
+        GgmlType::F16 | GgmlType::BF16 => 2,
+        other => {
+            return Err(ModelError::UnsupportedType {
+                name: w.name.clone(),
+                ggml_type: other,
+                role: "a head to quantize to Q8_0 (only F32, F16 and BF16 heads are)",
+            })
+        }
+    };
+    if !w.k.is_multiple_of(QK8_0) {
+        return Err(bad(format!(
+            "rows of {} are not whole Q8_0 blocks of {QK8_0}",
+            w.k
+        )));
+    }
+    let kerr = |source| ModelError::Kernel {
+        tensor: w.name.clone(),
+        source,
+    };
+    let row_bytes = w.k * elem;
+    let mut out = vec![BlockQ8_0::zeroed(); w.n * (w.k / QK8_0)];
+    let mut raw = vec![0u8; HEAD_CHUNK_ROWS.min(w.n) * row_bytes];
+    let mut row = vec![0f32; w.k];
+    for (c, dst) in out.chunks_mut(HEAD_CHUNK_ROWS * (w.k / QK8_0)).enumerate() {
+        let rows = dst.len() / (w.k / QK8_0);
+        let src = &mut raw[..rows * row_bytes];
+        file.read_tensor_range(&w.info, (c * HEAD_CHUNK_ROWS * row_bytes) as u64, src)?;
+        for (r, d) in src.chunks_exact(row_bytes).zip(dst.chunks_mut(w.k / QK8_0)) {
+            for (x, b) in row.iter_mut().zip(r.chunks_exact(elem)) {
+                *x = match w.info.ggml_type {
+                    GgmlType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    GgmlType::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                    _ => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                };
+            }
+            quantize_row_q8_0_ref(&row, d).map_err(kerr)?;
+        }
+    }
+    Ok(Repacked::Q8_0(out.into()))
+}
+
 impl Linear {
     /// The tensor's name in the file.
     pub fn name(&self) -> &str {
@@ -160,6 +220,12 @@ impl Linear {
     /// The tensor's storage type.
     pub fn ggml_type(&self) -> GgmlType {
         self.info.ggml_type
+    }
+
+    /// Whether the products run on a quantized copy of the weights instead of the file's
+    /// (the fast mode's head, [`crate::Model::quantize_head`]).
+    pub fn is_quantized_copy(&self) -> bool {
+        matches!(self.repacked, Some(Repacked::Q8_0(_)))
     }
 
     /// Checks at load that the kernels accept this tensor's bytes (block alignment,
@@ -513,45 +579,50 @@ pub(crate) fn matmul(
         .map_err(kerr)?;
     let bytes = file.tensor_data(&w.info);
     let nk = n_tok * k;
-    let ops = match w.info.ggml_type {
-        GgmlType::F32 if ik => Operands::IkF32(cast(bytes), &x[..nk]),
-        GgmlType::F16 if ik => Operands::IkF16(cast(bytes), &x[..nk]),
-        GgmlType::F32 => Operands::F32(cast(bytes), &x[..nk]),
-        GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16_wide[..nk]),
-        GgmlType::BF16 => Operands::Bf16(cast(bytes), &acts.bf16[..nk]),
-        GgmlType::Q8_0 => Operands::Q8_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
-        GgmlType::Q4_0 => Operands::Q4_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
-        GgmlType::Q4_1 => Operands::Q4_1(cast(bytes), &acts.q8_1[..nk / QK8_0]),
-        // TQ1_0 runs as its TQ2_0 re-encoding (a missing one is an empty tensor: a shape
-        // error from the kernel, not a panic).
-        GgmlType::TQ1_0 => Operands::Tq2(
-            match &w.repacked {
-                Some(Repacked::Tq2(b)) => b,
-                None => &[],
-            },
-            &acts.q8k[..nk / QK_K],
-        ),
-        GgmlType::TQ2_0 => Operands::Tq2(cast(bytes), &acts.q8k[..nk / QK_K]),
-        GgmlType::I2_S => Operands::I2s(
-            I2sTensor::from_bytes(bytes, k, n).map_err(|source| ModelError::Kernel {
-                tensor: w.name.clone(),
-                source,
-            })?,
-            &acts.i8s[..nk],
-            &acts.i8s_meta[..n_tok],
-        ),
-        GgmlType::IQ2_BN => Operands::Iq2Bn(
-            bytes,
-            4 + k / 4,
-            &acts.q8k64[..nk],
-            &acts.q8k64_head[..n_tok],
-        ),
-        other => {
-            return Err(ModelError::UnsupportedType {
-                name: w.name.clone(),
-                ggml_type: other,
-                role: "a matmul weight",
-            })
+    let ops = if let Some(Repacked::Q8_0(b)) = &w.repacked {
+        // The fast mode's quantized head, in place of the file's float weights.
+        Operands::Q8_0(b, &acts.q8_0[..nk / QK8_0])
+    } else {
+        match w.info.ggml_type {
+            GgmlType::F32 if ik => Operands::IkF32(cast(bytes), &x[..nk]),
+            GgmlType::F16 if ik => Operands::IkF16(cast(bytes), &x[..nk]),
+            GgmlType::F32 => Operands::F32(cast(bytes), &x[..nk]),
+            GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16_wide[..nk]),
+            GgmlType::BF16 => Operands::Bf16(cast(bytes), &acts.bf16[..nk]),
+            GgmlType::Q8_0 => Operands::Q8_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
+            GgmlType::Q4_0 => Operands::Q4_0(cast(bytes), &acts.q8_0[..nk / QK8_0]),
+            GgmlType::Q4_1 => Operands::Q4_1(cast(bytes), &acts.q8_1[..nk / QK8_0]),
+            // TQ1_0 runs as its TQ2_0 re-encoding (a missing one is an empty tensor: a shape
+            // error from the kernel, not a panic).
+            GgmlType::TQ1_0 => Operands::Tq2(
+                match &w.repacked {
+                    Some(Repacked::Tq2(b)) => b,
+                    _ => &[],
+                },
+                &acts.q8k[..nk / QK_K],
+            ),
+            GgmlType::TQ2_0 => Operands::Tq2(cast(bytes), &acts.q8k[..nk / QK_K]),
+            GgmlType::I2_S => Operands::I2s(
+                I2sTensor::from_bytes(bytes, k, n).map_err(|source| ModelError::Kernel {
+                    tensor: w.name.clone(),
+                    source,
+                })?,
+                &acts.i8s[..nk],
+                &acts.i8s_meta[..n_tok],
+            ),
+            GgmlType::IQ2_BN => Operands::Iq2Bn(
+                bytes,
+                4 + k / 4,
+                &acts.q8k64[..nk],
+                &acts.q8k64_head[..n_tok],
+            ),
+            other => {
+                return Err(ModelError::UnsupportedType {
+                    name: w.name.clone(),
+                    ggml_type: other,
+                    role: "a matmul weight",
+                })
+            }
         }
     };
     // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
