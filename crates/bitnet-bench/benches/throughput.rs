@@ -15,7 +15,8 @@ use bitnet_bench::plan::{
     OURS_Q8_0_HEAD,
 };
 use bitnet_bench::report::{
-    cpu_model, engines_table, summary_table, Bandwidth, Machine, ModelEntry, Phase, Report, Row,
+    cpu_model, engines_table, summary_table, svg, Bandwidth, Machine, ModelEntry, Phase, Report,
+    Row,
 };
 use bitnet_bench::stats::{first_difference, median, tokens_per_second};
 use bitnet_models::Reference as Numerics;
@@ -434,6 +435,10 @@ fn main() -> Result<()> {
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", json.display()))?;
     progress.say(format_args!("wrote {}", json.display()));
+    let picture = json.with_file_name("throughput.svg");
+    std::fs::write(&picture, svg(&report.rows))
+        .with_context(|| format!("writing {}", picture.display()))?;
+    progress.say(format_args!("wrote {}", picture.display()));
 
     let s = &report.settings;
     println!(
@@ -481,6 +486,6 @@ fn main() -> Result<()> {
     println!();
     print!("{}", engines_table(&report.rows));
     println!();
-    println!("JSON: {}", json.display());
+    println!("JSON: {}; picture: {}", json.display(), picture.display());
     Ok(())
 }

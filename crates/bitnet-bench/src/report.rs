@@ -271,6 +271,117 @@ pub fn engines_table(rows: &[Row]) -> String {
     render_table(&header, &lines)
 }
 
+/// Bar-chart palette, one colour per engine in first-seen order.
+const COLOURS: [&str; 8] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+];
+
+/// `target/bench/throughput.svg`: one panel per phase; in each, one group of bars per
+/// format × thread count (an engine's median tok/s per bar) and, on decode, the bandwidth
+/// limit of the group as a dashed line across it. Hand-written SVG: no dependency.
+pub fn svg(rows: &[Row]) -> String {
+    let mut engines: Vec<&str> = Vec::new();
+    for r in rows {
+        if !engines.contains(&r.engine.as_str()) {
+            engines.push(&r.engine);
+        }
+    }
+    let (bar, gap, panel_h, top, left) = (14.0, 18.0, 220.0, 30.0, 50.0);
+    let keys: Vec<(&str, u32)> = {
+        let mut k = Vec::new();
+        for r in rows {
+            if !k.contains(&(r.format.as_str(), r.threads)) {
+                k.push((r.format.as_str(), r.threads));
+            }
+        }
+        k
+    };
+    let group_w = bar * engines.len() as f64 + gap;
+    let width = left + group_w * keys.len() as f64 + 180.0;
+    let phases = [Phase::Prefill, Phase::Decode];
+    let height = top + (panel_h + 60.0) * phases.len() as f64;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
+font-family=\"sans-serif\" font-size=\"10\">\n"
+    );
+    for (p, phase) in phases.iter().enumerate() {
+        let y0 = top + (panel_h + 60.0) * p as f64 + panel_h;
+        let in_phase: Vec<&Row> = rows.iter().filter(|r| r.phase == *phase).collect();
+        let max = in_phase
+            .iter()
+            .flat_map(|r| [r.tok_s_median, r.decode_limit_tok_s.unwrap_or(0.0)])
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
+        let scale = panel_h / max;
+        out += &format!(
+            "<text x=\"{left}\" y=\"{:.0}\" font-size=\"13\">{} tok/s (max {max:.1})</text>\n\
+<line x1=\"{left}\" y1=\"{y0:.1}\" x2=\"{:.1}\" y2=\"{y0:.1}\" stroke=\"black\"/>\n",
+            y0 - panel_h - 8.0,
+            phase.name(),
+            left + group_w * keys.len() as f64
+        );
+        for (g, (format, threads)) in keys.iter().enumerate() {
+            let gx = left + group_w * g as f64;
+            for r in in_phase
+                .iter()
+                .filter(|r| r.format == *format && r.threads == *threads)
+            {
+                let e = engines.iter().position(|&n| n == r.engine).unwrap_or(0);
+                let h = r.tok_s_median * scale;
+                out += &format!(
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar}\" height=\"{h:.1}\" \
+fill=\"{}\"><title>{} {format} {threads}t {}: {:.1} tok/s</title></rect>\n",
+                    gx + bar * e as f64,
+                    y0 - h,
+                    COLOURS[e % COLOURS.len()],
+                    escape_xml(&r.engine),
+                    phase.name(),
+                    r.tok_s_median
+                );
+            }
+            if let Some(limit) = in_phase
+                .iter()
+                .find(|r| r.format == *format && r.threads == *threads)
+                .and_then(|r| r.decode_limit_tok_s)
+            {
+                let y = y0 - limit * scale;
+                out += &format!(
+                    "<line x1=\"{gx:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" \
+stroke=\"black\" stroke-dasharray=\"4 2\"><title>bandwidth limit {limit:.1} tok/s</title></line>\n",
+                    gx + group_w - gap
+                );
+            }
+            out += &format!(
+                "<text x=\"{gx:.1}\" y=\"{:.1}\">{format} {threads}t</text>\n",
+                y0 + 12.0
+            );
+        }
+    }
+    let lx = left + group_w * keys.len() as f64 + 10.0;
+    for (e, name) in engines.iter().enumerate() {
+        let y = top + 14.0 * e as f64;
+        out += &format!(
+            "<rect x=\"{lx:.1}\" y=\"{y:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/>\
+<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+            COLOURS[e % COLOURS.len()],
+            lx + 14.0,
+            y + 9.0,
+            escape_xml(name)
+        );
+    }
+    out += &format!(
+        "<text x=\"{lx:.1}\" y=\"{:.1}\">- - - decode bandwidth limit</text>\n</svg>\n",
+        top + 14.0 * engines.len() as f64 + 9.0
+    );
+    out
+}
+
+fn escape_xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +450,18 @@ mod tests {
 | tq2_0  | 1       | bitnet.cpp            | 19.6          | 7.3          | 73%               | 1.30 GB / 1.36 GB (95%) | differ from #17 (bitnet.cpp) |
 ";
         assert_eq!(engines_table(&rows()), want);
+    }
+
+    #[test]
+    fn the_picture_has_a_bar_per_row_and_a_limit_per_decode_group() {
+        let rows = rows();
+        let svg = svg(&rows);
+        assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
+        // One bar per row and one legend swatch per engine.
+        let bars = svg.matches("<rect ").count();
+        assert_eq!(bars, rows.len() + 4, "{svg}");
+        assert_eq!(svg.matches("bandwidth limit 10.0 tok/s").count(), 1);
+        assert!(svg.contains("bitnet-rs (Q8_0 head) tq2_0 1t decode: 8.4 tok/s"));
     }
 
     #[test]
