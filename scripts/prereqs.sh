@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks, then installs, what `make setup` needs before any build starts: the C++
-# reference builds (cmake, a C++ compiler, the libclang that bindgen loads and clang's
-# builtin headers) and the data fetch (python3 with pip). Every missing prerequisite is
+# reference builds (cmake, a C++ compiler with GCC's OpenMP library, the libclang that
+# bindgen loads and clang's builtin headers) and the data fetch (python3 with pip). Every missing prerequisite is
 # named on one line, with the command that installs it; then, unless --check is given,
 # Debian's packages are installed (as root, or through sudo).
 #
@@ -94,7 +94,22 @@ need() { # package, what is missing
 }
 
 have_cmd cmake || need cmake "cmake (builds the C++ references)"
-{ have_cmd c++ || have_cmd g++; } || need g++ "a C++ compiler (c++/g++)"
+if { have_cmd c++ || have_cmd g++; }; then
+  # `make refs-defaults` builds the references with OpenMP, as their CMake defaults do:
+  # GCC's libgomp link library (Debian's libgcc-N-dev, which g++-N pulls in). Without a
+  # compiler, installing g++ brings it.
+  if ! compgen -G "$ROOT/usr/lib/gcc/*/*/libgomp.so" >/dev/null; then
+    gcc_n=$(find "$ROOT/usr/lib/gcc" -mindepth 2 -maxdepth 2 -type d -name '[0-9]*' \
+      -printf '%f\n' 2>/dev/null | sort -n | tail -1 || true)
+    if [ -n "$gcc_n" ]; then
+      need "libgcc-$gcc_n-dev" "OpenMP for make refs-defaults (no libgomp.so for GCC $gcc_n)"
+    else
+      need g++ "OpenMP for make refs-defaults (no GCC libgomp.so found)"
+    fi
+  fi
+else
+  need g++ "a C++ compiler (c++/g++)"
+fi
 have_cmd make || need make "make"
 if ! find_libclang >/dev/null; then
   cpp_lib=""

@@ -9,14 +9,17 @@ use std::process::Command;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/prereqs.sh");
 
+/// GCC 12's OpenMP link library where Debian's libgcc-12-dev puts it.
+const LIBGOMP: &str = "usr/lib/gcc/x86_64-linux-gnu/12/libgomp.so";
+
 /// A fake root: executables in `usr/bin`, libraries and headers where Debian puts them.
 struct FakeRoot {
     dir: tempfile::TempDir,
 }
 
 impl FakeRoot {
-    /// A machine with every prerequisite but libclang: cmake, g++, make, python3 with pip,
-    /// cargo.
+    /// A machine with every prerequisite but libclang: cmake, g++ with GCC 12's OpenMP
+    /// library, make, python3 with pip, cargo.
     fn without_libclang() -> Self {
         let root = FakeRoot {
             dir: tempfile::tempdir().expect("temp dir"),
@@ -24,6 +27,7 @@ impl FakeRoot {
         for exe in ["cmake", "c++", "g++", "make", "python3", "cargo"] {
             root.exe(&format!("usr/bin/{exe}"), "#!/bin/sh\nexit 0\n");
         }
+        root.file(LIBGOMP);
         root.file("usr/lib/python3/dist-packages/pip/__init__.py");
         root
     }
@@ -202,4 +206,26 @@ fn missing_rust_is_named_without_apt() {
         !out.contains("apt-get"),
         "no Debian package gives Rust stable:\n{out}"
     );
+}
+
+#[test]
+fn a_compiler_without_libgomp_names_its_gcc_dev_package() {
+    // g++ installed, but GCC 12's libgomp.so gone: the defaults build's OpenMP cannot link.
+    let root = FakeRoot::with_libclang_dev();
+    root.remove(LIBGOMP);
+    root.file("usr/lib/gcc/x86_64-linux-gnu/12/libstdc++.so");
+    assert_missing(
+        &root,
+        &[],
+        &["OpenMP for make refs-defaults", "GCC 12"],
+        "libgcc-12-dev",
+    );
+}
+
+#[test]
+fn a_compiler_without_any_gcc_names_g_plus_plus_for_openmp() {
+    let root = FakeRoot::with_libclang_dev();
+    root.remove(LIBGOMP);
+    fs::remove_dir_all(root.path("usr/lib/gcc")).expect("remove usr/lib/gcc");
+    assert_missing(&root, &[], &["no GCC libgomp.so found"], "g++");
 }
