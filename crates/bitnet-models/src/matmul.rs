@@ -48,6 +48,7 @@ use half::{bf16, f16};
 
 use crate::model::Numerics;
 use crate::ops::{FloatDot, Q8KRounding};
+use crate::weights::dequantize_row;
 use crate::ModelError;
 
 /// The activation format a weight format is multiplied against.
@@ -168,17 +169,15 @@ pub(crate) fn quantize_q8_0(file: &GgufFile, w: &Linear) -> Result<Repacked, Mod
         name: w.name.clone(),
         reason,
     };
-    let elem = match w.info.ggml_type {
-        GgmlType::F32 => 4,
-        GgmlType::F16 | GgmlType::BF16 => 2,
-        other => {
-            return Err(ModelError::UnsupportedType {
-                name: w.name.clone(),
-                ggml_type: other,
-                role: "a head to quantize to Q8_0 (only F32, F16 and BF16 heads are)",
-            })
-        }
+    let ty = w.info.ggml_type;
+    let unsupported = || ModelError::UnsupportedType {
+        name: w.name.clone(),
+        ggml_type: ty,
+        role: "a head to quantize to Q8_0 (only F32, F16 and BF16 heads are)",
     };
+    if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        return Err(unsupported());
+    }
     if !w.k.is_multiple_of(QK8_0) {
         return Err(bad(format!(
             "rows of {} are not whole Q8_0 blocks of {QK8_0}",
@@ -189,22 +188,23 @@ pub(crate) fn quantize_q8_0(file: &GgufFile, w: &Linear) -> Result<Repacked, Mod
         tensor: w.name.clone(),
         source,
     };
-    let row_bytes = w.k * elem;
-    let mut out = vec![BlockQ8_0::zeroed(); w.n * (w.k / QK8_0)];
-    let mut raw = vec![0u8; HEAD_CHUNK_ROWS.min(w.n) * row_bytes];
+    let row_bytes = ty.row_size(w.k as u64).unwrap_or(0) as usize;
+    let blocks_per_row = w.k / QK8_0;
+    let mut out = vec![BlockQ8_0::zeroed(); w.n * blocks_per_row];
+    // Read into f32 storage, so that every row is aligned for its element type.
+    let mut raw = vec![0f32; (HEAD_CHUNK_ROWS.min(w.n) * row_bytes).div_ceil(4)];
     let mut row = vec![0f32; w.k];
-    for (c, dst) in out.chunks_mut(HEAD_CHUNK_ROWS * (w.k / QK8_0)).enumerate() {
-        let rows = dst.len() / (w.k / QK8_0);
-        let src = &mut raw[..rows * row_bytes];
+    for (c, dst) in out.chunks_mut(HEAD_CHUNK_ROWS * blocks_per_row).enumerate() {
+        let rows = dst.len() / blocks_per_row;
+        let src = &mut bytemuck::cast_slice_mut::<f32, u8>(&mut raw)[..rows * row_bytes];
         file.read_tensor_range(&w.info, (c * HEAD_CHUNK_ROWS * row_bytes) as u64, src)?;
-        for (r, d) in src.chunks_exact(row_bytes).zip(dst.chunks_mut(w.k / QK8_0)) {
-            for (x, b) in row.iter_mut().zip(r.chunks_exact(elem)) {
-                *x = match w.info.ggml_type {
-                    GgmlType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                    GgmlType::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                    _ => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-                };
-            }
+        for (r, d) in src
+            .chunks_exact(row_bytes)
+            .zip(dst.chunks_mut(blocks_per_row))
+        {
+            dequantize_row(ty, r, &mut row)
+                .ok_or_else(unsupported)?
+                .map_err(kerr)?;
             quantize_row_q8_0_ref(&row, d).map_err(kerr)?;
         }
     }
@@ -220,12 +220,6 @@ impl Linear {
     /// The tensor's storage type.
     pub fn ggml_type(&self) -> GgmlType {
         self.info.ggml_type
-    }
-
-    /// Whether the products run on a quantized copy of the weights instead of the file's
-    /// (the fast mode's head, [`crate::Model::quantize_head`]).
-    pub fn is_quantized_copy(&self) -> bool {
-        matches!(self.repacked, Some(Repacked::Q8_0(_)))
     }
 
     /// Checks at load that the kernels accept this tensor's bytes (block alignment,

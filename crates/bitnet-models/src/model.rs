@@ -153,7 +153,10 @@ impl Model {
 
     /// Whether [`Model::quantize_head`] replaced the head.
     pub fn head_is_quantized(&self) -> bool {
-        self.weights.output.is_quantized_copy()
+        matches!(
+            self.weights.output.repacked,
+            Some(crate::matmul::Repacked::Q8_0(_))
+        )
     }
 
     pub fn weights(&self) -> &Weights {
