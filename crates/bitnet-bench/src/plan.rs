@@ -2,7 +2,7 @@
 
 use bitnet_fixtures::{Arch, FixtureSpec, WeightFormat};
 use bitnet_models::Reference as Numerics;
-use bitnet_sys::{KvType, Reference, SessionConfig};
+use bitnet_sys::{KvType, Reference, SessionConfig, SessionSettings};
 use serde::Serialize;
 
 use crate::BenchError;
@@ -234,8 +234,7 @@ impl Settings {
             type_k: KvType::F16,
             type_v: KvType::F16,
             capture: Vec::new(),
-            defaults: false,
-            repack: false,
+            settings: SessionSettings::Deterministic,
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bitnet_bench::plan::{numerics_name, plan_of, OURS};
 use bitnet_fixtures::{fixture, FixtureSpec};
-use bitnet_sys::{KvType, RefRunner, RefSession, Reference, SessionConfig};
+use bitnet_sys::{KvType, RefRunner, RefSession, Reference, SessionConfig, SessionSettings};
 
 const N_CTX: u32 = 64;
 /// Smaller than the prompt, so the prompt takes three chunks.
@@ -22,8 +22,7 @@ fn config() -> SessionConfig {
         type_k: KvType::F16,
         type_v: KvType::F16,
         capture: Vec::new(),
-        defaults: false,
-        repack: false,
+        settings: SessionSettings::Deterministic,
     }
 }
 

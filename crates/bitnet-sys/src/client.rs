@@ -701,13 +701,22 @@ pub struct SessionConfig {
     pub type_k: KvType,
     pub type_v: KvType,
     pub capture: Vec<String>,
-    /// The reference's own defaults instead of the deterministic settings
-    /// ([`SessionConfig::reference_defaults`]); `type_k`/`type_v` are then the defaults'
-    /// (F16), for reports only.
-    pub defaults: bool,
-    /// With `defaults`: the reference's run-time weight repacking on where it is off by
-    /// default ([`SessionConfig::fastest`]).
-    pub repack: bool,
+    /// Whose settings the rest of the context takes; off the deterministic settings,
+    /// `type_k`/`type_v` are the defaults' (F16), for reports only.
+    pub settings: SessionSettings,
+}
+
+/// The settings a reference session runs with beyond context, batch and threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionSettings {
+    /// The exact axis' ([`SessionConfig::deterministic`]), on the deterministic build.
+    Deterministic,
+    /// The library's own default model and context parameters
+    /// ([`SessionConfig::reference_defaults`]), on the defaults build.
+    Defaults,
+    /// [`SessionSettings::Defaults`] plus run-time weight repacking where the library
+    /// offers it off by default ([`SessionConfig::fastest`]).
+    Fastest,
 }
 
 impl SessionConfig {
@@ -726,8 +735,7 @@ impl SessionConfig {
             type_k: kv,
             type_v: kv,
             capture: Vec::new(),
-            defaults: false,
-            repack: false,
+            settings: SessionSettings::Deterministic,
         }
     }
 
@@ -743,8 +751,7 @@ impl SessionConfig {
             type_k: KvType::F16,
             type_v: KvType::F16,
             capture: Vec::new(),
-            defaults: true,
-            repack: false,
+            settings: SessionSettings::Defaults,
         }
     }
 
@@ -756,7 +763,7 @@ impl SessionConfig {
         SessionConfig {
             n_threads,
             n_batch,
-            repack: true,
+            settings: SessionSettings::Fastest,
             ..SessionConfig::reference_defaults(n_ctx)
         }
     }
@@ -764,10 +771,9 @@ impl SessionConfig {
     /// The build that serves these settings: a defaults session runs the reference's
     /// defaults build, a deterministic one the deterministic build.
     pub fn build(&self) -> RefBuild {
-        if self.defaults {
-            RefBuild::Defaults
-        } else {
-            RefBuild::Deterministic
+        match self.settings {
+            SessionSettings::Deterministic => RefBuild::Deterministic,
+            SessionSettings::Defaults | SessionSettings::Fastest => RefBuild::Defaults,
         }
     }
 
@@ -782,7 +788,7 @@ impl SessionConfig {
             self.n_threads,
             if self.n_threads == 1 { "" } else { "s" }
         );
-        if !self.defaults {
+        if self.settings == SessionSettings::Deterministic {
             // The exact axis (n_ubatch = n_batch); goldens carry this string.
             return format!(
                 "n_ctx {}, n_batch {}, {threads}, KV {}/{}, flash attention off, weight \
@@ -798,7 +804,7 @@ impl SessionConfig {
             Reference::LlamaCpp => {
                 "KV f16/f16, flash attention auto, extra buffer types (weight repacking) on"
             }
-            Reference::IkLlamaCpp if self.repack => {
+            Reference::IkLlamaCpp if self.settings == SessionSettings::Fastest => {
                 "KV f16/f16, flash attention on, fused up/gate on, run-time repacking on \
                  (-rtr: IQ2_BN_R4)"
             }
@@ -891,8 +897,8 @@ impl RefSession {
             type_v: config.type_v,
             capture: config.capture.clone(),
             vocab_only: false,
-            defaults: config.defaults,
-            repack: config.repack,
+            defaults: config.settings != SessionSettings::Deterministic,
+            repack: config.settings == SessionSettings::Fastest,
         };
         RefSession::start(runner, params)
     }

@@ -18,5 +18,6 @@ pub mod server;
 
 pub use client::{
     argmax, Generation, Peer, RefBuild, RefError, RefRunner, RefSession, Reference, SessionConfig,
+    SessionSettings,
 };
 pub use protocol::{CapturedTensor, EvalOutput, KvType, LoadParams, ModelInfo, Timings};
