@@ -189,6 +189,18 @@ struct Table {
     rows: BTreeMap<String, (serde_json::Value, String)>,
 }
 
+impl Table {
+    /// The header, then one line per row.
+    fn text(&self) -> String {
+        let mut text = format!("{}\n", self.header);
+        for (_, line) in self.rows.values() {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+}
+
 /// This process's rows of each side table, by table name.
 static TABLES: Mutex<BTreeMap<String, Table>> = Mutex::new(BTreeMap::new());
 
@@ -326,8 +338,8 @@ fn write_shard(dir: &Path, reports: &BTreeMap<String, CaseReport>) -> std::io::R
     write_merged(dir)
 }
 
-/// Rewrites the merged files (below) after a side table (`defaults.json`,
-/// `definition.json`) changed.
+/// Rewrites the merged files (below) from the shards as they are, e.g. after the shards of
+/// a partitioned run were gathered (`tests/merge_reports.rs`).
 pub fn refresh_merged() -> std::io::Result<()> {
     write_merged(&report_dir())
 }
@@ -372,12 +384,7 @@ fn write_merged(dir: &Path) -> std::io::Result<()> {
             &dir.join(format!("{name}.json")),
             &serde_json::to_vec_pretty(&json)?,
         )?;
-        let mut text = format!("{}\n", table.header);
-        for (_, line) in table.rows.values() {
-            text.push_str(line);
-            text.push('\n');
-        }
-        write_atomic(&dir.join(format!("{name}.txt")), text.as_bytes())?;
+        write_atomic(&dir.join(format!("{name}.txt")), table.text().as_bytes())?;
     }
     write_atomic(
         &dir.join("summary.json"),
@@ -386,20 +393,20 @@ fn write_merged(dir: &Path) -> std::io::Result<()> {
     // The exact axis' cases, then the side tables (both axes' settings and the definition
     // check), then the counts: the last line of the run.
     let mut text = cases_table(&merged.rows);
-    for name in SIDE_TABLES {
-        if let Ok(side) = std::fs::read_to_string(dir.join(format!("{name}.txt"))) {
-            text.push('\n');
-            text.push_str(&side);
-        }
+    for table in SIDE_TABLES
+        .iter()
+        .filter_map(|name| merged.tables.get(*name))
+    {
+        text.push('\n');
+        text.push_str(&table.text());
     }
     text.push_str(&counts(&merged.rows));
     text.push('\n');
     write_atomic(&dir.join("summary.txt"), text.as_bytes())?;
     let side_table = |name: &str| -> Vec<serde_json::Value> {
-        std::fs::read(dir.join(format!("{name}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        merged.tables.get(name).map_or_else(Vec::new, |t| {
+            t.rows.values().map(|(v, _)| v.clone()).collect()
+        })
     };
     let defaults = side_table("defaults");
     // The built-in models' definition rows, then the user models'.

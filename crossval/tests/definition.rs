@@ -9,7 +9,7 @@
 
 use bitnet_crossval::cases::{builtin_models, ModelSource, N_CTX};
 use bitnet_crossval::definition::check::{
-    check_model, model_path, table, write_json, CheckError, ModelCheck, Row, Verdict,
+    check_model, model_path, record_rows, table, CheckError, ModelCheck, Row, Verdict,
 };
 use bitnet_crossval::definition::Activations;
 use bitnet_crossval::runner::skip_allowed;
@@ -63,8 +63,8 @@ fn every_engine_is_within_its_bound_of_the_definition() {
         }
     }
     println!("{}", table(&rows));
-    let path = write_json(&rows).expect("write target/crossval/definition.json");
-    println!("definition table: {}", path.display());
+    record_rows("definition", &rows).expect("write target/crossval/definition.*");
+    println!("definition table: target/crossval/definition.{{txt,json}}");
     for (i, s) in skipped.iter().enumerate() {
         bitnet_crossval::report::record_skip(&format!("definition_{i}"), "-", s)
             .expect("record the skip in target/crossval");

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use bitnet_crossval::cases::{
     reference_id, user_models, Case, Mode, ModelCase, UserModel, N_CTX, PROMPTS, TOKEN_COUNTS,
 };
-use bitnet_crossval::definition::check::{check_model, table, Checked, ModelCheck, Verdict};
+use bitnet_crossval::definition::check::{check_model, record_rows, Checked, ModelCheck, Verdict};
 use bitnet_crossval::definition::too_large_for_definition;
 use bitnet_crossval::report::{self, CaseReport, Status};
 use bitnet_crossval::routing::Route;
@@ -208,19 +208,8 @@ fn definition_trial(m: &UserModel, model_id: &str, runs: &[ModelCase]) -> Trial 
         let (status, message) = match check_model(&check, skip_allowed()) {
             Err(e) => (Status::Fail, e),
             Ok(checked) => {
-                for row in &checked.rows {
-                    let key = format!("{}__{}__{}", row.model, row.engine, row.activations.name());
-                    let line = table(std::slice::from_ref(row));
-                    let line = line.lines().nth(1).unwrap_or_default().to_owned();
-                    report::record_table_row(
-                        "definition-user",
-                        table(&[]).trim_end(),
-                        &key,
-                        row,
-                        line,
-                    )
+                record_rows("definition-user", &checked.rows)
                     .map_err(|e| format!("write target/crossval/definition-user.*: {e}"))?;
-                }
                 verdict(&checked)
             }
         };

@@ -248,8 +248,19 @@ impl Row {
 
 /// The rows as a fixed-width table, one line each, with a header.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = format!(
-        "{:<32} {:<52} {:<11} {:>4} {:>10} {:>10} {:>10} {:>6} {:>6} {:>10} {:>10} {}\n",
+    let mut out = header();
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out
+}
+
+/// The table's column names.
+fn header() -> String {
+    format!(
+        "{:<32} {:<52} {:<11} {:>4} {:>10} {:>10} {:>10} {:>6} {:>6} {:>10} {:>10} {}",
         "engine",
         "model",
         "activations",
@@ -262,29 +273,30 @@ pub fn table(rows: &[Row]) -> String {
         "bound mean",
         "bound max",
         "verdict"
-    );
-    for r in rows {
-        let (bm, bx) = r
-            .bound
-            .map_or((f64::NAN, f64::NAN), |b| (b.mean_kl, b.max_kl));
-        out.push_str(&format!(
-            "{:<32} {:<52} {:<11} {:>4} {:>10.3e} {:>10.3e} {:>10.3e} {:>6.1} {:>6.1} {:>10.1e} \
-             {:>10.1e} {:?}\n",
-            r.engine,
-            r.model,
-            r.activations.name(),
-            r.stats.positions,
-            r.stats.mean_kl,
-            r.stats.p99_kl,
-            r.stats.max_kl,
-            100.0 * r.stats.top1_same,
-            100.0 * r.stats.top5_overlap,
-            bm,
-            bx,
-            r.verdict
-        ));
-    }
-    out
+    )
+}
+
+/// One row of the table.
+fn line(r: &Row) -> String {
+    let (bm, bx) = r
+        .bound
+        .map_or((f64::NAN, f64::NAN), |b| (b.mean_kl, b.max_kl));
+    format!(
+        "{:<32} {:<52} {:<11} {:>4} {:>10.3e} {:>10.3e} {:>10.3e} {:>6.1} {:>6.1} {:>10.1e} \
+         {:>10.1e} {:?}",
+        r.engine,
+        r.model,
+        r.activations.name(),
+        r.stats.positions,
+        r.stats.mean_kl,
+        r.stats.p99_kl,
+        r.stats.max_kl,
+        100.0 * r.stats.top1_same,
+        100.0 * r.stats.top5_overlap,
+        bm,
+        bx,
+        r.verdict
+    )
 }
 
 /// One model to check against the definition.
@@ -387,17 +399,15 @@ pub fn check_model(check: &ModelCheck, skip_allowed: bool) -> Result<Checked, St
     Ok(out)
 }
 
-/// Writes the rows to `<report dir>/definition.json` (see [`crate::report::report_dir`]).
-pub fn write_json(rows: &[Row]) -> std::io::Result<PathBuf> {
-    let dir = crate::report::report_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("definition.json");
-    let json = serde_json::to_string_pretty(rows).map_err(std::io::Error::other)?;
-    std::fs::write(&path, json)?;
-    // The text table `make crossval` prints after the summary.
-    std::fs::write(dir.join("definition.txt"), table(rows))?;
-    crate::report::refresh_merged()?;
-    Ok(path)
+/// Records the rows as side table `name` of the reports (`crate::report::record_table_row`:
+/// `<report dir>/<name>.{json,txt}`, repeated in `summary.txt` and `report.html`): the
+/// built-in models' table is `definition`, the user models' `definition-user`.
+pub fn record_rows(name: &str, rows: &[Row]) -> std::io::Result<()> {
+    for r in rows {
+        let key = format!("{}__{}__{}", r.model, r.engine, r.activations.name());
+        crate::report::record_table_row(name, &header(), &key, r, line(r))?;
+    }
+    Ok(())
 }
 
 /// The file of a built-in model source ([`crate::runner::model_file`]: fixtures generated,
