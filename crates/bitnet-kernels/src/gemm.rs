@@ -79,6 +79,83 @@ impl GemmShape {
     }
 }
 
+/// How a weight matrix's rows are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOrder {
+    /// Row after row, as in the file.
+    RowMajor,
+    /// In tiles of [`TILE_ROWS`] rows ([`tile_rows`]).
+    Tiled,
+}
+
+/// Rows per tile of the tiled layout.
+pub const TILE_ROWS: usize = 4;
+
+/// One weight row as bytes: `header` bytes (a row scale, or none), then blocks of `block`
+/// bytes; `row_size` in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowRecord {
+    pub header: usize,
+    pub block: usize,
+    pub row_size: usize,
+}
+
+impl RowRecord {
+    /// Byte offset, in a tile, of row `i`'s header.
+    pub(crate) fn header_at(&self, i: usize) -> usize {
+        i * self.header
+    }
+
+    /// Byte offset, in a tile, of row `i`'s block `b`.
+    pub(crate) fn block_at(&self, i: usize, b: usize) -> usize {
+        TILE_ROWS * self.header + (b * TILE_ROWS + i) * self.block
+    }
+
+    /// Byte offset of byte `j` of row `r` in a matrix of `rows` rows stored in `order`.
+    pub(crate) fn byte_at(&self, order: RowOrder, rows: usize, r: usize, j: usize) -> usize {
+        let tiled = rows / TILE_ROWS * TILE_ROWS;
+        match order {
+            RowOrder::Tiled if r < tiled => {
+                let base = r / TILE_ROWS * TILE_ROWS * self.row_size;
+                let i = r % TILE_ROWS;
+                if j < self.header {
+                    base + self.header_at(i) + j
+                } else {
+                    let jb = j - self.header;
+                    base + self.block_at(i, jb / self.block) + jb % self.block
+                }
+            }
+            _ => r * self.row_size + j,
+        }
+    }
+}
+
+/// Lays out whole rows of `rec` (row-major in `src`) in tiles of [`TILE_ROWS`] rows: the
+/// rows' headers, then block 0 of every row, block 1 of every row, and so on; rows past the
+/// last whole tile stay row-major at the end. A kernel that runs a tile's rows together
+/// then reads one sequential stream of memory: the same rows read side by side are several
+/// short streams, which measured 40% slower on Zen 4 (F16 2B-4T head: 16 against
+/// 26 GB/s). `dst` is as long as `src`, a whole number of rows.
+pub(crate) fn tile_rows(src: &[u8], rec: RowRecord, dst: &mut [u8]) {
+    let tile = TILE_ROWS * rec.row_size;
+    let mut tiles = dst.chunks_exact_mut(tile);
+    // Shape: a tile is TILE_ROWS headers, then (blocks per row, TILE_ROWS) blocks.
+    for (d, s) in (&mut tiles).zip(src.chunks_exact(tile)) {
+        for (i, row) in s.chunks_exact(rec.row_size).enumerate() {
+            let (head, blocks) = row.split_at(rec.header);
+            let h = rec.header_at(i);
+            d[h..h + rec.header].copy_from_slice(head);
+            for (b, block) in blocks.chunks_exact(rec.block).enumerate() {
+                let at = rec.block_at(i, b);
+                d[at..at + rec.block].copy_from_slice(block);
+            }
+        }
+    }
+    let rest = tiles.into_remainder();
+    let start = src.len() - rest.len();
+    rest.copy_from_slice(&src[start..]);
+}
+
 /// Splits `0..n` into the first indices of whole runs of `tile` (tokens or rows) and the
 /// left-over indices, which are handled one at a time.
 #[inline]
@@ -113,6 +190,36 @@ mod tests {
         // Zero tokens, or buffers that are not whole rows per token.
         assert!(GemmShape::new(GgmlType::I2_S, 0, 128, 0, 0, 0).is_err());
         assert!(GemmShape::new(GgmlType::I2_S, 6, 128, 5 * 256 + 1, 15, 5).is_err());
+    }
+
+    #[test]
+    fn tiled_rows_put_every_byte_where_byte_at_says() {
+        for (header, block, blocks, rows) in [(0, 16, 3, 9), (4, 16, 2, 4), (4, 2, 1, 3)] {
+            let rec = RowRecord {
+                header,
+                block,
+                row_size: header + block * blocks,
+            };
+            let src: Vec<u8> = (0..rows * rec.row_size)
+                .map(|i| (i * 7 % 251) as u8)
+                .collect();
+            let mut dst = vec![0; src.len()];
+            tile_rows(&src, rec, &mut dst);
+            for r in 0..rows {
+                for j in 0..rec.row_size {
+                    let at = rec.byte_at(RowOrder::Tiled, rows, r, j);
+                    assert_eq!(
+                        dst[at],
+                        src[r * rec.row_size + j],
+                        "{rec:?} row {r} byte {j}"
+                    );
+                    assert_eq!(
+                        rec.byte_at(RowOrder::RowMajor, rows, r, j),
+                        r * rec.row_size + j
+                    );
+                }
+            }
+        }
     }
 
     #[test]

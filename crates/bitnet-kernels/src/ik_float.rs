@@ -12,6 +12,7 @@
 use half::f16;
 
 use crate::float::expect_len;
+use crate::gemm::{tile_rows, RowOrder, RowRecord, TILE_ROWS};
 use crate::{GgmlType, Isa, KernelError};
 
 /// Lanes of the accumulator (one AVX2 register).
@@ -99,13 +100,180 @@ pub fn ik_dot_f16_f32(x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
     ik_dot_f16_f32_with(Isa::best(), x, y)
 }
 
+/// Elements per chunk of a tile: one 8-lane load.
+const CHUNK: usize = LANES;
+
+/// The tiled layout's record for rows of `k` elements of `X`: no header, chunks of 8.
+fn record<X>(k: usize) -> RowRecord {
+    let size = std::mem::size_of::<X>();
+    RowRecord {
+        header: 0,
+        block: CHUNK * size,
+        row_size: k * size,
+    }
+}
+
+/// Lays out `src` (rows of `k`, row-major) in [`crate::gemm::tile_rows`]'s layout with
+/// chunks of 8 elements: ik's order is one FMA chain per dot product, whose latency one row
+/// cannot hide, so [`ik_gemm_f16_f32_with`] runs the [`TILE_ROWS`] rows of a tile together.
+/// `k` must tile ([`ik_rows_tile`]) and `dst` be as long as `src`.
+pub fn ik_tile_rows<X: bytemuck::Pod>(
+    src: &[X],
+    k: usize,
+    dst: &mut [X],
+) -> Result<(), KernelError> {
+    if !ik_rows_tile(k) || !src.len().is_multiple_of(k) {
+        return Err(KernelError::NotBlockMultiple {
+            format: GgmlType::F16,
+            len: k,
+            block: CHUNK,
+        });
+    }
+    expect_len(GgmlType::F16, "tiled rows", dst.len(), src.len())?;
+    tile_rows(
+        bytemuck::cast_slice(src),
+        record::<X>(k),
+        bytemuck::cast_slice_mut(dst),
+    );
+    Ok(())
+}
+
+/// Whether rows of `k` elements can be tiled ([`ik_tile_rows`]): whole chunks of 8.
+pub fn ik_rows_tile(k: usize) -> bool {
+    k > 0 && k.is_multiple_of(CHUNK)
+}
+
+/// Where element `j` of row `r` is in a matrix of `rows` rows of `k` stored in `order`.
+fn element_index<X>(order: RowOrder, rows: usize, k: usize, r: usize, j: usize) -> usize {
+    let size = std::mem::size_of::<X>();
+    record::<X>(k).byte_at(order, rows, r, j * size) / size
+}
+
+/// Checks a many-row product's buffers: `w` is whole rows of `k`, `y` is `n_tok` rows of
+/// `k`, `out` is (rows, n_tok); a tiled `w` needs `k % 8 == 0`. Returns `k`.
+fn check_gemm(
+    format: GgmlType,
+    order: RowOrder,
+    w_len: usize,
+    y_len: usize,
+    n_tok: usize,
+    out_len: usize,
+) -> Result<usize, KernelError> {
+    let k = y_len.checked_div(n_tok).unwrap_or(0);
+    let rows = out_len.checked_div(n_tok).unwrap_or(0);
+    if k == 0 || y_len != n_tok * k || out_len != rows * n_tok {
+        return Err(KernelError::LengthMismatch {
+            format,
+            what: "activations and outputs (whole rows per token)",
+            got: y_len,
+            expected: out_len,
+        });
+    }
+    check(format, k, k)?;
+    if order == RowOrder::Tiled && !ik_rows_tile(k) {
+        return Err(KernelError::NotBlockMultiple {
+            format,
+            len: k,
+            block: CHUNK,
+        });
+    }
+    expect_len(format, "weights", w_len, rows * k)?;
+    Ok(k)
+}
+
+/// Every weight row against every activation row in ik's order:
+/// `out[r · n_tok + t]` = [`ik_dot_f16_f32_generic`] of row r of `w` (stored in `order`)
+/// and row t of `y`, bit for bit, on the given ISA (scalar when `isa` is not supported
+/// here). Shape: w (rows, k), y (n_tok, k), out (rows, n_tok).
+pub fn ik_gemm_f16_f32_with(
+    isa: Isa,
+    w: &[f16],
+    order: RowOrder,
+    y: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let k = check_gemm(GgmlType::F16, order, w.len(), y.len(), n_tok, out.len())?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: isa.runs_avx2() checked in the guard; shapes checked above.
+        _ if isa.runs_avx2() => unsafe { avx2::gemm(w, k, order, y, n_tok, out) },
+        _ => gemm_generic(w, k, order, y, out, |x| x.to_f32()),
+    }
+    Ok(())
+}
+
+/// [`ik_gemm_f16_f32_with`] for F32 weights ([`ik_dot_f32_generic`] per output).
+pub fn ik_gemm_f32_with(
+    isa: Isa,
+    w: &[f32],
+    order: RowOrder,
+    y: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let k = check_gemm(GgmlType::F32, order, w.len(), y.len(), n_tok, out.len())?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: isa.runs_avx2() checked in the guard; shapes checked above.
+        _ if isa.runs_avx2() => unsafe { avx2::gemm(w, k, order, y, n_tok, out) },
+        _ => gemm_generic(w, k, order, y, out, |x| x),
+    }
+    Ok(())
+}
+
+/// [`ik_gemm_f16_f32_with`] on the fastest ISA available.
+pub fn ik_gemm_f16_f32(
+    w: &[f16],
+    order: RowOrder,
+    y: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    ik_gemm_f16_f32_with(Isa::best(), w, order, y, n_tok, out)
+}
+
+/// [`ik_gemm_f32_with`] on the fastest ISA available.
+pub fn ik_gemm_f32(
+    w: &[f32],
+    order: RowOrder,
+    y: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    ik_gemm_f32_with(Isa::best(), w, order, y, n_tok, out)
+}
+
+/// The scalar many-row product: the scalar dot of (row r, row t) into `out[r · n_tok + t]`,
+/// reading row r through [`element_index`].
+fn gemm_generic<X: bytemuck::Pod>(
+    w: &[X],
+    k: usize,
+    order: RowOrder,
+    y: &[f32],
+    out: &mut [f32],
+    widen: impl Fn(X) -> f32,
+) {
+    let n_tok = y.len() / k;
+    let rows = w.len() / k;
+    for (r, o) in out.chunks_exact_mut(n_tok).enumerate() {
+        for (yt, s) in y.chunks_exact(k).zip(o) {
+            *s = dot_generic(
+                k,
+                |j| widen(w[element_index::<X>(order, rows, k, r, j)]),
+                yt,
+            );
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use half::f16;
 
-    use super::LANES;
+    use super::{RowOrder, CHUNK, LANES, TILE_ROWS};
 
     /// An element type loaded as 8 or 4 f32 lanes.
     pub(super) trait Load: Copy {
@@ -166,25 +334,114 @@ mod avx2 {
     /// `x.len() == y.len()`, a multiple of 4; the CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot<X: Load>(x: &[X], y: &[f32]) -> f32 {
-        let n = x.len();
-        let nb = n / LANES;
-        let (px, py) = (x.as_ptr(), y.as_ptr());
-        let mut acc = _mm256_setzero_ps();
+        // SAFETY: one row of `x.len()` elements in both, as the caller guarantees.
+        let [s] = unsafe { dot_rows::<X, 1>(x.as_ptr(), x.len(), y.as_ptr(), x.len(), LANES) };
+        s
+    }
+
+    /// `out[r · n_tok + t]` = [`dot`] of weight row r and activation row t, bit for bit:
+    /// the rows of a tiled matrix a tile at a time, one FMA chain per row; row-major rows
+    /// one at a time. Shape: w (rows, k), y (n_tok, k), out (rows, n_tok).
+    ///
+    /// # Safety
+    /// `w.len() == out.len() / n_tok · k`, `y.len() == n_tok · k`, `k % 4 == 0` (and
+    /// `k % 8 == 0` when tiled); the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gemm<X: Load>(
+        w: &[X],
+        k: usize,
+        order: RowOrder,
+        y: &[f32],
+        n_tok: usize,
+        out: &mut [f32],
+    ) {
+        let tiled_rows = match order {
+            RowOrder::Tiled => out.len() / n_tok / TILE_ROWS * TILE_ROWS,
+            RowOrder::RowMajor => 0,
+        };
+        let (tiles, rows) = w.split_at(tiled_rows * k);
+        let (tile_out, row_out) = out.split_at_mut(tiled_rows * n_tok);
+        for (wt, o) in tiles
+            .chunks_exact(TILE_ROWS * k)
+            .zip(tile_out.chunks_exact_mut(TILE_ROWS * n_tok))
+        {
+            for (t, yt) in y.chunks_exact(k).enumerate() {
+                // SAFETY: `wt` is one tile of TILE_ROWS rows of k (row i's chunk c at
+                // (c · TILE_ROWS + i) · 8), `yt` one row of k.
+                let sums = unsafe {
+                    dot_rows::<X, TILE_ROWS>(wt.as_ptr(), k, yt.as_ptr(), CHUNK, TILE_ROWS * CHUNK)
+                };
+                for (i, s) in sums.into_iter().enumerate() {
+                    o[i * n_tok + t] = s;
+                }
+            }
+        }
+        for (wr, o) in rows.chunks_exact(k).zip(row_out.chunks_exact_mut(n_tok)) {
+            for (yt, s) in y.chunks_exact(k).zip(o) {
+                // SAFETY: one row of k in both.
+                *s = unsafe { dot(wr, yt) };
+            }
+        }
+    }
+
+    /// `R` rows of `x` dotted with the one row at `py`, each in ik's order with its own
+    /// accumulator: chunk c (8 elements, or the 4 of a tail) of row i is at
+    /// `px + i · row_step + c · chunk_step`.
+    ///
+    /// # Safety
+    /// Those chunks of `R` rows of `k` elements readable at `px`, `k` at `py`, `k % 4 == 0`;
+    /// AVX2, FMA and F16C available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_rows<X: Load, const R: usize>(
+        px: *const X,
+        k: usize,
+        py: *const f32,
+        row_step: usize,
+        chunk_step: usize,
+    ) -> [f32; R] {
+        let nb = k / LANES;
+        let mut acc = [_mm256_setzero_ps(); R];
+        // Plain loops over arrays, no closures: a closure does not inherit the target
+        // features, and a call per load costs more than the load.
         if nb > 0 {
-            // SAFETY: 8 <= n elements readable in both.
-            acc = unsafe { _mm256_mul_ps(X::load8(px), f32::load8(py)) };
+            // SAFETY: 8 <= k elements readable in every row.
+            let vy = unsafe { f32::load8(py) };
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, row i.
+                *a = _mm256_mul_ps(unsafe { X::load8(px.add(i * row_step)) }, vy);
+            }
         }
         for c in 1..nb {
-            // SAFETY: 8c + 8 <= 8·nb <= n.
-            let (vx, vy) = unsafe { (X::load8(px.add(8 * c)), f32::load8(py.add(8 * c))) };
-            acc = _mm256_fmadd_ps(vx, vy, acc);
+            // SAFETY: 8c + 8 <= 8·nb <= k.
+            let vy = unsafe { f32::load8(py.add(8 * c)) };
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, row i.
+                *a = _mm256_fmadd_ps(
+                    unsafe { X::load8(px.add(i * row_step + c * chunk_step)) },
+                    vy,
+                    *a,
+                );
+            }
         }
-        for c in (2 * nb)..(n / 4) {
-            // SAFETY: 4c + 4 <= n.
-            let (vx, vy) = unsafe { (X::load4(px.add(4 * c)), f32::load4(py.add(4 * c))) };
-            acc = _mm256_fmadd_ps(vx, vy, acc);
+        // Shape: the tail is (k - 8·nb) / 4 chunks of 4, at most one (chunk nb).
+        if !k.is_multiple_of(LANES) {
+            // SAFETY: 8·nb + 4 == k.
+            let vy = unsafe { f32::load4(py.add(LANES * nb)) };
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, row i.
+                *a = _mm256_fmadd_ps(
+                    unsafe { X::load4(px.add(i * row_step + nb * chunk_step)) },
+                    vy,
+                    *a,
+                );
+            }
         }
-        hsum(acc)
+        let mut out = [0f32; R];
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+        out
     }
 }
 

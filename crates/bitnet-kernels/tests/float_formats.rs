@@ -237,3 +237,71 @@ proptest! {
         }
     }
 }
+
+/// A weight matrix of `rows` rows of `k`, and `n_tok` activation rows of `k`.
+fn ik_operands() -> impl Strategy<Value = (usize, Vec<f32>, Vec<f32>)> {
+    (1usize..=11, 0usize..=3, 1usize..=3).prop_flat_map(|(rows, k8, n_tok)| {
+        // k: whole chunks of 8 (tileable), or 4 more (row-major only).
+        prop_oneof![Just(8 * k8 + 8), Just(8 * k8 + 4)].prop_flat_map(move |k| {
+            (
+                Just(k),
+                prop::collection::vec(value(), rows * k),
+                prop::collection::vec(value(), n_tok * k),
+            )
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// ik's many-row products, row-major and tiled, equal ik's scalar dot of every (row,
+    /// token) pair bit for bit on every ISA, with every row count (whole tiles and the
+    /// row-major rest).
+    #[test]
+    fn ik_gemm_equals_the_scalar_dot_in_both_layouts((k, w, y) in ik_operands()) {
+        use bitnet_kernels::gemm::RowOrder;
+        use bitnet_kernels::ik_float::*;
+        let (rows, n_tok) = (w.len() / k, y.len() / k);
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let want = |dot: &dyn Fn(usize, &[f32]) -> f32| -> Vec<u32> {
+            (0..rows)
+                .flat_map(|r| y.chunks_exact(k).map(move |yt| (r, yt)))
+                .map(|(r, yt)| dot(r, yt).to_bits())
+                .collect()
+        };
+        let want32 = want(&|r, yt| ik_dot_f32_generic(&w[r * k..(r + 1) * k], yt).unwrap());
+        let want16 = want(&|r, yt| ik_dot_f16_f32_generic(&wh[r * k..(r + 1) * k], yt).unwrap());
+        let mut tiled = vec![0f32; w.len()];
+        let mut tiled_h = vec![f16::ZERO; w.len()];
+        let orders: &[RowOrder] = if k % 8 == 0 {
+            ik_tile_rows(&w, k, &mut tiled).unwrap();
+            ik_tile_rows(&wh, k, &mut tiled_h).unwrap();
+            &[RowOrder::RowMajor, RowOrder::Tiled]
+        } else {
+            prop_assert!(ik_tile_rows(&w, k, &mut tiled).is_err());
+            &[RowOrder::RowMajor]
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for &isa in Isa::available() {
+            for &order in orders {
+                let (w32, w16) = match order {
+                    RowOrder::RowMajor => (&w, &wh),
+                    RowOrder::Tiled => (&tiled, &tiled_h),
+                };
+                let mut out = vec![0f32; rows * n_tok];
+                ik_gemm_f32_with(isa, w32, order, &y, n_tok, &mut out).unwrap();
+                prop_assert_eq!(bits(&out), want32.clone(), "f32 {:?} {:?}", isa, order);
+                ik_gemm_f16_f32_with(isa, w16, order, &y, n_tok, &mut out).unwrap();
+                prop_assert_eq!(bits(&out), want16.clone(), "f16 {:?} {:?}", isa, order);
+            }
+        }
+        // A tiled product of a k that does not tile, and mismatched buffers, are errors.
+        let mut out = vec![0f32; rows * n_tok];
+        if k % 8 != 0 {
+            prop_assert!(ik_gemm_f32_with(Isa::best(), &w, RowOrder::Tiled, &y, n_tok, &mut out).is_err());
+        }
+        prop_assert!(ik_gemm_f32_with(Isa::best(), &w[1..], RowOrder::RowMajor, &y, n_tok, &mut out).is_err());
+        prop_assert!(ik_gemm_f32_with(Isa::best(), &w, RowOrder::RowMajor, &y[1..], n_tok, &mut out).is_err());
+    }
+}

@@ -20,15 +20,16 @@
 //! the order of the references' x86 AVX2 builds (`SumOrder::GgmlAvx2`) on every ISA, so
 //! `BITNET_FORCE_SCALAR=1` changes the speed, never the result.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::float::{
     f16_to_f32_row, f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16, vec_dot_f16_f32, vec_dot_f32,
 };
+use bitnet_kernels::gemm::{RowOrder, TILE_ROWS};
 use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, i2_s_dot_to_f32, I2sTensor};
 use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
-use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
+use bitnet_kernels::ik_float::{ik_gemm_f16_f32, ik_gemm_f32, ik_rows_tile, ik_tile_rows};
 use bitnet_kernels::iq2_bn::gemm_iq2_bn_q8_k64;
 use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
@@ -112,6 +113,51 @@ pub struct Linear {
     pub scale: Option<f32>,
     /// The weights re-encoded at load, replacing the file's bytes (see [`Repacked`]).
     pub(crate) repacked: Option<Repacked>,
+    /// F16/F32 weights in ik's tiled row layout, made by the first state with ik_llama.cpp's
+    /// float products ([`Linear::prepare_ik_tiles`]).
+    pub(crate) ik_tiled: OnceLock<IkTiled>,
+}
+
+/// F16 or F32 weights in [`ik_tile_rows`]'s layout, bit-identical in every product.
+#[derive(Clone)]
+pub(crate) enum IkTiled {
+    F16(Arc<Vec<f16>>),
+    F32(Arc<Vec<f32>>),
+}
+
+/// Summarizes: the rows are megabytes.
+impl std::fmt::Debug for IkTiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IkTiled::F16(w) => write!(f, "F16({} elements)", w.len()),
+            IkTiled::F32(w) => write!(f, "F32({} elements)", w.len()),
+        }
+    }
+}
+
+/// Rows read per chunk while tiling (a multiple of the tile).
+const TILE_CHUNK_ROWS: usize = 64 * TILE_ROWS;
+
+/// `w`'s rows of element type `X` in [`ik_tile_rows`]'s layout, read through the file in
+/// chunks of whole tiles so the file's bytes never enter the resident set.
+fn tile_rows_from_file<X: bytemuck::Pod>(
+    file: &GgufFile,
+    w: &Linear,
+) -> Result<Arc<Vec<X>>, ModelError> {
+    let k = w.k;
+    let mut out = vec![X::zeroed(); w.n * k];
+    let mut raw = vec![X::zeroed(); TILE_CHUNK_ROWS.min(w.n) * k];
+    let row_bytes = k * std::mem::size_of::<X>();
+    for (c, dst) in out.chunks_mut(TILE_CHUNK_ROWS * k).enumerate() {
+        let src = &mut raw[..dst.len()];
+        let start = (c * TILE_CHUNK_ROWS * row_bytes) as u64;
+        file.read_tensor_range(&w.info, start, bytemuck::cast_slice_mut(src))?;
+        ik_tile_rows(src, k, dst).map_err(|source| ModelError::Kernel {
+            tensor: w.name.clone(),
+            source,
+        })?;
+    }
+    Ok(Arc::new(out))
 }
 
 /// Weights re-encoded at load into a layout the kernels run faster, bit-identical in every
@@ -120,10 +166,10 @@ pub struct Linear {
 #[derive(Clone)]
 pub(crate) enum Repacked {
     /// TQ1_0 as TQ2_0 (same codes and scales; `repack_tq1_0_as_tq2_0`).
-    Tq2(Arc<[BlockTQ2_0]>),
+    Tq2(Arc<Vec<BlockTQ2_0>>),
     /// A float output head quantized to Q8_0 ([`crate::Model::quantize_head`]): the fast
     /// mode's copy, not bit-identical to the file's weights (unlike [`Repacked::Tq2`]).
-    Q8_0(Arc<[BlockQ8_0]>),
+    Q8_0(Arc<Vec<BlockQ8_0>>),
 }
 
 /// Summarizes: the blocks are megabytes.
@@ -155,7 +201,7 @@ pub(crate) fn repack_tq1_0(file: &GgufFile, info: &TensorInfo) -> Result<Repacke
             source,
         })?;
     }
-    Ok(Repacked::Tq2(out.into()))
+    Ok(Repacked::Tq2(Arc::new(out)))
 }
 
 /// Rows read per chunk while quantizing a head (256 rows of 2560 F16: 1.25 MiB).
@@ -208,7 +254,7 @@ pub(crate) fn quantize_q8_0(file: &GgufFile, w: &Linear) -> Result<Repacked, Mod
             quantize_row_q8_0_ref(&row, d).map_err(kerr)?;
         }
     }
-    Ok(Repacked::Q8_0(out.into()))
+    Ok(Repacked::Q8_0(Arc::new(out)))
 }
 
 impl Linear {
@@ -220,6 +266,23 @@ impl Linear {
     /// The tensor's storage type.
     pub fn ggml_type(&self) -> GgmlType {
         self.info.ggml_type
+    }
+
+    /// Makes the tiled copy ik's float products stream ([`IkTiled`]) if this is an F16 or
+    /// F32 matrix whose rows tile ([`ik_rows_tile`]) and it has none yet; the fast mode's
+    /// quantized head needs none.
+    pub(crate) fn prepare_ik_tiles(&self, file: &GgufFile) -> Result<(), ModelError> {
+        if self.ik_tiled.get().is_some() || self.repacked.is_some() || !ik_rows_tile(self.k) {
+            return Ok(());
+        }
+        let tiled = match self.info.ggml_type {
+            GgmlType::F16 => IkTiled::F16(tile_rows_from_file(file, self)?),
+            GgmlType::F32 => IkTiled::F32(tile_rows_from_file(file, self)?),
+            _ => return Ok(()),
+        };
+        // Another state may have made it meanwhile: both copies are the same.
+        let _ = self.ik_tiled.set(tiled);
+        Ok(())
     }
 
     /// Checks at load that the kernels accept this tensor's bytes (block alignment,
@@ -433,8 +496,9 @@ enum Operands<'a> {
     F32(&'a [f32], &'a [f32]),
     /// F16 weights and the F16-rounded activations as f32 (see `Activations::f16_wide`).
     F16(&'a [f16], &'a [f32]),
-    IkF32(&'a [f32], &'a [f32]),
-    IkF16(&'a [f16], &'a [f32]),
+    /// ik's float products: the weights (row-major or tiled) and the f32 activations.
+    IkF32(&'a [f32], RowOrder, &'a [f32]),
+    IkF16(&'a [f16], RowOrder, &'a [f32]),
     Bf16(&'a [bf16], &'a [bf16]),
     Q8_0(&'a [BlockQ8_0], &'a [BlockQ8_0]),
     Q4_0(&'a [BlockQ4_0], &'a [BlockQ8_0]),
@@ -490,14 +554,12 @@ impl Operands<'_> {
                 let (w, a) = row_pair(w, a, r, t, k);
                 vec_dot_f16_f32(order, w, a)
             }),
-            Operands::IkF32(w, a) => each_dot(r0, n_tok, out, |r, t| {
-                let (w, a) = row_pair(w, a, r, t, k);
-                ik_dot_f32(w, a)
-            }),
-            Operands::IkF16(w, a) => each_dot(r0, n_tok, out, |r, t| {
-                let (w, a) = row_pair(w, a, r, t, k);
-                ik_dot_f16_f32(w, a)
-            }),
+            // Tasks start on whole tiles (`matmul`), so a tiled slice of rows is whole tiles
+            // and, at the end, the row-major rest.
+            Operands::IkF32(w, order, a) => ik_gemm_f32(&w[r0 * k..r1 * k], *order, a, n_tok, out),
+            Operands::IkF16(w, order, a) => {
+                ik_gemm_f16_f32(&w[r0 * k..r1 * k], *order, a, n_tok, out)
+            }
             Operands::Bf16(w, a) => each_dot(r0, n_tok, out, |r, t| {
                 let (w, a) = row_pair(w, a, r, t, k);
                 vec_dot_bf16(order, w, a)
@@ -578,8 +640,14 @@ pub(crate) fn matmul(
         Operands::Q8_0(b, &acts.q8_0[..nk / QK8_0])
     } else {
         match w.info.ggml_type {
-            GgmlType::F32 if ik => Operands::IkF32(cast(bytes), &x[..nk]),
-            GgmlType::F16 if ik => Operands::IkF16(cast(bytes), &x[..nk]),
+            GgmlType::F32 if ik => match w.ik_tiled.get() {
+                Some(IkTiled::F32(t)) => Operands::IkF32(t, RowOrder::Tiled, &x[..nk]),
+                _ => Operands::IkF32(cast(bytes), RowOrder::RowMajor, &x[..nk]),
+            },
+            GgmlType::F16 if ik => match w.ik_tiled.get() {
+                Some(IkTiled::F16(t)) => Operands::IkF16(t, RowOrder::Tiled, &x[..nk]),
+                _ => Operands::IkF16(cast(bytes), RowOrder::RowMajor, &x[..nk]),
+            },
             GgmlType::F32 => Operands::F32(cast(bytes), &x[..nk]),
             GgmlType::F16 => Operands::F16(cast(bytes), &acts.f16_wide[..nk]),
             GgmlType::BF16 => Operands::Bf16(cast(bytes), &acts.bf16[..nk]),
@@ -619,8 +687,9 @@ pub(crate) fn matmul(
             }
         }
     };
-    // Rows per task: enough tasks to balance the pool, each a run of whole weight rows.
-    let rows_per_task = n.div_ceil(pool.threads() * 8).max(4);
+    // Rows per task: enough tasks to balance the pool, each a run of whole weight rows
+    // starting on a whole tile of ik's tiled layout.
+    let rows_per_task = n.div_ceil(pool.threads() * 8).next_multiple_of(TILE_ROWS);
     if n_tok == 1 {
         // Shape: out (n) = (n, 1), weight row-major.
         return pool

@@ -147,6 +147,8 @@ impl Model {
     pub fn quantize_head(&mut self) -> Result<(), ModelError> {
         let head = &mut self.weights.output;
         head.repacked = Some(crate::matmul::quantize_q8_0(&self.file, head)?);
+        // Its float copy for ik's products (if a state made one) is no longer read.
+        head.ik_tiled = std::sync::OnceLock::new();
         head.act = crate::matmul::ActKind::Q8_0;
         Ok(())
     }
@@ -182,6 +184,11 @@ impl Model {
             return Err(ModelError::InvalidArgument(
                 "n_ctx, n_batch and the thread count must be positive".into(),
             ));
+        }
+        if numerics.float_dot == FloatDot::IkGemm {
+            for w in self.weights.linears() {
+                w.prepare_ik_tiles(&self.file)?;
+            }
         }
         let pool = Pool::new(threads)
             .map_err(|e| ModelError::InvalidArgument(format!("starting {threads} threads: {e}")))?;
@@ -303,7 +310,7 @@ impl Model {
         for (t, &tok) in tokens.iter().enumerate() {
             self.weights
                 .token_embd
-                .row(file, tok as usize, &mut x[t * d..(t + 1) * d])?;
+                .row(file, tok as usize, &mut x[t * d..(t + 1) * d], tmp)?;
         }
         let theta_scale = c.rope_freq_base.powf(-2.0 / c.n_rot as f32);
         let kq_scale = fault_kq_scale(1.0 / (c.head_dim as f32).sqrt());

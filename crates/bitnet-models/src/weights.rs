@@ -2,6 +2,7 @@
 //! against the hyper-parameters before anything runs.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::float::{bf16_to_f32_row, f16_to_f32_row};
@@ -27,23 +28,32 @@ pub struct Embedding {
 
 impl Embedding {
     /// Writes row `token` as f32 into `out` (`n_embd` values). `token` must be in range.
+    /// The row's bytes are read through the file into `scratch` (at least `n_embd` floats:
+    /// as many bytes as a row of any type), not the mapping: a lookup through the mapping
+    /// would make its pages resident (up to 2 MiB each where the page cache holds the file
+    /// in huge folios) beside a re-encoded copy of the same table serving as the head.
     pub(crate) fn row(
         &self,
         file: &GgufFile,
         token: usize,
         out: &mut [f32],
+        scratch: &mut [f32],
     ) -> Result<(), ModelError> {
         let ty = self.info.ggml_type;
-        let bytes = file.tensor_data(&self.info);
         let row_bytes = ty.row_size(self.n_embd as u64).unwrap_or(0) as usize;
-        let row = bytes
-            .get(token * row_bytes..(token + 1) * row_bytes)
-            .unwrap_or_default();
+        let buf = bytemuck::cast_slice_mut::<f32, u8>(scratch);
+        let have = buf.len();
+        let row = buf.get_mut(..row_bytes).ok_or_else(|| {
+            ModelError::InvalidArgument(format!(
+                "embedding scratch of {have} bytes is shorter than a row of {row_bytes}"
+            ))
+        })?;
+        file.read_tensor_range(&self.info, (token * row_bytes) as u64, row)?;
         let kerr = |source| ModelError::Kernel {
             tensor: self.info.name.clone(),
             source,
         };
-        // Rows of these types are whole blocks, so each row is aligned like the tensor.
+        // The scratch is f32-aligned, enough for every row type.
         match dequantize_row(ty, row, out) {
             Some(done) => done.map_err(kerr),
             None => Err(ModelError::UnsupportedType {
@@ -157,11 +167,10 @@ impl std::fmt::Debug for Weights {
 }
 
 impl Weights {
-    /// The activation formats the model's matmuls need.
-    pub(crate) fn act_kinds(&self) -> Vec<ActKind> {
-        let mut v: Vec<ActKind> = vec![self.output.act];
-        for l in &self.layers {
-            for w in [
+    /// Every weight matrix: the head, then each block's in graph order.
+    pub(crate) fn linears(&self) -> impl Iterator<Item = &Linear> {
+        std::iter::once(&self.output).chain(self.layers.iter().flat_map(|l| {
+            [
                 &l.wq,
                 &l.wk,
                 &l.wv,
@@ -169,10 +178,16 @@ impl Weights {
                 &l.ffn_gate,
                 &l.ffn_up,
                 &l.ffn_down,
-            ] {
-                if !v.contains(&w.act) {
-                    v.push(w.act);
-                }
+            ]
+        }))
+    }
+
+    /// The activation formats the model's matmuls need.
+    pub(crate) fn act_kinds(&self) -> Vec<ActKind> {
+        let mut v: Vec<ActKind> = Vec::new();
+        for w in self.linears() {
+            if !v.contains(&w.act) {
+                v.push(w.act);
             }
         }
         v
@@ -254,6 +269,7 @@ impl<'f> Binder<'f> {
             n,
             scale,
             repacked: None,
+            ik_tiled: OnceLock::new(),
         };
         lin.check(self.file)?;
         if lin.info.ggml_type == GgmlType::TQ1_0 {
