@@ -8,8 +8,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16_f32};
+use bitnet_kernels::gemm::RowOrder::{RowMajor, Tiled};
 use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, BlockI2s, QK_I2_S};
-use bitnet_kernels::iq2_bn::{gemm_iq2_bn_q8_k64, iq2_bn_row_size};
+use bitnet_kernels::iq2_bn::{gemm_iq2_bn_q8_k64, iq2_bn_row_size, iq2_bn_tile_rows};
 use bitnet_kernels::q8_k::{quantize_row_q8_k, BlockQ8K, SumOrder, QK_K};
 use bitnet_kernels::q8_k64::quantize_row_q8_k64;
 use bitnet_kernels::tq1_0::{gemm_tq1_0_q8_k, BlockTQ1_0};
@@ -60,7 +61,7 @@ fn report(name: &str, weight_bytes: usize, decode: Duration, prefill: Duration) 
     let gbs = weight_bytes as f64 / decode.as_secs_f64() / 1e9;
     let gmacs = (ROWS * K * PROMPT) as f64 / prefill.as_secs_f64() / 1e9;
     println!(
-        "{name:<8} decode {:>7.2} ms ({gbs:>5.1} GB/s of weights)   prefill {PROMPT} tokens {:>8.2} ms ({gmacs:>6.1} GMAC/s)",
+        "{name:<12} decode {:>7.2} ms ({gbs:>5.1} GB/s of weights)   prefill {PROMPT} tokens {:>8.2} ms ({gmacs:>6.1} GMAC/s)",
         decode.as_secs_f64() * 1e3,
         prefill.as_secs_f64() * 1e3,
     );
@@ -132,10 +133,19 @@ fn main() {
         .zip(qs.chunks_exact_mut(K))
         .map(|(xr, qr)| quantize_row_q8_k64(xr, qr).expect("row"))
         .collect();
-    let d =
-        best(|| gemm_iq2_bn_q8_k64(&wb, &qs[..K], &heads[..1], &mut out[..ROWS]).expect("shape"));
-    let p = best(|| gemm_iq2_bn_q8_k64(&wb, &qs, &heads, &mut out).expect("shape"));
+    let d = best(|| {
+        gemm_iq2_bn_q8_k64(&wb, RowMajor, &qs[..K], &heads[..1], &mut out[..ROWS]).expect("shape")
+    });
+    let p = best(|| gemm_iq2_bn_q8_k64(&wb, RowMajor, &qs, &heads, &mut out).expect("shape"));
     report("IQ2_BN", wb.len(), d, p);
+    // The tiled layout the engine loads IQ2_BN into where it runs faster.
+    let mut tiled = vec![0u8; wb.len()];
+    iq2_bn_tile_rows(&wb, K, &mut tiled).expect("whole rows");
+    let d = best(|| {
+        gemm_iq2_bn_q8_k64(&tiled, Tiled, &qs[..K], &heads[..1], &mut out[..ROWS]).expect("shape")
+    });
+    let p = best(|| gemm_iq2_bn_q8_k64(&tiled, Tiled, &qs, &heads, &mut out).expect("shape"));
+    report("IQ2_BN tiled", tiled.len(), d, p);
 
     // F16 head rows × F16-rounded activations held as f32, the engine's output-head path
     // (decode only: the head runs for one token).

@@ -30,7 +30,7 @@
 //!   pass the blocks only); ours applies the scale.
 
 use crate::cpu::Isa;
-use crate::gemm::GemmShape;
+use crate::gemm::{tile_rows, GemmShape, RowOrder, RowRecord, TILE_ROWS};
 use crate::q8_k64::{Q8K64Header, Q8K64Row, Q8_K64_GROUPS, Q8_K64_MIN_K};
 use crate::KernelError;
 use bitnet_gguf::GgmlType;
@@ -204,11 +204,14 @@ fn finish(d: f32, h: &Q8K64Header, sumi: [i32; Q8_K64_GROUPS]) -> f32 {
     d * ((a[0] + a[2]) + (a[1] + a[3]))
 }
 
-/// Scalar per-group Σcode·q (codes unsigned, 0..3).
-fn group_sums_generic(w: &[BlockIq2Bn], q: &[i8]) -> [i32; Q8_K64_GROUPS] {
+/// Scalar per-group Σcode·q (codes unsigned, 0..3) of one row's blocks.
+fn group_sums_generic<'a>(
+    w: impl IntoIterator<Item = &'a BlockIq2Bn>,
+    q: &[i8],
+) -> [i32; Q8_K64_GROUPS] {
     let mut sums = [0i32; Q8_K64_GROUPS];
     // (K/64) blocks × 64 activations; byte j covers elements j + 16k, all in group j / 4.
-    for (b, qb) in w.iter().zip(q.chunks_exact(QK_IQ2_BN)) {
+    for (b, qb) in w.into_iter().zip(q.chunks_exact(QK_IQ2_BN)) {
         for (j, &byte) in b.qs.iter().enumerate() {
             let t: i32 = (0..4)
                 .map(|k| i32::from((byte >> (2 * k)) & 3) * i32::from(qb[16 * k + j]))
@@ -259,13 +262,49 @@ pub fn vec_dot_iq2_bn_q8_k64(w: &Iq2BnRow<'_>, a: &Q8K64Row<'_>) -> Result<f32, 
     vec_dot_iq2_bn_q8_k64_with(Isa::best(), w, a)
 }
 
+/// One row of `k` weights as a record of the tiled layout: the f32 scale, then the
+/// 16-byte blocks.
+fn record(k: usize) -> Result<RowRecord, KernelError> {
+    Ok(RowRecord {
+        header: IQ2_BN_ROW_PREFIX_BYTES,
+        block: std::mem::size_of::<BlockIq2Bn>(),
+        row_size: iq2_bn_row_size(k)?,
+    })
+}
+
+/// Whether [`RowOrder::Tiled`] rows multiply faster than file-layout rows on this CPU: the
+/// AVX-512 VNNI decode kernel streams a tile's four rows as one run of memory (2B-4T
+/// matrices, Zen 4, one token: see [`gemm_iq2_bn_q8_k64_with`]); the AVX2 kernels run
+/// tiled rows through the scalar path, so elsewhere the file layout stays.
+pub fn iq2_bn_tiled_is_faster() -> bool {
+    Isa::best() == Isa::Avx512Vnni
+}
+
+/// Lays out whole IQ2_BN rows of `k` weights (file layout in `src`) in
+/// [`crate::gemm::tile_rows`]'s tiles: the four rows' scales, then the rows' block 0, block
+/// 1, and so on. `dst` is as long as `src`.
+pub fn iq2_bn_tile_rows(src: &[u8], k: usize, dst: &mut [u8]) -> Result<(), KernelError> {
+    let rec = record(k)?;
+    if !src.len().is_multiple_of(rec.row_size) || dst.len() != src.len() {
+        return Err(KernelError::LengthMismatch {
+            format: GgmlType::IQ2_BN,
+            what: "tiled rows (whole rows, as long as the source)",
+            got: dst.len(),
+            expected: src.len(),
+        });
+    }
+    tile_rows(src, rec, dst);
+    Ok(())
+}
+
 /// `out[r · n_tok + t]` = [`vec_dot_iq2_bn_q8_k64_generic`] of weight row `r` and
 /// activation row `t`, bit for bit (see [`crate::gemm`]): `w` is `out.len() / n_tok` rows
-/// in file layout (`4 + k/4` bytes each), `q` holds `n_tok = heads.len()` rows of `k`
+/// (`4 + k/4` bytes each) stored in `order`, `q` holds `n_tok = heads.len()` rows of `k`
 /// quants with their headers.
 pub fn gemm_iq2_bn_q8_k64_with(
     isa: Isa,
     w: &[u8],
+    order: RowOrder,
     q: &[i8],
     heads: &[Q8K64Header],
     out: &mut [f32],
@@ -282,7 +321,7 @@ pub fn gemm_iq2_bn_q8_k64_with(
         });
     }
     // Rows are counted in whole row records here.
-    GemmShape::new(
+    let shape = GemmShape::new(
         GgmlType::IQ2_BN,
         w.len() / row_size,
         k,
@@ -290,6 +329,40 @@ pub fn gemm_iq2_bn_q8_k64_with(
         out.len(),
         n_tok,
     )?;
+    if order == RowOrder::Tiled {
+        // Whole tiles, then the rest in file layout.
+        let tiled = shape.rows / TILE_ROWS * TILE_ROWS;
+        let (tiles, rest) = w.split_at(tiled * row_size);
+        let (out_tiles, out_rest) = out.split_at_mut(tiled * n_tok);
+        let rec = record(k)?;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni if isa.is_supported() => {
+                let qv: &[[i8; 64]] = bytemuck::cast_slice(q);
+                // SAFETY: `Isa::Avx512Vnni.is_supported()` checked by the match guard; the
+                // checks above give whole tiles of TILE_ROWS records of `rec`, n_tok · k/64
+                // activation blocks and (rows, n_tok) outputs.
+                unsafe { avx512::gemm_tiled(tiles, rec, qv, heads, out_tiles) };
+            }
+            _ => {
+                let rows = tiled;
+                for (r, o) in out_tiles.chunks_exact_mut(n_tok).enumerate() {
+                    let at = |j| rec.byte_at(RowOrder::Tiled, rows, r, j);
+                    let d = f32::from_le_bytes(std::array::from_fn(|j| tiles[at(j)]));
+                    let blocks = || {
+                        (0..k / QK_IQ2_BN).map(|b| {
+                            let start = at(IQ2_BN_ROW_PREFIX_BYTES + 16 * b);
+                            bytemuck::from_bytes::<BlockIq2Bn>(&tiles[start..start + 16])
+                        })
+                    };
+                    for ((qt, h), y) in q.chunks_exact(k).zip(heads).zip(o) {
+                        *y = finish(d, h, group_sums_generic(blocks(), qt));
+                    }
+                }
+            }
+        }
+        return gemm_iq2_bn_q8_k64_with(isa, rest, RowOrder::RowMajor, q, heads, out_rest);
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
         // One token (decode) stays on the AVX2 kernel: its single sequential weight stream
@@ -325,11 +398,12 @@ pub fn gemm_iq2_bn_q8_k64_with(
 /// [`gemm_iq2_bn_q8_k64_with`] on the fastest ISA available.
 pub fn gemm_iq2_bn_q8_k64(
     w: &[u8],
+    order: RowOrder,
     q: &[i8],
     heads: &[Q8K64Header],
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    gemm_iq2_bn_q8_k64_with(Isa::best(), w, q, heads, out)
+    gemm_iq2_bn_q8_k64_with(Isa::best(), w, order, q, heads, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -461,17 +535,17 @@ mod avx2 {
 /// order, so the group sums — and, through the same epilogue, the f32 result — equal the
 /// scalar oracle's bit for bit. For prompts (two tokens or more): each tile of rows is
 /// decoded once into an L1 buffer, then multiplied by tiles of tokens with rows × tokens
-/// accumulators in registers, so each activation vector is loaded once per row tile. (One
-/// token runs the AVX2 kernel.)
+/// accumulators in registers, so each activation vector is loaded once per row tile. One
+/// token runs the AVX2 kernel on file-layout rows (its single stream measured faster than
+/// four rows read side by side), and [`avx512::gemm_tiled`]'s streaming kernel on tiled
+/// rows.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{finish, BlockIq2Bn, IQ2_BN_ROW_PREFIX_BYTES};
-    use crate::gemm::tiles;
+    use crate::gemm::{tiles, RowRecord, TILE_ROWS};
     use crate::q8_k64::{Q8K64Header, Q8_K64_GROUPS};
     use std::arch::x86_64::*;
 
-    /// Weight rows per register tile.
-    const TILE_ROWS: usize = 4;
     /// Tokens per register tile: 4 × 4 i32 accumulators, 4 decoded blocks, 4 activation
     /// vectors and two constants fit the 32 zmm registers.
     const TILE_TOKENS: usize = 4;
@@ -491,7 +565,6 @@ mod avx512 {
         heads: &[Q8K64Header],
         out: &mut [f32],
     ) {
-        let n_tok = heads.len();
         let nb = (row_size - IQ2_BN_ROW_PREFIX_BYTES) / 16;
         let n_rows = w.len() / row_size;
         // Row r: (scale, blocks).
@@ -501,7 +574,6 @@ mod avx512 {
             let d = f32::from_le_bytes([head[0], head[1], head[2], head[3]]);
             (d, bytemuck::cast_slice::<u8, BlockIq2Bn>(codes))
         };
-        let act = |t: usize| &q[t * nb..(t + 1) * nb];
         // A row tile's codes are decoded once into this buffer (TILE_ROWS × nb × 64 bytes:
         // 10 KiB at K = 2560, in L1) for all its token tiles.
         let mut decoded = vec![[0u8; 64]; TILE_ROWS * nb];
@@ -509,58 +581,170 @@ mod avx512 {
         let (full_rows, rest_rows) = tiles(n_rows, TILE_ROWS);
         for r0 in full_rows {
             let rows: [(f32, &[BlockIq2Bn]); TILE_ROWS] = std::array::from_fn(|i| row(r0 + i));
-            tile_rows(&rows, r0, n_tok, &act, heads, &mut decoded, out);
+            let d = rows.map(|(d, _)| d);
+            decode_rows(&mut decoded, nb, |i, b| &rows[i].1[b]);
+            tile_products(&decoded, d, r0, q, heads, out);
         }
         for r in rest_rows {
-            tile_rows(&[row(r)], r, n_tok, &act, heads, &mut decoded, out);
+            let (d, blocks) = row(r);
+            decode_rows(&mut decoded[..nb], nb, |_, b| &blocks[b]);
+            tile_products(&decoded[..nb], [d], r, q, heads, out);
         }
     }
 
-    /// Rows `r0..r0 + R` against every token, in token tiles.
-    #[inline]
+    /// [`gemm`] for whole tiles of [`TILE_ROWS`] rows in [`crate::gemm::tile_rows`]'s
+    /// layout. One token (decode) streams each tile once ([`tile_gemv`]); prompts decode a
+    /// tile into the L1 buffer as [`gemm`] does.
+    ///
+    /// # Safety
+    /// As [`gemm`], with `w` whole tiles of `TILE_ROWS` records of `rec`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    fn tile_rows<'a, const R: usize>(
-        rows: &[(f32, &[BlockIq2Bn]); R],
-        r0: usize,
-        n_tok: usize,
-        act: &impl Fn(usize) -> &'a [[i8; 64]],
+    pub(super) unsafe fn gemm_tiled(
+        w: &[u8],
+        rec: RowRecord,
+        q: &[[i8; 64]],
         heads: &[Q8K64Header],
-        decoded: &mut [[u8; 64]],
         out: &mut [f32],
     ) {
-        let nb = rows[0].1.len();
-        for (i, (_, b)) in rows.iter().enumerate() {
-            for (d, block) in decoded[i * nb..(i + 1) * nb].iter_mut().zip(*b) {
-                // SAFETY: `d` is 64 writable bytes; `storeu` takes any alignment.
-                unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), decode(block)) };
+        let n_tok = heads.len();
+        let nb = (rec.row_size - IQ2_BN_ROW_PREFIX_BYTES) / 16;
+        let tile_bytes = TILE_ROWS * rec.row_size;
+        let scales = |wt: &[u8]| -> [f32; TILE_ROWS] {
+            let mut d = [0f32; TILE_ROWS];
+            for (i, d) in d.iter_mut().enumerate() {
+                let h = rec.header_at(i);
+                *d = f32::from_le_bytes([wt[h], wt[h + 1], wt[h + 2], wt[h + 3]]);
+            }
+            d
+        };
+        if n_tok == 1 {
+            // Shape: w (tiles, tile_bytes); q (nb) blocks; out (tiles · TILE_ROWS).
+            for (wt, o) in w
+                .chunks_exact(tile_bytes)
+                .zip(out.chunks_exact_mut(TILE_ROWS))
+            {
+                let columns = &wt[rec.block_at(0, 0)..];
+                let sums = tile_gemv(bytemuck::cast_slice(columns), q);
+                for ((y, d), s) in o.iter_mut().zip(scales(wt)).zip(sums) {
+                    *y = finish(d, &heads[0], s);
+                }
+            }
+            return;
+        }
+        let mut decoded = vec![[0u8; 64]; TILE_ROWS * nb];
+        for (tile, wt) in w.chunks_exact(tile_bytes).enumerate() {
+            decode_rows(&mut decoded, nb, |i, b| {
+                let at = rec.block_at(i, b);
+                bytemuck::from_bytes(&wt[at..at + 16])
+            });
+            tile_products(&decoded, scales(wt), tile * TILE_ROWS, q, heads, out);
+        }
+    }
+
+    /// Per-group Σcode·q of a tile's four rows against one activation row, streaming the
+    /// tile once: `columns[b]` is block b of rows 0..4 (16 bytes each), so 128-bit lane i
+    /// of its vector is row i's block, and shifting the whole vector by 2f and masking
+    /// gives every row's codes of elements 16f..16f+16 (byte j of a block holds elements
+    /// j + 16f at bits 2f). Multiplied by those 16 activations broadcast to the four lanes,
+    /// `vpdpbusd` lane m of 128-bit lane i sums row i's elements 16f + 4m..16f + 4m + 4,
+    /// all in group m: lane i ends with row i's four group sums, no reduction across lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn tile_gemv(columns: &[[u8; 64]], q: &[[i8; 64]]) -> [[i32; Q8_K64_GROUPS]; TILE_ROWS] {
+        let mask = _mm512_set1_epi8(3);
+        // One accumulator per 2-bit field f, so that the four `vpdpbusd` of a column do not
+        // wait on each other.
+        let mut acc = [_mm512_setzero_si512(); 4];
+        // Shape: nb columns of (4 rows × 16 bytes); q (nb) blocks of 64 activations.
+        for (col, qb) in columns.iter().zip(q) {
+            // SAFETY: `col` is 64 readable bytes; `loadu` takes any alignment.
+            let bits = unsafe { _mm512_loadu_si512(col.as_ptr().cast()) };
+            let codes = [
+                _mm512_and_si512(bits, mask),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(bits), mask),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(bits), mask),
+                _mm512_and_si512(_mm512_srli_epi16::<6>(bits), mask),
+            ];
+            for (f, (a, c)) in acc.iter_mut().zip(codes).enumerate() {
+                // SAFETY: `qb[16f..16f + 16]` is 16 readable bytes; `loadu` takes any
+                // alignment.
+                let y = _mm512_broadcast_i32x4(unsafe {
+                    _mm_loadu_si128(qb.as_ptr().add(16 * f).cast())
+                });
+                *a = _mm512_dpbusd_epi32(*a, c, y);
             }
         }
+        let total = _mm512_add_epi32(
+            _mm512_add_epi32(acc[0], acc[1]),
+            _mm512_add_epi32(acc[2], acc[3]),
+        );
+        let mut lanes = [0i32; 16];
+        // SAFETY: `lanes` is 64 writable bytes; `storeu` takes any alignment.
+        unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), total) };
+        let mut out = [[0; Q8_K64_GROUPS]; TILE_ROWS];
+        for (o, l) in out.iter_mut().zip(lanes.chunks_exact(Q8_K64_GROUPS)) {
+            o.copy_from_slice(l);
+        }
+        out
+    }
+
+    /// Decodes `R = decoded.len() / nb` rows into `decoded` (row i's block b at
+    /// `i · nb + b`), reading row i's block b from `block(i, b)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn decode_rows<'b>(
+        decoded: &mut [[u8; 64]],
+        nb: usize,
+        block: impl Fn(usize, usize) -> &'b BlockIq2Bn,
+    ) {
+        for (i, row) in decoded.chunks_exact_mut(nb).enumerate() {
+            for (b, d) in row.iter_mut().enumerate() {
+                // SAFETY: `d` is 64 writable bytes; `storeu` takes any alignment.
+                unsafe { _mm512_storeu_si512(d.as_mut_ptr().cast(), decode(block(i, b))) };
+            }
+        }
+    }
+
+    /// Rows `r0..r0 + R` (decoded, with scales `d`) against every token, in token tiles.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn tile_products<const R: usize>(
+        decoded: &[[u8; 64]],
+        d: [f32; R],
+        r0: usize,
+        q: &[[i8; 64]],
+        heads: &[Q8K64Header],
+        out: &mut [f32],
+    ) {
+        let n_tok = heads.len();
+        let nb = decoded.len() / R;
+        let act = |t: usize| &q[t * nb..(t + 1) * nb];
         let codes: [&[[u8; 64]]; R] = std::array::from_fn(|i| &decoded[i * nb..(i + 1) * nb]);
         let (full, rest) = tiles(n_tok, TILE_TOKENS);
         for t0 in full {
             let q = std::array::from_fn(|j| act(t0 + j));
             let sums = decoded_sums::<R, TILE_TOKENS>(codes, q);
-            store(rows, (r0, t0), n_tok, heads, &sums, out);
+            store(d, (r0, t0), n_tok, heads, &sums, out);
         }
         for t in rest {
             let sums = decoded_sums::<R, 1>(codes, [act(t)]);
-            store(rows, (r0, t), n_tok, heads, &sums, out);
+            store(d, (r0, t), n_tok, heads, &sums, out);
         }
     }
 
     /// Writes the epilogue of an `R` × `T` tile of group sums whose first row and token are
-    /// `(r0, t0)` into `out` (rows, n_tok).
+    /// `(r0, t0)` into `out` (rows, n_tok); `d` holds the rows' scales.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn store<const R: usize, const T: usize>(
-        rows: &[(f32, &[BlockIq2Bn]); R],
+        d: [f32; R],
         (r0, t0): (usize, usize),
         n_tok: usize,
         heads: &[Q8K64Header],
         sums: &[[[i32; Q8_K64_GROUPS]; T]; R],
         out: &mut [f32],
     ) {
-        for (i, ((d, _), row_sums)) in rows.iter().zip(sums).enumerate() {
+        for (i, (d, row_sums)) in d.iter().zip(sums).enumerate() {
             for (j, s) in row_sums.iter().enumerate() {
                 out[(r0 + i) * n_tok + t0 + j] = finish(*d, &heads[t0 + j], *s);
             }

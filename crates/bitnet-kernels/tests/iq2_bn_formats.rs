@@ -2,10 +2,11 @@
 //! ISA bit-identical to the scalar reference, and the dot product against an f64 sum of the
 //! dequantized operands.
 
+use bitnet_kernels::gemm::RowOrder;
 use bitnet_kernels::iq2_bn::{
-    dequantize_row_iq2_bn, gemm_iq2_bn_q8_k64_with, iq2_bn_row_size, quantize_row_iq2_bn_ref,
-    vec_dot_iq2_bn_q8_k64, vec_dot_iq2_bn_q8_k64_generic, vec_dot_iq2_bn_q8_k64_with, BlockIq2Bn,
-    Iq2BnRow, QK_IQ2_BN,
+    dequantize_row_iq2_bn, gemm_iq2_bn_q8_k64_with, iq2_bn_row_size, iq2_bn_tile_rows,
+    quantize_row_iq2_bn_ref, vec_dot_iq2_bn_q8_k64, vec_dot_iq2_bn_q8_k64_generic,
+    vec_dot_iq2_bn_q8_k64_with, BlockIq2Bn, Iq2BnRow, QK_IQ2_BN,
 };
 use bitnet_kernels::q8_k64::{
     dequantize_row_q8_k64, group_of, quantize_row_q8_k64, Q8K64Row, Q8_K64_MIN_K,
@@ -99,16 +100,20 @@ proptest! {
             qs.extend(q);
             heads.push(h);
         }
-        for &isa in Isa::available() {
+        // The same rows in the tiled layout (whole tiles of 4, the rest in file layout).
+        let mut tiled = vec![0u8; w.len()];
+        iq2_bn_tile_rows(&w, k, &mut tiled).unwrap();
+        let layouts = [(RowOrder::RowMajor, &w), (RowOrder::Tiled, &tiled)];
+        for (&isa, (order, w_in)) in Isa::available().iter().flat_map(|i| layouts.iter().map(move |l| (i, l))) {
             let mut out = vec![f32::NAN; rows * n_tok];
-            gemm_iq2_bn_q8_k64_with(isa, &w, &qs, &heads, &mut out).unwrap();
+            gemm_iq2_bn_q8_k64_with(isa, w_in, *order, &qs, &heads, &mut out).unwrap();
             for r in 0..rows {
                 let row = Iq2BnRow::from_bytes(&w[r * row_size..(r + 1) * row_size], k).unwrap();
                 for t in 0..n_tok {
                     let act = Q8K64Row::new(heads[t], &qs[t * k..(t + 1) * k]).unwrap();
                     let want = vec_dot_iq2_bn_q8_k64_generic(&row, &act).unwrap();
                     let got = out[r * n_tok + t];
-                    prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} row {} token {}", isa, r, t);
+                    prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} {:?} row {} token {}", isa, order, r, t);
                 }
             }
         }

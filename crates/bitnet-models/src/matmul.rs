@@ -30,7 +30,7 @@ use bitnet_kernels::gemm::{RowOrder, TILE_ROWS};
 use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, i2_s_dot_to_f32, I2sTensor};
 use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
 use bitnet_kernels::ik_float::{ik_gemm_f16_f32, ik_gemm_f32, ik_rows_tile, ik_tile_rows};
-use bitnet_kernels::iq2_bn::gemm_iq2_bn_q8_k64;
+use bitnet_kernels::iq2_bn::{gemm_iq2_bn_q8_k64, iq2_bn_tile_rows, iq2_bn_tiled_is_faster};
 use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
 use bitnet_kernels::q8_0::{
@@ -138,26 +138,40 @@ impl std::fmt::Debug for IkTiled {
 /// Rows read per chunk while tiling (a multiple of the tile).
 const TILE_CHUNK_ROWS: usize = 64 * TILE_ROWS;
 
-/// `w`'s rows of element type `X` in [`ik_tile_rows`]'s layout, read through the file in
-/// chunks of whole tiles so the file's bytes never enter the resident set.
-fn tile_rows_from_file<X: bytemuck::Pod>(
+/// `w`'s rows (`row_len` elements of `X` each) laid out by `tile` (a kernel's tiling of
+/// whole rows), read through the file in chunks of whole tiles so the file's bytes never
+/// enter the resident set.
+fn tiled_from_file<X: bytemuck::Pod>(
     file: &GgufFile,
     w: &Linear,
-) -> Result<Arc<Vec<X>>, ModelError> {
-    let k = w.k;
-    let mut out = vec![X::zeroed(); w.n * k];
-    let mut raw = vec![X::zeroed(); TILE_CHUNK_ROWS.min(w.n) * k];
-    let row_bytes = k * std::mem::size_of::<X>();
-    for (c, dst) in out.chunks_mut(TILE_CHUNK_ROWS * k).enumerate() {
+    row_len: usize,
+    tile: impl Fn(&[X], &mut [X]) -> Result<(), KernelError>,
+) -> Result<Vec<X>, ModelError> {
+    let mut out = vec![X::zeroed(); w.n * row_len];
+    let mut raw = vec![X::zeroed(); TILE_CHUNK_ROWS.min(w.n) * row_len];
+    let row_bytes = row_len * std::mem::size_of::<X>();
+    for (c, dst) in out.chunks_mut(TILE_CHUNK_ROWS * row_len).enumerate() {
         let src = &mut raw[..dst.len()];
         let start = (c * TILE_CHUNK_ROWS * row_bytes) as u64;
         file.read_tensor_range(&w.info, start, bytemuck::cast_slice_mut(src))?;
-        ik_tile_rows(src, k, dst).map_err(|source| ModelError::Kernel {
+        tile(src, dst).map_err(|source| ModelError::Kernel {
             tensor: w.name.clone(),
             source,
         })?;
     }
-    Ok(Arc::new(out))
+    Ok(out)
+}
+
+/// An IQ2_BN matrix in the kernels' tiled layout ([`iq2_bn_tile_rows`]), where that runs
+/// faster on this CPU ([`iq2_bn_tiled_is_faster`]).
+pub(crate) fn tile_iq2_bn(file: &GgufFile, w: &Linear) -> Result<Option<Repacked>, ModelError> {
+    if w.info.ggml_type != GgmlType::IQ2_BN || !iq2_bn_tiled_is_faster() {
+        return Ok(None);
+    }
+    let k = w.k;
+    let row_size = 4 + k / 4;
+    let tiled = tiled_from_file(file, w, row_size, |s, d| iq2_bn_tile_rows(s, k, d))?;
+    Ok(Some(Repacked::Iq2BnTiled(Arc::new(tiled))))
 }
 
 /// Weights re-encoded at load into a layout the kernels run faster, bit-identical in every
@@ -170,6 +184,8 @@ pub(crate) enum Repacked {
     /// A float output head quantized to Q8_0 ([`crate::Model::quantize_head`]): the fast
     /// mode's copy, not bit-identical to the file's weights (unlike [`Repacked::Tq2`]).
     Q8_0(Arc<Vec<BlockQ8_0>>),
+    /// IQ2_BN rows in the kernels' tiled layout ([`tile_iq2_bn`]).
+    Iq2BnTiled(Arc<Vec<u8>>),
 }
 
 /// Summarizes: the blocks are megabytes.
@@ -178,6 +194,7 @@ impl std::fmt::Debug for Repacked {
         match self {
             Repacked::Tq2(b) => write!(f, "Tq2({} blocks)", b.len()),
             Repacked::Q8_0(b) => write!(f, "Q8_0({} blocks)", b.len()),
+            Repacked::Iq2BnTiled(b) => write!(f, "Iq2BnTiled({} bytes)", b.len()),
         }
     }
 }
@@ -275,9 +292,14 @@ impl Linear {
         if self.ik_tiled.get().is_some() || self.repacked.is_some() || !ik_rows_tile(self.k) {
             return Ok(());
         }
+        let k = self.k;
         let tiled = match self.info.ggml_type {
-            GgmlType::F16 => IkTiled::F16(tile_rows_from_file(file, self)?),
-            GgmlType::F32 => IkTiled::F32(tile_rows_from_file(file, self)?),
+            GgmlType::F16 => IkTiled::F16(Arc::new(tiled_from_file(file, self, k, |s, d| {
+                ik_tile_rows(s, k, d)
+            })?)),
+            GgmlType::F32 => IkTiled::F32(Arc::new(tiled_from_file(file, self, k, |s, d| {
+                ik_tile_rows(s, k, d)
+            })?)),
             _ => return Ok(()),
         };
         // Another state may have made it meanwhile: both copies are the same.
@@ -505,7 +527,8 @@ enum Operands<'a> {
     Q4_1(&'a [BlockQ4_1], &'a [BlockQ8_1]),
     Tq2(&'a [BlockTQ2_0], &'a [BlockQ8K]),
     I2s(I2sTensor<'a>, &'a [i8], &'a [I8sRowMeta]),
-    Iq2Bn(&'a [u8], usize, &'a [i8], &'a [Q8K64Header]),
+    /// The rows (file layout or tiled), the row size, the quants and their headers.
+    Iq2Bn(&'a [u8], RowOrder, usize, &'a [i8], &'a [Q8K64Header]),
 }
 
 /// Weight row `r` and activation row `t` of two row-major operands with `per` elements (or
@@ -592,8 +615,9 @@ impl Operands<'_> {
                 }
                 Ok(())
             }
-            Operands::Iq2Bn(bytes, row_size, q, heads) => {
-                gemm_iq2_bn_q8_k64(&bytes[r0 * row_size..r1 * row_size], q, heads, out)
+            Operands::Iq2Bn(bytes, order, row_size, q, heads) => {
+                let w = &bytes[r0 * row_size..r1 * row_size];
+                gemm_iq2_bn_q8_k64(w, *order, q, heads, out)
             }
         }
     }
@@ -672,12 +696,19 @@ pub(crate) fn matmul(
                 &acts.i8s[..nk],
                 &acts.i8s_meta[..n_tok],
             ),
-            GgmlType::IQ2_BN => Operands::Iq2Bn(
-                bytes,
-                4 + k / 4,
-                &acts.q8k64[..nk],
-                &acts.q8k64_head[..n_tok],
-            ),
+            GgmlType::IQ2_BN => {
+                let (w, order) = match &w.repacked {
+                    Some(Repacked::Iq2BnTiled(t)) => (t.as_slice(), RowOrder::Tiled),
+                    _ => (bytes, RowOrder::RowMajor),
+                };
+                Operands::Iq2Bn(
+                    w,
+                    order,
+                    4 + k / 4,
+                    &acts.q8k64[..nk],
+                    &acts.q8k64_head[..n_tok],
+                )
+            }
             other => {
                 return Err(ModelError::UnsupportedType {
                     name: w.name.clone(),

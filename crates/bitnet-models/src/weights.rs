@@ -15,7 +15,7 @@ use bitnet_kernels::KernelError;
 use half::{bf16, f16};
 
 use crate::config::Config;
-use crate::matmul::{act_kind, repack_tq1_0, ActKind, Linear};
+use crate::matmul::{act_kind, repack_tq1_0, tile_iq2_bn, ActKind, Linear};
 use crate::ModelError;
 
 /// The token embedding table `(n_vocab, n_embd)` (ggml dims `[n_embd, n_vocab]`), read a
@@ -274,6 +274,8 @@ impl<'f> Binder<'f> {
         lin.check(self.file)?;
         if lin.info.ggml_type == GgmlType::TQ1_0 {
             lin.repacked = Some(repack_tq1_0(self.file, &lin.info)?);
+        } else {
+            lin.repacked = tile_iq2_bn(self.file, &lin)?;
         }
         Ok(lin)
     }
