@@ -1,7 +1,9 @@
 //! `make bench`: prefill and decode throughput of bitnet-rs and the C++ references on the
 //! full 2B-4T-shaped fixtures, side by side. Writes `target/bench/throughput.json` and
 //! prints a table; progress goes to stderr. Settings: `BITNET_BENCH_FORMATS`,
-//! `BITNET_BENCH_THREADS`, `BITNET_BENCH_RUNS` (see `bitnet_bench::plan`).
+//! `BITNET_BENCH_THREADS`, `BITNET_BENCH_RUNS`, `BITNET_BENCH_REFS`, and for the decode-cost
+//! curve `BITNET_BENCH_CONTEXTS` (`off` to skip it) and `BITNET_BENCH_CONTEXT_FORMATS` (see
+//! `bitnet_bench::plan`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,12 +13,12 @@ use bitnet_bench::bandwidth::{read_bandwidth, touched_buffer, PROBE_BYTES, PROBE
 use bitnet_bench::memory::{kv_cache_bytes, peak_rss, rss_budget};
 use bitnet_bench::model::{decode_limit, WeightBytes};
 use bitnet_bench::plan::{
-    numerics_name, numerics_of, plan_of, synthetic_prompt, FormatPlan, Settings, OURS,
+    numerics_name, numerics_of, plan_of, synthetic_prompt, FormatPlan, RefConfig, Settings, OURS,
     OURS_Q8_0_HEAD,
 };
 use bitnet_bench::report::{
-    cpu_model, engines_table, summary_table, svg, Bandwidth, Machine, ModelEntry, Phase, Report,
-    Row,
+    context_table, cpu_model, engines_table, summary_table, svg, Bandwidth, ContextPoint, Machine,
+    ModelEntry, Phase, Report, Row,
 };
 use bitnet_bench::stats::{first_difference, median, tokens_per_second};
 use bitnet_models::Reference as Numerics;
@@ -326,6 +328,89 @@ fn rows_of(
     Ok(rows)
 }
 
+/// The decode-cost curve of one format at one thread count: our exact engine and the
+/// fastest configuration of each reference that runs the format, each loaded once with a
+/// context that holds the longest prompt; at each length, every engine in turn evaluates a
+/// prompt of that many tokens, then times `context_decode` greedy steps.
+fn context_curve(
+    plan: &FormatPlan,
+    model: &Path,
+    settings: &Settings,
+    threads: u32,
+    progress: &Progress,
+) -> Result<Vec<ContextPoint>> {
+    let long = settings.for_context_curve();
+    let threads_text = threads_label(threads);
+    let mut engines = Vec::new();
+    let config = long.session(threads);
+    progress.say(format_args!(
+        "context curve: loading {} in {OURS} and its references (n_ctx {}, {threads_text})",
+        plan.name, long.n_ctx
+    ));
+    let ours = start_ours(plan.numerics, false, model, &config)?;
+    let ours_settings = format!(
+        "{} numerics, {threads_text}, n_ctx {}, n_batch {}, KV f16/f16, {:?} kernels",
+        numerics_name(plan.numerics),
+        long.n_ctx,
+        long.n_batch,
+        bitnet_kernels::Isa::best()
+    );
+    engines.push((OURS.to_owned(), ours_settings, ours));
+    for &r in plan.references {
+        let rc = RefConfig::Fastest;
+        let config = rc.session(&long, threads);
+        let session = RefSession::load(r, model, &config).with_context(|| {
+            format!(
+                "{} ({}) failed to load {}",
+                r.name(),
+                rc.name(),
+                model.display()
+            )
+        })?;
+        engines.push((
+            format!("{} ({})", r.name(), rc.name()),
+            config.describe(r),
+            session,
+        ));
+    }
+    let info = engines[0].2.info().clone();
+    let bos = u32::try_from(info.bos).context("the model has no BOS token")?;
+    // One untimed run each first (page faults, caches, thread start-up).
+    let shortest = long.context_lengths.iter().copied().min().unwrap_or(1);
+    for (engine, _, session) in engines.iter_mut() {
+        session
+            .bench(
+                &synthetic_prompt(bos, info.n_vocab, shortest as usize),
+                long.context_decode,
+            )
+            .with_context(|| format!("{engine} context-curve warm-up"))?;
+    }
+    let mut points = Vec::new();
+    for &context in &long.context_lengths {
+        let prompt = synthetic_prompt(bos, info.n_vocab, context as usize);
+        for (engine, engine_settings, session) in engines.iter_mut() {
+            let t = session
+                .bench(&prompt, long.context_decode)
+                .with_context(|| format!("{engine} bench at context {context}"))?;
+            let tok_s = tokens_per_second(long.context_decode as usize, t.decode_ns);
+            progress.say(format_args!(
+                "context curve {} × {threads_text}, context {context}: {engine} decode {tok_s:.1} tok/s",
+                plan.name
+            ));
+            points.push(ContextPoint {
+                engine: engine.clone(),
+                settings: engine_settings.clone(),
+                format: plan.name.to_owned(),
+                threads,
+                context,
+                decode_tokens: long.context_decode,
+                decode_tok_s: tok_s,
+            });
+        }
+    }
+    Ok(points)
+}
+
 fn gb(bytes: u64) -> String {
     format!("{:.3} GB", bytes as f64 / 1e9)
 }
@@ -420,6 +505,19 @@ fn main() -> Result<()> {
         }
     }
 
+    let mut context_points = Vec::new();
+    for name in &settings.context_formats {
+        let plan = plan_of(name).context("format without a plan")?;
+        let path = bitnet_fixtures::fixture(&plan.fixture())
+            .with_context(|| format!("fixture {}", plan.fixture().id()))?;
+        for &threads in &settings.threads {
+            if settings.context_lengths.is_empty() {
+                break;
+            }
+            context_points.extend(context_curve(plan, &path, &settings, threads, &progress)?);
+        }
+    }
+
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let json = out.canonicalize()?.join("throughput.json");
@@ -431,12 +529,13 @@ fn main() -> Result<()> {
         machine,
         models,
         rows,
+        context_curve: context_points,
     };
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", json.display()))?;
     progress.say(format_args!("wrote {}", json.display()));
     let picture = json.with_file_name("throughput.svg");
-    std::fs::write(&picture, svg(&report.rows))
+    std::fs::write(&picture, svg(&report.rows, &report.context_curve))
         .with_context(|| format!("writing {}", picture.display()))?;
     progress.say(format_args!("wrote {}", picture.display()));
 
@@ -486,6 +585,17 @@ fn main() -> Result<()> {
     println!();
     print!("{}", engines_table(&report.rows));
     println!();
+    if !report.context_curve.is_empty() {
+        println!(
+            "decode cost against context length: a prompt of each length (batches of {}), then \
+             {} timed greedy steps; n_ctx {}",
+            s.context_batch,
+            s.context_decode,
+            s.for_context_curve().n_ctx
+        );
+        print!("{}", context_table(&report.context_curve));
+        println!();
+    }
     println!("JSON: {}; picture: {}", json.display(), picture.display());
     Ok(())
 }

@@ -119,7 +119,20 @@ pub const DEFAULT_RUNS: u32 = 3;
 /// Reference configurations run when `BITNET_BENCH_REFS` is unset.
 pub const DEFAULT_REF_CONFIGS: &[RefConfig] = &[RefConfig::Fastest];
 
+/// Context lengths of the decode-cost curve when `BITNET_BENCH_CONTEXTS` is unset.
+pub const DEFAULT_CONTEXTS: &[u32] = &[128, 512, 2048, 4096];
+/// Formats the curve is measured on when `BITNET_BENCH_CONTEXT_FORMATS` is unset: I2_S,
+/// the format of Microsoft's released 2B-4T model (each point costs a prompt of its length
+/// in every engine, so one format by default).
+pub const DEFAULT_CONTEXT_FORMATS: &[&str] = &["i2_s"];
+/// Greedy steps timed at each point of the curve.
+pub const CONTEXT_DECODE_STEPS: u32 = 16;
+/// The batch the curve's prompts are evaluated in (they are only there to fill the cache).
+pub const CONTEXT_BATCH: u32 = 512;
+
 pub const FORMATS_ENV: &str = "BITNET_BENCH_FORMATS";
+pub const CONTEXTS_ENV: &str = "BITNET_BENCH_CONTEXTS";
+pub const CONTEXT_FORMATS_ENV: &str = "BITNET_BENCH_CONTEXT_FORMATS";
 pub const THREADS_ENV: &str = "BITNET_BENCH_THREADS";
 pub const RUNS_ENV: &str = "BITNET_BENCH_RUNS";
 pub const REFS_ENV: &str = "BITNET_BENCH_REFS";
@@ -179,6 +192,14 @@ pub struct Settings {
     pub reference_configs: Vec<RefConfig>,
     /// How the prompt's ids are made.
     pub prompt_ids: &'static str,
+    /// The decode-cost curve: at each context length, a prompt of that many tokens (in
+    /// batches of `context_batch`), then `context_decode` timed greedy steps, in our engine
+    /// and the fastest configuration of each reference of each of `context_formats`, at
+    /// every thread count. Empty: no curve.
+    pub context_lengths: Vec<u32>,
+    pub context_formats: Vec<&'static str>,
+    pub context_decode: u32,
+    pub context_batch: u32,
 }
 
 impl Settings {
@@ -208,6 +229,17 @@ impl Settings {
             })?,
             None => DEFAULT_REF_CONFIGS.to_vec(),
         };
+        let context_lengths = match var(CONTEXTS_ENV) {
+            Some(v) if v.trim() == "off" => Vec::new(),
+            Some(v) => list(CONTEXTS_ENV, &v, |s| {
+                s.parse().ok().filter(|&n: &u32| n > 1)
+            })?,
+            None => DEFAULT_CONTEXTS.to_vec(),
+        };
+        let context_formats = match var(CONTEXT_FORMATS_ENV) {
+            Some(v) => list(CONTEXT_FORMATS_ENV, &v, |s| plan_of(s).map(|p| p.name))?,
+            None => DEFAULT_CONTEXT_FORMATS.to_vec(),
+        };
         Ok(Settings {
             n_prompt: 128,
             n_decode: 64,
@@ -221,7 +253,22 @@ impl Settings {
             formats,
             reference_configs,
             prompt_ids: "BOS, then (i * 7919 + 13) % n_vocab for i = 0..n_prompt-1",
+            context_lengths,
+            context_formats,
+            context_decode: CONTEXT_DECODE_STEPS,
+            context_batch: CONTEXT_BATCH,
         })
+    }
+
+    /// The settings the decode-cost curve runs under: a context that holds its longest
+    /// prompt and the timed steps, and prompts in batches of `context_batch`.
+    pub fn for_context_curve(&self) -> Settings {
+        let longest = self.context_lengths.iter().copied().max().unwrap_or(0);
+        Settings {
+            n_ctx: longest + self.context_decode,
+            n_batch: self.context_batch,
+            ..self.clone()
+        }
     }
 
     /// Our engine's session (and a deterministic reference's): the bench's context, batch
@@ -271,12 +318,16 @@ fn list<T>(
         .into_iter()
         .map(|s| {
             item(s).ok_or_else(|| {
-                let allowed = if var == FORMATS_ENV {
+                let allowed = if var == FORMATS_ENV || var == CONTEXT_FORMATS_ENV {
                     let names: Vec<_> = PLANS.iter().map(|p| p.name).collect();
                     format!("unknown format {s:?} (one of {})", names.join(", "))
                 } else if var == REFS_ENV {
                     let names: Vec<_> = RefConfig::ALL.iter().map(|c| c.name()).collect();
                     format!("unknown configuration {s:?} (one of {})", names.join(", "))
+                } else if var == CONTEXTS_ENV {
+                    format!(
+                        "{s:?} is not a context of 2 tokens or more (or the list is not \"off\")"
+                    )
                 } else {
                     format!("{s:?} is not a positive count")
                 };
@@ -321,6 +372,29 @@ mod tests {
         );
         assert!(s.n_prompt <= s.n_batch as usize, "the prompt is one batch");
         assert!(s.n_prompt + s.n_decode as usize <= s.n_ctx as usize);
+        assert_eq!(s.context_lengths, [128, 512, 2048, 4096]);
+        assert_eq!(s.context_formats, ["i2_s"]);
+        let long = s.for_context_curve();
+        assert_eq!((long.n_ctx, long.n_batch), (4096 + 16, 512));
+        assert_eq!(long.threads, s.threads);
+    }
+
+    #[test]
+    fn the_context_curve_can_be_chosen_or_turned_off() {
+        let s = Settings::from_vars(vars(&[
+            (CONTEXTS_ENV, "256,1024"),
+            (CONTEXT_FORMATS_ENV, "tq2_0,iq2_bn"),
+        ]))
+        .unwrap();
+        assert_eq!(s.context_lengths, [256, 1024]);
+        assert_eq!(s.context_formats, ["tq2_0", "iq2_bn"]);
+        assert_eq!(s.for_context_curve().n_ctx, 1024 + 16);
+        let off = Settings::from_vars(vars(&[(CONTEXTS_ENV, "off")])).unwrap();
+        assert!(off.context_lengths.is_empty());
+        let e = Settings::from_vars(vars(&[(CONTEXTS_ENV, "512,1")])).unwrap_err();
+        assert!(e.to_string().contains("\"1\" is not a context"), "{e}");
+        let e = Settings::from_vars(vars(&[(CONTEXT_FORMATS_ENV, "q4_0")])).unwrap_err();
+        assert!(e.to_string().contains("unknown format"), "{e}");
     }
 
     #[test]

@@ -90,6 +90,22 @@ pub struct ModelEntry {
     pub rss_budget_bytes: u64,
 }
 
+/// One point of the decode-cost curve: an engine's greedy decode speed once the context
+/// holds `context` tokens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContextPoint {
+    pub engine: String,
+    /// As [`Row::settings`], for the curve's session (its context and batch).
+    pub settings: String,
+    pub format: String,
+    pub threads: u32,
+    /// Tokens in the context when the timed steps start (the prompt's length).
+    pub context: u32,
+    /// Greedy steps timed.
+    pub decode_tokens: u32,
+    pub decode_tok_s: f64,
+}
+
 /// Everything `target/bench/throughput.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -98,6 +114,8 @@ pub struct Report {
     pub machine: Machine,
     pub models: Vec<ModelEntry>,
     pub rows: Vec<Row>,
+    /// The decode-cost curve (`Settings::context_lengths`).
+    pub context_curve: Vec<ContextPoint>,
 }
 
 /// `model name` of a `/proc/cpuinfo` text.
@@ -271,6 +289,57 @@ pub fn engines_table(rows: &[Row]) -> String {
     render_table(&header, &lines)
 }
 
+/// The decode-cost curve as a table: one line per format × threads × engine, one column
+/// per context length, and our speed over the engine's at the longest context.
+pub fn context_table(points: &[ContextPoint]) -> String {
+    let mut contexts: Vec<u32> = points.iter().map(|p| p.context).collect();
+    contexts.sort_unstable();
+    contexts.dedup();
+    let mut header = vec!["format".to_owned(), "threads".into(), "engine".into()];
+    header.extend(contexts.iter().map(|c| format!("ctx {c} tok/s")));
+    header.push("ours/engine at the longest".into());
+    let mut keys: Vec<(&str, u32, &str)> = Vec::new();
+    for p in points {
+        let k = (p.format.as_str(), p.threads, p.engine.as_str());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let at = |format: &str, threads: u32, engine: &str, context: u32| {
+        points
+            .iter()
+            .find(|p| {
+                p.format == format
+                    && p.threads == threads
+                    && p.engine == engine
+                    && p.context == context
+            })
+            .map(|p| p.decode_tok_s)
+    };
+    let longest = contexts.last().copied().unwrap_or(0);
+    let lines: Vec<Vec<String>> = keys
+        .into_iter()
+        .map(|(format, threads, engine)| {
+            let mut line = vec![format.to_owned(), threads.to_string(), engine.to_owned()];
+            line.extend(contexts.iter().map(|&c| {
+                at(format, threads, engine, c).map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+            }));
+            let ratio = match (
+                at(format, threads, OURS, longest),
+                at(format, threads, engine, longest),
+            ) {
+                _ if is_ours(engine) => String::new(),
+                (Some(o), Some(e)) if e > 0.0 => format!("{:.2}", o / e),
+                _ => "-".into(),
+            };
+            line.push(ratio);
+            line
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    render_table(&header, &lines)
+}
+
 /// Bar-chart palette, one colour per engine in first-seen order.
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -278,8 +347,10 @@ const COLOURS: [&str; 8] = [
 
 /// `target/bench/throughput.svg`: one panel per phase; in each, one group of bars per
 /// format × thread count (an engine's median tok/s per bar) and, on decode, the bandwidth
-/// limit of the group as a dashed line across it. Hand-written SVG: no dependency.
-pub fn svg(rows: &[Row]) -> String {
+/// limit of the group as a dashed line across it; below, the decode-cost curve (decode
+/// tok/s against context length, one line per engine × format × threads, in the engine's
+/// colour, dashed at 2 threads and more). Hand-written SVG: no dependency.
+pub fn svg(rows: &[Row], curve: &[ContextPoint]) -> String {
     let mut engines: Vec<&str> = Vec::new();
     for r in rows {
         if !engines.contains(&r.engine.as_str()) {
@@ -296,10 +367,20 @@ pub fn svg(rows: &[Row]) -> String {
         }
         k
     };
+    for p in curve {
+        if !engines.contains(&p.engine.as_str()) {
+            engines.push(&p.engine);
+        }
+    }
     let group_w = bar * engines.len() as f64 + gap;
-    let width = left + group_w * keys.len() as f64 + 180.0;
+    let width = (left + group_w * keys.len() as f64).max(left + 420.0) + 180.0;
     let phases = [Phase::Prefill, Phase::Decode];
-    let height = top + (panel_h + 60.0) * phases.len() as f64;
+    let curve_h = if curve.is_empty() {
+        0.0
+    } else {
+        panel_h + 60.0
+    };
+    let height = top + (panel_h + 60.0) * phases.len() as f64 + curve_h;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
 font-family=\"sans-serif\" font-size=\"10\">\n"
@@ -357,7 +438,11 @@ stroke=\"black\" stroke-dasharray=\"4 2\"><title>bandwidth limit {limit:.1} tok/
             );
         }
     }
-    let lx = left + group_w * keys.len() as f64 + 10.0;
+    if !curve.is_empty() {
+        let y0 = top + (panel_h + 60.0) * phases.len() as f64 + panel_h;
+        out += &curve_panel(curve, &engines, (left, y0), (400.0, panel_h));
+    }
+    let lx = (left + group_w * keys.len() as f64).max(left + 420.0) + 10.0;
     for (e, name) in engines.iter().enumerate() {
         let y = top + 14.0 * e as f64;
         out += &format!(
@@ -373,6 +458,77 @@ stroke=\"black\" stroke-dasharray=\"4 2\"><title>bandwidth limit {limit:.1} tok/
         "<text x=\"{lx:.1}\" y=\"{:.1}\">- - - decode bandwidth limit</text>\n</svg>\n",
         top + 14.0 * engines.len() as f64 + 9.0
     );
+    out
+}
+
+/// The decode-cost curve's panel: x is the context length on a log scale, y decode tok/s
+/// from 0; `(x0, y0)` is its lower left corner.
+fn curve_panel(
+    curve: &[ContextPoint],
+    engines: &[&str],
+    (x0, y0): (f64, f64),
+    (w, h): (f64, f64),
+) -> String {
+    let (lo, hi) = curve.iter().fold((f64::MAX, 0f64), |(lo, hi), p| {
+        let c = f64::from(p.context.max(1));
+        (lo.min(c), hi.max(c))
+    });
+    let span = (hi / lo).ln().max(1e-9);
+    let max = curve
+        .iter()
+        .map(|p| p.decode_tok_s)
+        .fold(0f64, f64::max)
+        .max(1e-9);
+    let x = |c: u32| x0 + w * (f64::from(c.max(1)) / lo).ln() / span;
+    let y = |v: f64| y0 - h * v / max;
+    let mut out = format!(
+        "<text x=\"{x0}\" y=\"{:.0}\" font-size=\"13\">decode tok/s against context length \
+(max {max:.1})</text>\n<line x1=\"{x0}\" y1=\"{y0:.1}\" x2=\"{:.1}\" y2=\"{y0:.1}\" \
+stroke=\"black\"/>\n",
+        y0 - h - 8.0,
+        x0 + w
+    );
+    let mut contexts: Vec<u32> = curve.iter().map(|p| p.context).collect();
+    contexts.sort_unstable();
+    contexts.dedup();
+    for c in contexts {
+        out += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\">{c}</text>\n",
+            x(c) - 8.0,
+            y0 + 12.0
+        );
+    }
+    let mut lines: Vec<(&str, &str, u32)> = Vec::new();
+    for p in curve {
+        let k = (p.engine.as_str(), p.format.as_str(), p.threads);
+        if !lines.contains(&k) {
+            lines.push(k);
+        }
+    }
+    for (engine, format, threads) in lines {
+        let mut pts: Vec<&ContextPoint> = curve
+            .iter()
+            .filter(|p| p.engine == engine && p.format == format && p.threads == threads)
+            .collect();
+        pts.sort_by_key(|p| p.context);
+        let path: Vec<String> = pts
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.context), y(p.decode_tok_s)))
+            .collect();
+        let e = engines.iter().position(|&n| n == engine).unwrap_or(0);
+        let dash = if threads > 1 {
+            " stroke-dasharray=\"5 3\""
+        } else {
+            ""
+        };
+        out += &format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{dash}>\
+<title>{} {format} {threads}t</title></polyline>\n",
+            path.join(" "),
+            COLOURS[e % COLOURS.len()],
+            escape_xml(engine)
+        );
+    }
     out
 }
 
@@ -452,10 +608,56 @@ mod tests {
         assert_eq!(engines_table(&rows()), want);
     }
 
+    fn curve() -> Vec<ContextPoint> {
+        let mut v = Vec::new();
+        for (engine, speeds) in [
+            (OURS, [20.0, 19.0, 16.0]),
+            ("bitnet.cpp", [18.0, 16.0, 12.0]),
+        ] {
+            for (context, tok_s) in [128, 512, 4096].into_iter().zip(speeds) {
+                v.push(ContextPoint {
+                    engine: engine.into(),
+                    settings: "n_ctx 4112".into(),
+                    format: "i2_s".into(),
+                    threads: 2,
+                    context,
+                    decode_tokens: 16,
+                    decode_tok_s: tok_s,
+                });
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_context_table_has_a_column_per_length_and_the_ratio_at_the_longest() {
+        let want = "\
+| format | threads | engine     | ctx 128 tok/s | ctx 512 tok/s | ctx 4096 tok/s | ours/engine at the longest |
+|--------|---------|------------|---------------|---------------|----------------|----------------------------|
+| i2_s   | 2       | bitnet-rs  | 20.0          | 19.0          | 16.0           |                            |
+| i2_s   | 2       | bitnet.cpp | 18.0          | 16.0          | 12.0           | 1.33                       |
+";
+        assert_eq!(context_table(&curve()), want);
+        let j = serde_json::to_value(&curve()[0]).unwrap();
+        assert_eq!(
+            (j["context"].as_u64(), j["decode_tok_s"].as_f64()),
+            (Some(128), Some(20.0))
+        );
+    }
+
+    #[test]
+    fn the_picture_draws_one_line_per_engine_of_the_curve() {
+        let picture = svg(&rows(), &curve());
+        assert_eq!(picture.matches("<polyline ").count(), 2, "{picture}");
+        assert!(picture.contains("<title>bitnet.cpp i2_s 2t</title>"));
+        assert!(picture.contains("decode tok/s against context length (max 20.0)"));
+        assert!(!svg(&rows(), &[]).contains("<polyline"));
+    }
+
     #[test]
     fn the_picture_has_a_bar_per_row_and_a_limit_per_decode_group() {
         let rows = rows();
-        let svg = svg(&rows);
+        let svg = svg(&rows, &[]);
         assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
         // One bar per row and one legend swatch per engine.
         let bars = svg.matches("<rect ").count();
