@@ -6,7 +6,7 @@ CARGO ?= cargo
 DATA_DIR ?= $(CURDIR)/target/data
 export BITNET_DATA_DIR := $(DATA_DIR)
 
-.PHONY: all setup prereqs data refs refs-defaults test check lint unit crossval golden bench help
+.PHONY: all setup prereqs data refs refs-defaults test check lint unit crossval golden bench help loom
 
 all: test
 
@@ -25,6 +25,7 @@ help:
 	@echo "make refs-defaults  build them again with their CMake defaults (native ISA, OpenMP)"
 	@echo "make lint           cargo fmt --check and clippy -D warnings"
 	@echo "make unit           every workspace test with all features (needs make setup)"
+	@echo "make loom           bitnet-pool's protocol under the loom model checker"
 
 # System packages the C++ reference builds need (bindgen wants libclang, ggml wants cmake).
 prereqs:
@@ -80,11 +81,16 @@ unit:
 	$(CLEAR_REPORTS)
 	INSTA_UPDATE=no $(CARGO) test --workspace --all-features
 
-test: setup lint unit
+# bitnet-pool's protocol under the loom model checker. `--cfg loom` changes every crate it
+# builds, so it has a target directory of its own.
+loom:
+	RUSTFLAGS="--cfg loom" $(CARGO) test -p bitnet-pool --release --lib --target-dir target/loom
+
+test: setup lint unit loom
 
 # Everything that needs neither root nor the C++ builds: the parity suite (feature
 # `crossval`) stays off; the data comes from PyPI into target/data without root.
-check: data lint
+check: data lint loom
 	INSTA_UPDATE=no $(CARGO) test --workspace
 
 crossval: setup

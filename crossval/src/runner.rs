@@ -193,8 +193,8 @@ pub fn model_file(source: &ModelSource) -> Result<PathBuf, ModelFileError> {
             let mut runner = RefRunner::spawn(*by).map_err(by_ref)?;
             let output = conversion_path(&input, *by, runner.version(), to)?;
             if !output.is_file() {
-                eprintln!(
-                    "crossval: converting {} to {to} with {by}'s llama_model_quantize (cached as {})",
+                tracing::info!(
+                    "converting {} to {to} with {by}'s llama_model_quantize (cached as {})",
                     input.display(),
                     output.display()
                 );
@@ -221,8 +221,8 @@ fn conversion_path(
     let mut file = std::fs::File::open(input).map_err(io)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size > 256 << 20 {
-        eprintln!(
-            "crossval: hashing {} ({:.1} GB) for the conversion cache",
+        tracing::info!(
+            "hashing {} ({:.1} GB) for the conversion cache",
             input.display(),
             size as f64 / 1e9
         );

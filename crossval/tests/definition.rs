@@ -53,7 +53,7 @@ fn check_source(
     Ok(checked.rows)
 }
 
-#[test]
+#[test_log::test]
 fn every_engine_is_within_its_bound_of_the_definition() {
     let (mut rows, mut errors, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for (source, references) in sources() {

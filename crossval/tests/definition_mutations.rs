@@ -125,7 +125,7 @@ fn assert_caught(fault: Fault, cases: &[&'static str]) {
     );
 }
 
-#[test]
+#[test_log::test]
 fn without_a_fault_every_model_passes() {
     for &case_id in ALL_BITNET.iter().chain(&[LLAMA_Q4_1]) {
         let r = rows(case_id, None);
@@ -137,7 +137,7 @@ fn without_a_fault_every_model_passes() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn silu_instead_of_squared_relu() {
     assert_caught(
         Fault::FfnActivation {
@@ -147,7 +147,7 @@ fn silu_instead_of_squared_relu() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn normal_instead_of_neox_rope() {
     assert_caught(
         Fault::RopeStyleAll {
@@ -157,7 +157,7 @@ fn normal_instead_of_neox_rope() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn attn_sub_norm_skipped() {
     assert_caught(
         Fault::SkipSubNorm {
@@ -167,7 +167,7 @@ fn attn_sub_norm_skipped() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn ffn_sub_norm_skipped() {
     assert_caught(
         Fault::SkipSubNorm {
@@ -181,12 +181,12 @@ fn ffn_sub_norm_skipped() {
 /// `bitnet_crossval::definition::bounds`). Not asserted on SmolLM2, whose activations are
 /// large enough that eps ×10 barely changes the model (mean KL 3.19e-3 → 3.45e-3, inside
 /// the noise of its Q8_1 activations).
-#[test]
+#[test_log::test]
 fn rms_eps_times_ten() {
     assert_caught(Fault::RmsEpsFactor { factor: 10.0 }, ALL_BITNET);
 }
 
-#[test]
+#[test_log::test]
 fn attention_scale_off_by_sqrt_2() {
     let fault = Fault::KqScaleFactor {
         factor: std::f32::consts::SQRT_2,
@@ -195,13 +195,13 @@ fn attention_scale_off_by_sqrt_2() {
     assert_caught(fault, &[LLAMA_Q4_1]);
 }
 
-#[test]
+#[test_log::test]
 fn kv_position_off_by_one() {
     assert_caught(Fault::KvCellOffset { offset: 1 }, ALL_BITNET);
     assert_caught(Fault::KvCellOffset { offset: 1 }, &[LLAMA_Q4_1]);
 }
 
-#[test]
+#[test_log::test]
 fn neox_instead_of_normal_rope_in_llama() {
     assert_caught(
         Fault::RopeStyleAll {

@@ -96,7 +96,7 @@ fn report(label: &str, ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> Vec<PositionMe
 }
 
 /// All-NaN logits on both sides once passed here (`f32::max` drops NaNs); now they fail.
-#[test]
+#[test_log::test]
 #[should_panic(expected = "not finite")]
 fn nan_logits_fail_the_comparison() {
     let nan = vec![vec![f32::NAN; 4]; 2];
@@ -185,7 +185,7 @@ fn first_divergence(ours: &[Ours], theirs: &[CapturedTensor]) -> Option<String> 
 
 const PROMPT: &str = "The capital of France is";
 
-#[test]
+#[test_log::test]
 fn smollm2_layer0_intermediates_match_llama_cpp() {
     let path = smollm2();
     let names = [
@@ -220,7 +220,7 @@ fn smollm2_layer0_intermediates_match_llama_cpp() {
     assert_eq!(first, None, "first op that differs from llama.cpp");
 }
 
-#[test]
+#[test_log::test]
 fn smollm2_logits_match_llama_cpp_batched_and_stepped() {
     let path = smollm2();
     let Some(mut r) = reference(&path, &[]) else {
@@ -263,7 +263,7 @@ fn smollm2_logits_match_llama_cpp_batched_and_stepped() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn smollm2_greedy_continuation_is_paris() {
     let path = smollm2();
     let Some(mut r) = reference(&path, &[]) else {
@@ -286,7 +286,7 @@ fn smollm2_greedy_continuation_is_paris() {
 /// Prompt plus the reference's own greedy continuation, evaluated teacher-forced on both
 /// sides: 45 positions cover softmax rows past one 8-lane chunk and V dot products past
 /// one 32-element step. Both KV cache types llama.cpp offers.
-#[test]
+#[test_log::test]
 fn smollm2_long_sequence_matches_llama_cpp_with_f32_and_f16_kv() {
     let path = smollm2();
     let model = Model::load(&path).expect("load");
@@ -323,7 +323,7 @@ fn smollm2_long_sequence_matches_llama_cpp_with_f32_and_f16_kv() {
 /// pad) with a 512-cell cache, teacher-forced on the reference's own continuation; the whole
 /// sequence batched, then the last 16 positions again token by token after truncating the
 /// cache on both sides.
-#[test]
+#[test_log::test]
 fn smollm2_300_positions_match_llama_cpp() {
     const N: usize = 300;
     let path = smollm2();
@@ -367,7 +367,7 @@ fn smollm2_300_positions_match_llama_cpp() {
 
 /// bitnet.cpp (its Oct-2024 llama.cpp fork) on SmolLM2 with its F16 KV cache, batched and
 /// token by token.
-#[test]
+#[test_log::test]
 fn smollm2_logits_match_bitnet_cpp() {
     let path = smollm2();
     let Some(mut r) = reference_with(Reference::BitnetCpp, KvType::F16, &path, &[]) else {
@@ -466,7 +466,7 @@ fn fixture_parity(which: Reference, spec: &FixtureSpec) {
     }
 }
 
-#[test]
+#[test_log::test]
 fn tiny_bitnet_fixtures_match_llama_cpp() {
     for format in [
         WeightFormat::F32,
@@ -481,7 +481,7 @@ fn tiny_bitnet_fixtures_match_llama_cpp() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn tiny_bitnet_fixtures_match_bitnet_cpp() {
     for format in [
         WeightFormat::I2_S,
@@ -496,7 +496,7 @@ fn tiny_bitnet_fixtures_match_bitnet_cpp() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn tiny_bitnet_b158_fixtures_match_ik_llama_cpp() {
     for format in [WeightFormat::IQ2_BN, WeightFormat::F16, WeightFormat::F32] {
         let spec = FixtureSpec::tiny(FixtureArch::BitnetB158, format);

@@ -118,7 +118,7 @@ fn localised_run(
 /// A fault from a decode position on: the prompt's positions match, the first divergence is
 /// the first decode step the fault reaches, localised (by re-running that step with capture
 /// on both sides) to the injected op.
-#[test]
+#[test_log::test]
 fn ffn_sub_norm_scaled_from_a_decode_position() {
     const FROM: usize = 9;
     let Some(r) = localised_run(
@@ -148,7 +148,7 @@ fn ffn_sub_norm_scaled_from_a_decode_position() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn no_fault_passes_without_localisation() {
     for model in [LLAMA_CPP_TQ2_0, BITNET_CPP_I2_S, IK_IQ2_BN] {
         let r = run_with(model, None, 8);
@@ -161,7 +161,7 @@ fn no_fault_passes_without_localisation() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn bitnet_cpp_i2_s_ffn_sub_norm_scaled_in_layer_2() {
     assert_localised_on(
         BITNET_CPP_I2_S,
@@ -175,7 +175,7 @@ fn bitnet_cpp_i2_s_ffn_sub_norm_scaled_in_layer_2() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn ik_iq2_bn_attn_sub_norm_scaled_in_layer_1() {
     assert_localised_on(
         IK_IQ2_BN,
@@ -189,7 +189,7 @@ fn ik_iq2_bn_attn_sub_norm_scaled_in_layer_1() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn ffn_sub_norm_scaled_in_layer_3() {
     assert_localised(
         Fault::Scale {
@@ -202,7 +202,7 @@ fn ffn_sub_norm_scaled_in_layer_3() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn attn_norm_perturbed_in_layer_1() {
     assert_localised(
         Fault::Scale {
@@ -215,19 +215,19 @@ fn attn_norm_perturbed_in_layer_1() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn rope_style_swapped_in_layer_2() {
     // RoPE is the identity at position 0, so the case fails at position 1, on the rotated
     // query (the second `Qcur-2` of the graph).
     assert_localised(Fault::SwapRopeStyle { layer: 2 }, "Qcur", 2);
 }
 
-#[test]
+#[test_log::test]
 fn attn_output_scale_dropped_in_layer_0() {
     assert_localised(Fault::DropAttnOutputScale { layer: 0 }, "attn_out", 0);
 }
 
-#[test]
+#[test_log::test]
 fn ffn_norm_epsilon_changed_in_layer_2() {
     assert_localised(
         Fault::RmsEps {
@@ -240,7 +240,7 @@ fn ffn_norm_epsilon_changed_in_layer_2() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn attention_output_perturbed_in_layer_1() {
     assert_localised(
         Fault::Scale {
@@ -253,7 +253,7 @@ fn attention_output_perturbed_in_layer_1() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn ffn_gate_perturbed_in_layer_3() {
     assert_localised(
         Fault::Scale {

@@ -17,7 +17,6 @@ use bitnet_crossval::runner::reference_or_skip;
 use bitnet_inference::{GenerateOptions, SamplingParams, Session, SessionConfig};
 use bitnet_models::{Model, Numerics, Reference as EngineRef};
 use bitnet_sys::{RefSession, Reference, SessionConfig as RefConfig};
-use rstest::rstest;
 
 /// Context of every session here.
 const N_CTX: u32 = 512;
@@ -99,7 +98,7 @@ const MODELS: [&str; 3] = [
     "bitnet-b158-tiny-iq2_bn-folded-s0@ik_llama_cpp",
 ];
 
-#[test]
+#[test_log::test]
 fn the_models_are_built_in() {
     for id in MODELS {
         assert!(builtin_models().iter().any(|m| m.id() == id), "{id}");
@@ -109,7 +108,7 @@ fn the_models_are_built_in() {
 /// The prompt in batches of `n_batch` on both sides: every row bit-identical to the
 /// reference run with the same split; whether the reference itself is invariant to the
 /// split is printed.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn prompt_split_into_batches(
     #[values(MODELS[0], MODELS[1], MODELS[2])] id: &str,
     #[values(1, 7, 64, N_PROMPT - 1)] n_batch: usize,
@@ -141,7 +140,7 @@ fn prompt_split_into_batches(
 }
 
 /// `eval_last` (the head on the last position only, chunked by `n_batch`) and `decode`.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn eval_last_and_decode(#[values(MODELS[0], MODELS[1], MODELS[2])] id: &str) {
     let Some(s) = setup(id) else { return };
     let Some(mut r) = reference_session(s.reference, &s.path, N_CTX) else {
@@ -161,7 +160,7 @@ fn eval_last_and_decode(#[values(MODELS[0], MODELS[1], MODELS[2])] id: &str) {
 /// The generation API: greedy generation's tokens and per-step logits are the reference's
 /// greedy generation; a seeded sampled generation's per-step logits are the reference's on
 /// the same tokens.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn generation_api_per_step(#[values(MODELS[0], MODELS[1], MODELS[2])] id: &str) {
     let Some(s) = setup(id) else { return };
     let Some(mut r) = reference_session(s.reference, &s.path, N_CTX) else {
@@ -201,7 +200,7 @@ fn generation_api_per_step(#[values(MODELS[0], MODELS[1], MODELS[2])] id: &str) 
 
 /// A cache reused across two prompts that share a prefix: evaluate A, rewind to the shared
 /// prefix, evaluate B's rest; on both sides, and equal to evaluating B from scratch.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn prefix_reuse_and_rewind(#[values(MODELS[0], MODELS[1], MODELS[2])] id: &str) {
     const SHARED: usize = 50;
     let Some(s) = setup(id) else { return };

@@ -73,7 +73,7 @@ fn golden_json(r: &CaseReport, as_case: &str) -> serde_json::Value {
     serde_json::to_value(view).expect("golden JSON")
 }
 
-#[test]
+#[test_log::test]
 fn a_perturbation_that_keeps_every_greedy_id_turns_the_golden_red() {
     let original = builtin_models()
         .into_iter()

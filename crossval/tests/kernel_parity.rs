@@ -50,7 +50,6 @@ use bitnet_sys::{RefRunner, Reference};
 use bytemuck::{Pod, Zeroable};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
-use rstest::rstest;
 
 use common::{le_f32, le_i32, same_bytes, same_f32, same_f32_bits};
 
@@ -479,14 +478,14 @@ fn vec_dot_matches<W: Pod, A: Pod>(
     Ok(())
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq1_0_quantize_ref_is_byte_identical(#[case] reference: Reference) {
     tq_quantize_ref_is_byte_identical(reference, TQ1_0);
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq2_0_quantize_ref_is_byte_identical(#[case] reference: Reference) {
@@ -504,7 +503,7 @@ fn tq_quantize_ref_is_byte_identical<B: Pod>(reference: Reference, f: BlockForma
     );
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq_dequantize_is_bit_identical(#[case] reference: Reference) {
@@ -531,7 +530,7 @@ type Q8kQuantizer = fn(&[f32], &mut [BlockQ8K]) -> Result<(), KernelError>;
 // the same C compiled with -mfma, and GCC contracts `iscale*x + 12582912.f` inside
 // `nearest_int` into one FMA: the exact product is rounded once, so some near-ties round the
 // other way (found by this test: max -60000, x -30000 → -63 in bitnet.cpp, -64 upstream).
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp, quantize_row_q8_k)]
 #[case::bitnet_cpp(Reference::BitnetCpp, quantize_row_q8_k_fma)]
 fn q8_k_activation_quantizer_is_byte_identical(
@@ -646,7 +645,7 @@ fn dot_is_bit_identical<W: Pod, A: Pod>(
     );
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq1_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
@@ -660,7 +659,7 @@ fn tq1_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
     );
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn tq2_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
@@ -679,17 +678,17 @@ fn tq2_0_dot_q8_k_is_bit_identical(#[case] reference: Reference) {
 // compiled with FMA contraction and are not ours to match (its Q4_0 one rounds
 // `x·id + 8.5f` in one FMA and differs on near-ties), so those are checked upstream only.
 
-#[test]
+#[test_log::test]
 fn q8_0_quantize_ref_and_dequantize_are_identical() {
     legacy_quantize_ref_and_dequantize(Q8_0);
 }
 
-#[test]
+#[test_log::test]
 fn q4_0_quantize_ref_and_dequantize_are_identical() {
     legacy_quantize_ref_and_dequantize(Q4_0);
 }
 
-#[test]
+#[test_log::test]
 fn q4_1_quantize_ref_and_dequantize_are_identical() {
     legacy_quantize_ref_and_dequantize(Q4_1);
 }
@@ -711,7 +710,7 @@ fn legacy_quantize_ref_and_dequantize<B: Pod>(f: BlockFormat<B>) {
     );
 }
 
-#[test]
+#[test_log::test]
 fn q4_0_and_q4_1_cpu_quantizers_are_their_reference_quantizers() {
     // ggml-cpu's `quantize_row_q4_0` / `_q4_1` (their `from_float`) call the reference
     // quantizers, so ours must match those too.
@@ -750,7 +749,7 @@ fn our_x86<B: Pod>(quantize: X86Quantizer<B>, isa: Isa, x: &[f32]) -> Result<Vec
     Ok(bytemuck::cast_slice(&ours).to_vec())
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn q8_0_and_q8_1_x86_activation_quantizers_are_byte_identical(#[case] reference: Reference) {
@@ -800,7 +799,7 @@ fn legacy_dot_fixed() -> Vec<(String, DotCase)> {
     dot_fixed(&[QK32, 8 * QK32], 5)
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn q8_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
@@ -814,7 +813,7 @@ fn q8_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
     );
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn q4_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
@@ -828,7 +827,7 @@ fn q4_0_dot_q8_0_is_bit_identical(#[case] reference: Reference) {
     );
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
 fn q4_1_dot_q8_1_is_bit_identical(#[case] reference: Reference) {
@@ -850,7 +849,7 @@ fn i2_s_compared_bytes(n: usize) -> usize {
     n / 4 + 4
 }
 
-#[test]
+#[test_log::test]
 fn i2_s_whole_tensor_quantizer_is_byte_identical() {
     let r = spawn(Reference::BitnetCpp);
     // Rows of n_per_row (a multiple of 128), 1..4 rows, one scale for the whole tensor.
@@ -917,7 +916,7 @@ fn i8_s_rows(r: &mut RefRunner, x: &[f32]) -> Result<(Vec<u8>, Vec<u8>), String>
     Ok((ours, theirs))
 }
 
-#[test]
+#[test_log::test]
 fn i8_s_activation_quantizer_is_byte_identical() {
     let r = spawn(Reference::BitnetCpp);
     check(
@@ -965,7 +964,7 @@ fn i2_s_dot_inputs() -> impl Strategy<Value = I2sDot> {
     })
 }
 
-#[test]
+#[test_log::test]
 fn i2_s_dot_i8_s_integer_sum_is_exact() {
     let r = spawn(Reference::BitnetCpp);
     // bitnet.cpp's AVX2 kernel sums code·q in 16-bit lanes over runs of 32 blocks: a lane
@@ -1061,7 +1060,7 @@ fn i2_s_dot_i8_s_integer_sum_is_exact() {
     });
 }
 
-#[test]
+#[test_log::test]
 fn i2_s_dot_i8_s_wraps_its_16_bit_lanes_like_bitnet_cpp() {
     // 33 blocks of all-+1 weights (code 2) against q = 127: the first 32 blocks are one run
     // of i16 lanes, each summing 256 products of 254 = 65024, which wraps to -512; the last
@@ -1098,7 +1097,7 @@ fn our_iq2_bn(x: &[f32], k: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-#[test]
+#[test_log::test]
 fn iq2_bn_quantizer_and_dequantizer_are_identical() {
     let r = spawn(Reference::IkLlamaCpp);
     let rows = (1usize..=12, 1usize..=3).prop_flat_map(|(blocks_per_row, rows)| {
@@ -1151,7 +1150,7 @@ fn q8_k64_rows(r: &mut RefRunner, x: &[f32]) -> Result<(Vec<u8>, Vec<u8>), Strin
     Ok((ours, theirs))
 }
 
-#[test]
+#[test_log::test]
 fn q8_k64_activation_quantizer_is_byte_identical() {
     let r = spawn(Reference::IkLlamaCpp);
     let rows = q8_k64_len(false).prop_flat_map(|k| row(16, k / 16..=k / 16));
@@ -1259,7 +1258,7 @@ fn iq2_bn_dot_matches(
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn iq2_bn_dot_q8_k64_is_bit_identical_for_even_block_counts() {
     let r = spawn(Reference::IkLlamaCpp);
     let mut fixed = iq2_bn_dot_fixed(Q8_K64_MIN_K);
@@ -1281,7 +1280,7 @@ fn iq2_bn_dot_q8_k64_is_bit_identical_for_even_block_counts() {
 /// actually reads (the last 32 quants replaced by the 32 before them, same header): equal
 /// bit for bit, which both pins the bug's exact shape and shows everything else agrees.
 /// BitNet shapes never hit it (2B-4T's K are 2560 and 6912, both K/64 even).
-#[test]
+#[test_log::test]
 fn iq2_bn_dot_q8_k64_odd_block_counts_read_the_wrong_half_in_ik() {
     let r = spawn(Reference::IkLlamaCpp);
     let odd = iq2_bn_dot_inputs(false).prop_filter("K/64 odd", |c| (c.acts.len() / 64) % 2 == 1);
@@ -1305,7 +1304,7 @@ fn iq2_bn_dot_q8_k64_odd_block_counts_read_the_wrong_half_in_ik() {
     );
 }
 
-#[test]
+#[test_log::test]
 fn i8_s_row_layout_is_codes_then_scale_then_sum() {
     // The layout every I8_S comparison above relies on, on one known row.
     let r = spawn(Reference::BitnetCpp);

@@ -26,7 +26,6 @@ use bitnet_crossval::kld::KldStats;
 use bitnet_crossval::report::{self, CaseReport, Status};
 use bitnet_crossval::routing::{route, FileFacts, Route};
 use bitnet_crossval::runner::{axes_settings, forget, run_case, run_defaults_case, DefaultsReport};
-use rstest::rstest;
 
 /// The built-in model case with this id (ids are listed by `builtin_models`).
 fn model(id: &str) -> ModelCase {
@@ -77,7 +76,7 @@ fn check(case: &Case) -> CaseReport {
     report
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn parity(
     #[values(
         model("bitnet-tiny-f32-folded-s0@llama_cpp"),
@@ -111,7 +110,7 @@ fn parity(
 /// teacher-forced tokens, every position compared, exact. A prompt past a model's context
 /// is a not-applicable row (`tests/user_zoo.rs` checks that); our engine refuses positions
 /// past its context with a typed error (`bitnet-inference`'s session tests).
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn long_context(
     #[values(
         "bitnet-tiny-tq2_0-folded-s0-spm-ctx4096@llama_cpp",
@@ -139,7 +138,7 @@ fn long_context(
 
 /// The full 2B-4T shape on every reference: the short prompt and 8 teacher-forced tokens,
 /// every position compared, exact.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn full_shape(
     #[values(
         "bitnet-2b4t-tq2_0-folded-s0@llama_cpp",
@@ -171,7 +170,7 @@ impl Drop for Forget {
     }
 }
 
-#[test]
+#[test_log::test]
 fn every_builtin_model_is_in_the_matrix() {
     let source = include_str!("per_token_parity.rs");
     for m in builtin_models() {
@@ -195,7 +194,7 @@ fn every_builtin_model_is_in_the_matrix() {
 /// The built-in matrix and user models are routed by the same rules: each built-in model's
 /// file is routed to the reference the matrix runs it on, in the same way (as it is, or
 /// through the reference's converter).
-#[test]
+#[test_log::test]
 fn routing_sends_each_builtin_model_to_its_reference() {
     for m in builtin_models() {
         let (source, expected) = match &m.source {
@@ -258,7 +257,7 @@ fn defaults_model(id: &str) -> ModelCase {
     model(id)
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn reference_defaults(
     #[values(
         defaults_model("bitnet-tiny-f32-folded-s0@llama_cpp"),
@@ -297,7 +296,7 @@ fn reference_defaults(
     }
 }
 
-#[test]
+#[test_log::test]
 fn every_builtin_model_is_on_the_defaults_axis() {
     let source = include_str!("per_token_parity.rs");
     for m in builtin_models() {

@@ -31,7 +31,7 @@ fn i2s_code(q: &[u8], i: usize) -> u8 {
     (byte >> (6 - 2 * (j / 32))) & 3
 }
 
-#[test]
+#[test_log::test]
 fn bitnet_cpp_i2_s_quantizes_a_whole_tensor_with_one_scale() {
     let mut r = RefRunner::spawn(BITNET).expect("spawn");
     let (rows, k) = (3, 2 * QK_I2_S);
@@ -53,7 +53,7 @@ fn bitnet_cpp_i2_s_quantizes_a_whole_tensor_with_one_scale() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn bitnet_cpp_i2_s_vec_dot_with_i8_s_activations() {
     let mut r = RefRunner::spawn(BITNET).expect("spawn");
     let k = 4 * QK_I2_S;
@@ -104,7 +104,7 @@ fn bitnet_cpp_i2_s_vec_dot_with_i8_s_activations() {
     assert_eq!(got, want as f32);
 }
 
-#[test]
+#[test_log::test]
 fn bitnet_cpp_tq_formats_round_trip_and_dot_with_q8_k() {
     let mut r = RefRunner::spawn(BITNET).expect("spawn");
     let k = 2 * QK_K;

@@ -24,7 +24,7 @@ const FTYPE_IQ2_BN: u32 = 137;
 /// IQ*_BN matmuls (and the Q8_K64 activation quantizer) need rows of at least 512.
 const K: usize = 512;
 
-#[test]
+#[test_log::test]
 fn ik_llama_iq2_bn_and_iq1_bn_round_trip_ternary_rows() {
     let mut r = RefRunner::spawn(IK).expect("spawn");
     let scale = 0.37f32;
@@ -58,7 +58,7 @@ fn ik_llama_iq2_bn_and_iq1_bn_round_trip_ternary_rows() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn ik_llama_iq2_bn_vec_dot_with_q8_k64_activations() {
     let mut r = RefRunner::spawn(IK).expect("spawn");
     let w = ternary(K, 0.5, 2);
@@ -106,7 +106,7 @@ fn ik_llama_iq2_bn_vec_dot_with_q8_k64_activations() {
     assert!((got - exact).abs() <= bound, "{got} vs {exact}");
 }
 
-#[test]
+#[test_log::test]
 fn ik_llama_converts_a_model_to_iq2_bn_and_runs_it() {
     let dir = ScratchDir::new("ik-convert");
     let out = dir.path().join("smollm2-iq2_bn.gguf");
@@ -134,7 +134,7 @@ fn ik_llama_converts_a_model_to_iq2_bn_and_runs_it() {
 /// (`references.rs`), and IQ2_BN has no such switch: the converted SmolLM2 gives identical
 /// batched and stepped logits at 33 tokens. The parity suite must therefore compare against
 /// ik in batches of at most 31 tokens (or one token at a time) for legacy formats.
-#[test]
+#[test_log::test]
 fn ik_llama_q4_1_matmuls_change_path_at_32_tokens() {
     let names = ["attn_norm-0", "Qcur-0"];
     let mut cfg = SessionConfig::deterministic(IK, 64);

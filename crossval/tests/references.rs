@@ -11,7 +11,6 @@ use bitnet_crossval::logits_compare::{cosine_similarity, max_abs_diff};
 use bitnet_fixtures::{Arch, FixtureSpec, WeightFormat};
 use bitnet_sys::protocol::Request;
 use bitnet_sys::{RefBuild, RefError, RefRunner, RefSession, Reference, SessionConfig};
-use rstest::rstest;
 
 use common::{
     assert_same_f32_bits, batched_and_stepped, load_smollm2, same_f32_bits, smollm2, ScratchDir,
@@ -37,7 +36,7 @@ const PROMPT_TOKENS: [u32; 5] = [504, 3575, 282, 4649, 314];
 
 /// A binary in the runner's place that is another build — here another reference's runner —
 /// is refused at the handshake, naming both builds.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::ik_as_llama_cpp(Reference::IkLlamaCpp, Reference::LlamaCpp)]
 #[case::llama_cpp_as_bitnet_cpp(Reference::LlamaCpp, Reference::BitnetCpp)]
 fn a_runner_of_another_build_is_refused(#[case] actual: Reference, #[case] claimed: Reference) {
@@ -51,7 +50,7 @@ fn a_runner_of_another_build_is_refused(#[case] actual: Reference, #[case] claim
 /// Each reference's two builds (`make refs`, `make refs-defaults`) answer with the same pin
 /// and name their build; either one in the other's place is refused, naming the make target
 /// that builds the one asked for.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::ik_llama_cpp(Reference::IkLlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
@@ -76,7 +75,7 @@ fn the_two_builds_name_themselves_and_are_not_interchangeable(#[case] r: Referen
     }
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::ik_llama_cpp(Reference::IkLlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
@@ -102,7 +101,7 @@ fn loads_smollm2_and_tokenizes_the_prompt(#[case] r: Reference) {
 // position 4 on by up to ~0.7, attention ~1e-8 apart and amplified by the Q8_1 activation
 // re-quantization; bitnet.cpp with tinyBLAS on by up to 1 logit. Both are off in the
 // runners, refs/*/.cargo/config.toml and toolchain.cmake.)
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp, usize::MAX)]
 #[case::ik_llama_cpp(Reference::IkLlamaCpp, IK_Q4_1_MAX_EXACT_BATCH)]
 #[case::bitnet_cpp(Reference::BitnetCpp, usize::MAX)]
@@ -133,7 +132,7 @@ fn batched_and_token_by_token_agree_bit_for_bit(#[case] r: Reference, #[case] ma
     }
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::ik_llama_cpp(Reference::IkLlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
@@ -146,7 +145,7 @@ fn greedy_continuation_is_paris(#[case] r: Reference) {
     assert!(text.starts_with(" Paris"), "{r}: {text:?}");
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::ik_llama_cpp(Reference::IkLlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
@@ -168,7 +167,7 @@ fn captures_named_intermediates(#[case] r: Reference) {
     assert_eq!(layers, SMOLLM2_N_LAYERS, "{r}: {names:?}");
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(Reference::LlamaCpp)]
 #[case::ik_llama_cpp(Reference::IkLlamaCpp)]
 #[case::bitnet_cpp(Reference::BitnetCpp)]
@@ -205,7 +204,7 @@ fn quantize_cpu_short_q8_k64() -> Request {
     }
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp(
     Reference::LlamaCpp,
     quantize_ref_q8_k(),
@@ -240,7 +239,7 @@ fn a_cpp_assertion_surfaces_as_crashed_with_its_message(
 /// The same check on the synthetic BitNet model each reference runs in its own ternary
 /// format: tokenize with the real LLaMA-3 vocabulary, then the prompt batched and token by
 /// token must give bit-identical logits at every position.
-#[rstest]
+#[test_log::test(rstest::rstest)]
 #[case::llama_cpp_tq2_0(
     Reference::LlamaCpp,
     FixtureSpec::tiny(Arch::Bitnet, WeightFormat::TQ2_0)

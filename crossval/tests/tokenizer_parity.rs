@@ -558,22 +558,22 @@ fn check_reference(reference: Reference, must_load: &[&str]) {
     );
 }
 
-#[test]
+#[test_log::test]
 fn llama_cpp_tokenizer_parity() {
     check_reference(Reference::LlamaCpp, LLAMA_CPP_LOADS);
 }
 
-#[test]
+#[test_log::test]
 fn ik_llama_cpp_tokenizer_parity() {
     check_reference(Reference::IkLlamaCpp, IK_LLAMA_LOADS);
 }
 
-#[test]
+#[test_log::test]
 fn bitnet_cpp_tokenizer_parity() {
     check_reference(Reference::BitnetCpp, BITNET_CPP_LOADS);
 }
 
-#[test]
+#[test_log::test]
 fn the_vocabularies_left_out_are_the_ones_our_tokenizer_refuses() {
     for name in NOT_OURS {
         let path = bitnet_fixtures::vocab_path(name).unwrap_or_else(|e| panic!("{e}"));
@@ -584,7 +584,7 @@ fn the_vocabularies_left_out_are_the_ones_our_tokenizer_refuses() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn a_vocab_only_session_tokenizes_but_refuses_eval() {
     let path = bitnet_fixtures::vocab_path("llama-bpe").unwrap_or_else(|e| panic!("{e}"));
     for reference in Reference::ALL {

@@ -30,7 +30,7 @@ fn reason_for(dir: &Path, name: &str, bytes: &[u8]) -> String {
     line
 }
 
-#[test]
+#[test_log::test]
 fn wrong_magic() {
     let dir = tempfile::tempdir().expect("temp dir");
     let line = reason_for(
@@ -41,7 +41,7 @@ fn wrong_magic() {
     assert!(line.to_lowercase().contains("magic"), "{line}");
 }
 
-#[test]
+#[test_log::test]
 fn truncated() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bytes = small_file("bitnet");
@@ -50,14 +50,14 @@ fn truncated() {
     }
 }
 
-#[test]
+#[test_log::test]
 fn unknown_arch() {
     let dir = tempfile::tempdir().expect("temp dir");
     let line = reason_for(dir.path(), "mamba.gguf", &small_file("mamba"));
     assert!(line.contains("unsupported architecture 'mamba'"), "{line}");
 }
 
-#[test]
+#[test_log::test]
 fn unknown_tensor_type() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut bytes = small_file("bitnet");
@@ -75,7 +75,7 @@ fn unknown_tensor_type() {
     assert!(line.contains("99"), "{line}");
 }
 
-#[test]
+#[test_log::test]
 fn missing_hyper_parameters() {
     let dir = tempfile::tempdir().expect("temp dir");
     let line = reason_for(dir.path(), "bare.gguf", &small_file("bitnet"));

@@ -13,7 +13,6 @@ use bitnet_crossval::report::{self, CaseReport, Status};
 use bitnet_crossval::routing::Route;
 use bitnet_crossval::runner::run_case;
 use bitnet_fixtures::{fixture, user_shape_zoo, FixtureSpec};
-use rstest::rstest;
 
 /// The members' count, so that a member added to the zoo gets a case here too.
 const ZOO_SIZE: usize = 10;
@@ -54,12 +53,12 @@ fn assert_exact_pass(report: &CaseReport) {
     }
 }
 
-#[test]
+#[test_log::test]
 fn the_zoo_has_the_members_this_file_runs() {
     assert_eq!(user_shape_zoo().len(), ZOO_SIZE);
 }
 
-#[rstest]
+#[test_log::test(rstest::rstest)]
 fn zoo_member_runs_exact_on_every_reference_its_file_allows(
     #[values(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)] index: usize,
 ) {
@@ -95,7 +94,7 @@ fn zoo_member_runs_exact_on_every_reference_its_file_allows(
 
 /// A prompt longer than the model's own context is a not-applicable row, never a crash or
 /// a truncation.
-#[test]
+#[test_log::test]
 fn a_prompt_past_the_models_context_is_not_applicable() {
     let short_context: Vec<(FixtureSpec, UserModel)> = (0..ZOO_SIZE)
         .map(member)

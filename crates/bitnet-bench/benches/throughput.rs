@@ -416,6 +416,14 @@ fn gb(bytes: u64) -> String {
 }
 
 fn main() -> Result<()> {
+    // Library diagnostics (fixture generation, reference start-up; RUST_LOG filters them,
+    // default info) on stderr beside the bench's own progress lines.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let progress = Progress(Instant::now());
     let settings = Settings::from_env()?;
     let plans: Vec<&FormatPlan> = settings

@@ -45,6 +45,7 @@ pub fn fixture_in(spec: &FixtureSpec, dir: &Path) -> Result<PathBuf, FixtureErro
     spec.validate()?;
     let path = dir.join(file_name(spec)?);
     if path.is_file() {
+        tracing::debug!("cache hit: {} is {}", spec.id(), path.display());
         return Ok(path);
     }
     // A poisoned lock only means another thread panicked mid-generation; its temporary
@@ -108,8 +109,8 @@ fn generate(spec: &FixtureSpec, path: &Path) -> Result<(), FixtureError> {
     let verbose = bytes >= VERBOSE_BYTES;
     if verbose {
         let mb = bytes as f64 / 1e6;
-        eprintln!(
-            "bitnet-fixtures: generating {} (~{mb:.0} MB) into {}",
+        tracing::info!(
+            "generating {} (~{mb:.0} MB) into {}",
             spec.id(),
             path.display()
         );
@@ -123,8 +124,8 @@ fn generate(spec: &FixtureSpec, path: &Path) -> Result<(), FixtureError> {
     fs::rename(&tmp.path, path).map_err(io_err("renaming into place", path))?;
     tmp.keep = true;
     let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    eprintln!(
-        "bitnet-fixtures: wrote {} ({:.1} MB) in {:.1?}",
+    tracing::info!(
+        "wrote {} ({:.1} MB) in {:.1?}",
         path.display(),
         len as f64 / 1e6,
         started.elapsed()
@@ -339,8 +340,8 @@ impl Progress {
     fn tensor_done(&mut self, done: usize, total: usize) {
         if self.verbose && (self.last.elapsed() >= Self::EVERY || done == total) {
             self.last = Instant::now();
-            eprintln!(
-                "bitnet-fixtures: {}: {done}/{total} tensors ({:.0?})",
+            tracing::info!(
+                "{}: {done}/{total} tensors ({:.0?})",
                 self.id,
                 self.started.elapsed()
             );

@@ -19,8 +19,11 @@ const QUANTIZATION_VERSION: u32 = 2;
 pub(crate) enum Content {
     /// `token_embd.weight`: approximately normal values, F16 or quantized from F16.
     Embedding,
-    /// An RMS-norm weight: `gain · (1 + small noise)`, F32.
-    Norm { gain: f64 },
+    /// A block's RMS-norm weight: `1 + small noise`, F32.
+    Norm,
+    /// `output_norm.weight`: the same noise around the gain that sets the logits' spread
+    /// (chosen with the other value statistics in `weights.rs`), F32.
+    OutputNorm,
     /// A ternary linear weight (`s·t`, or `t` with [`ScaleStyle::Tensor`]).
     Linear,
     /// The `{1}` F32 scale of the linear weight named here, whose rows are `k` wide.
@@ -96,12 +99,11 @@ pub(crate) fn tensors(spec: &FixtureSpec) -> Result<Vec<PlannedTensor>, FixtureE
         out.norm(il, "ffn_sub_norm", ff)?;
         out.linear(il, "ffn_down", [ff, embd])?;
     }
-    let gain = crate::weights::output_norm_gain(d.n_embd);
     out.push(
         "output_norm.weight".into(),
         GgmlType::F32,
         vec![embd],
-        Content::Norm { gain },
+        Content::OutputNorm,
     )?;
     Ok(out.list)
 }
@@ -138,12 +140,7 @@ impl Tensors<'_> {
 
     fn norm(&mut self, il: u32, what: &str, width: u64) -> Result<(), FixtureError> {
         let name = format!("blk.{il}.{what}.weight");
-        self.push(
-            name,
-            GgmlType::F32,
-            vec![width],
-            Content::Norm { gain: 1.0 },
-        )
+        self.push(name, GgmlType::F32, vec![width], Content::Norm)
     }
 
     /// A linear weight `{k, n}`, followed by its `.scale` with [`ScaleStyle::Tensor`].

@@ -42,8 +42,8 @@ const NONZERO_FRACTION: f64 = 2.0 / 3.0;
 
 /// The mean of `output_norm.weight`: `TARGET_LOGIT_STD / (EMBEDDING_STD · sqrt(n_embd))`
 /// (2.65 for the tiny shape, 1.19 for 2B-4T).
-pub(crate) fn output_norm_gain(n_embd: u32) -> f64 {
-    TARGET_LOGIT_STD / (EMBEDDING_STD * f64::from(n_embd).sqrt())
+fn output_norm_gain(n_embd: u64) -> f64 {
+    TARGET_LOGIT_STD / (EMBEDDING_STD * (n_embd as f64).sqrt())
 }
 
 /// One ternary linear weight: `n` rows of `k` trits and its scale.
@@ -94,7 +94,8 @@ pub fn tensor_f32(spec: &FixtureSpec, name: &str) -> Result<Vec<f32>, FixtureErr
                 decode_rows(t.ggml_type, &encode_embedding(spec, t)?)?
             }
         },
-        Content::Norm { gain } => norm(spec.seed, t, *gain),
+        Content::Norm => norm(spec.seed, t, 1.0),
+        Content::OutputNorm => norm(spec.seed, t, output_norm_gain(t.dims[0])),
         Content::Linear => linear_f32(spec, t),
         Content::Scale { weight, k } => vec![linear_scale(spec.seed, weight, *k)],
     })
@@ -104,7 +105,8 @@ pub fn tensor_f32(spec: &FixtureSpec, name: &str) -> Result<Vec<f32>, FixtureErr
 pub(crate) fn encode(spec: &FixtureSpec, t: &PlannedTensor) -> Result<Vec<u8>, FixtureError> {
     let bytes = match &t.content {
         Content::Embedding => encode_embedding(spec, t)?,
-        Content::Norm { gain } => f32_bytes(&norm(spec.seed, t, *gain)),
+        Content::Norm => f32_bytes(&norm(spec.seed, t, 1.0)),
+        Content::OutputNorm => f32_bytes(&norm(spec.seed, t, output_norm_gain(t.dims[0]))),
         Content::Linear => encode_rows(t.ggml_type, &linear_f32(spec, t), t.dims[0])?,
         Content::Scale { weight, k } => f32_bytes(&[linear_scale(spec.seed, weight, *k)]),
     };

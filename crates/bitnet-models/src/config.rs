@@ -139,7 +139,7 @@ impl Config {
                 arch: arch.to_owned(),
             });
         }
-        Config::from_gguf(file, crate::weights::vocab_size(file)?)
+        Config::from_gguf(file, vocab_size(file)?)
     }
 
     /// Reads and checks the hyper-parameters; `n_vocab` comes from `token_embd`'s shape,
@@ -286,5 +286,22 @@ fn key_err(e: GgufError) -> ModelError {
     match e {
         GgufError::MissingKey { key } => ModelError::MissingKey { key },
         other => ModelError::Gguf(other),
+    }
+}
+
+/// Reads `n_vocab` from `token_embd.weight` (`[n_embd, n_vocab]`), before the rest of the
+/// hyper-parameters are known.
+pub(crate) fn vocab_size(file: &GgufFile) -> Result<usize, ModelError> {
+    let info = file
+        .tensor("token_embd.weight")
+        .ok_or_else(|| ModelError::MissingTensor {
+            name: "token_embd.weight".into(),
+        })?;
+    match info.dims.as_slice() {
+        [_, v] | [_, v, 1] | [_, v, 1, 1] if *v > 0 && *v <= u64::from(u32::MAX) => Ok(*v as usize),
+        _ => Err(ModelError::InvalidTensor {
+            name: info.name.clone(),
+            reason: format!("shape {:?} is not [n_embd, n_vocab]", info.dims),
+        }),
     }
 }

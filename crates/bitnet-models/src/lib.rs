@@ -54,12 +54,14 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod dequant;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod kv_cache;
 mod matmul;
 mod model;
+mod numerics;
 pub mod ops;
 mod weights;
 
@@ -67,6 +69,7 @@ pub use config::{Arch, Config, FfnActivation};
 pub use error::ModelError;
 pub use kv_cache::KvType;
 pub use matmul::Linear;
-pub use model::{CaptureFn, Logits, Model, Numerics, Reference, State};
+pub use model::{CaptureFn, Logits, Model, State};
+pub use numerics::{Numerics, Reference};
 pub use ops::{FloatDot, NormOrder, Q8KRounding, RopeStyle};
 pub use weights::{Embedding, LayerWeights, Weights};

@@ -47,9 +47,9 @@ use bitnet_pool::Pool;
 use bytemuck::Zeroable;
 use half::{bf16, f16};
 
-use crate::model::Numerics;
+use crate::dequant::dequantize_row;
+use crate::numerics::Numerics;
 use crate::ops::{FloatDot, Q8KRounding};
-use crate::weights::dequantize_row;
 use crate::ModelError;
 
 /// The activation format a weight format is multiplied against.

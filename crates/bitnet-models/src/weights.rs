@@ -5,16 +5,9 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
-use bitnet_kernels::float::{bf16_to_f32_row, f16_to_f32_row};
-use bitnet_kernels::q4_0::{dequantize_row_q4_0, BlockQ4_0};
-use bitnet_kernels::q4_1::{dequantize_row_q4_1, BlockQ4_1};
-use bitnet_kernels::q8_0::{dequantize_row_q8_0, BlockQ8_0};
-use bitnet_kernels::tq1_0::{dequantize_row_tq1_0, BlockTQ1_0};
-use bitnet_kernels::tq2_0::{dequantize_row_tq2_0, BlockTQ2_0};
-use bitnet_kernels::KernelError;
-use half::{bf16, f16};
 
 use crate::config::Config;
+use crate::dequant::dequantize_row;
 use crate::matmul::{act_kind, repack_tq1_0, tile_iq2_bn, ActKind, Linear};
 use crate::ModelError;
 
@@ -63,43 +56,6 @@ impl Embedding {
             }),
         }
     }
-}
-
-/// Writes one row of type `ty` (its bytes, aligned like the tensor) as f32 into `out`, as
-/// ggml's `get_rows` does, for the types a row can be read from: F32, F16, BF16, Q8_0,
-/// Q4_0, Q4_1, TQ1_0, TQ2_0. `None` for any other type.
-pub(crate) fn dequantize_row(
-    ty: GgmlType,
-    row: &[u8],
-    out: &mut [f32],
-) -> Option<Result<(), KernelError>> {
-    Some(match ty {
-        GgmlType::F32 => {
-            let src = cast::<f32>(row);
-            if src.len() != out.len() {
-                return Some(Err(KernelError::LengthMismatch {
-                    format: ty,
-                    what: "f32 row",
-                    got: src.len(),
-                    expected: out.len(),
-                }));
-            }
-            out.copy_from_slice(src);
-            Ok(())
-        }
-        GgmlType::F16 => f16_to_f32_row(cast::<f16>(row), out),
-        GgmlType::BF16 => bf16_to_f32_row(cast::<bf16>(row), out),
-        GgmlType::Q8_0 => dequantize_row_q8_0(cast::<BlockQ8_0>(row), out),
-        GgmlType::Q4_0 => dequantize_row_q4_0(cast::<BlockQ4_0>(row), out),
-        GgmlType::Q4_1 => dequantize_row_q4_1(cast::<BlockQ4_1>(row), out),
-        GgmlType::TQ1_0 => dequantize_row_tq1_0(cast::<BlockTQ1_0>(row), out),
-        GgmlType::TQ2_0 => dequantize_row_tq2_0(cast::<BlockTQ2_0>(row), out),
-        _ => return None,
-    })
-}
-
-fn cast<T: bytemuck::AnyBitPattern>(bytes: &[u8]) -> &[T] {
-    bytemuck::try_cast_slice(bytes).unwrap_or_default()
 }
 
 /// One transformer block's weights.
@@ -295,23 +251,6 @@ fn check_shape(info: &TensorInfo, expected: &[usize]) -> Result<(), ModelError> 
         });
     }
     Ok(())
-}
-
-/// Reads `n_vocab` from `token_embd.weight` (`[n_embd, n_vocab]`), before the rest of the
-/// hyper-parameters are known.
-pub(crate) fn vocab_size(file: &GgufFile) -> Result<usize, ModelError> {
-    let info = file
-        .tensor("token_embd.weight")
-        .ok_or_else(|| ModelError::MissingTensor {
-            name: "token_embd.weight".into(),
-        })?;
-    match info.dims.as_slice() {
-        [_, v] | [_, v, 1] | [_, v, 1, 1] if *v > 0 && *v <= u64::from(u32::MAX) => Ok(*v as usize),
-        _ => Err(ModelError::InvalidTensor {
-            name: info.name.clone(),
-            reason: format!("shape {:?} is not [n_embd, n_vocab]", info.dims),
-        }),
-    }
 }
 
 /// Binds and validates every tensor `config` calls for; any tensor left over is an error

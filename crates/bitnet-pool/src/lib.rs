@@ -13,10 +13,30 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use sync::{thread, Arc, AtomicBool, AtomicU64, AtomicUsize, JoinHandle, Mutex, Ordering};
+
+/// The synchronisation primitives: std's, or those of the loom model checker under
+/// `--cfg loom` (`make loom`), which runs the pool's protocol through every interleaving of
+/// its threads (see the `loom_tests` module).
+mod sync {
+    #[cfg(loom)]
+    pub(crate) use loom::{
+        hint::spin_loop,
+        sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        sync::{Arc, Mutex},
+        thread::{self, JoinHandle},
+    };
+    #[cfg(not(loom))]
+    pub(crate) use std::{
+        hint::spin_loop,
+        sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        sync::{Arc, Mutex},
+        thread::{self, JoinHandle},
+    };
+}
 
 /// How long an idle worker spins waiting for the next region before it parks.
 pub const SPIN_BEFORE_PARK: Duration = Duration::from_millis(2);
@@ -25,6 +45,7 @@ pub const SPIN_BEFORE_PARK: Duration = Duration::from_millis(2);
 const OPEN: usize = 1 << (usize::BITS - 1);
 
 /// Spins between two reads of the clock while an idle worker waits for a region.
+#[cfg_attr(loom, allow(dead_code))]
 const SPINS_PER_CLOCK_CHECK: u32 = 1024;
 
 /// Spins between yields while the caller waits for workers to leave a region.
@@ -88,7 +109,7 @@ impl Pool {
         let workers = (1..threads.max(1))
             .map(|i| {
                 let shared = Arc::clone(&shared);
-                std::thread::Builder::new()
+                thread::Builder::new()
                     .name(format!("bitnet-pool-{i}"))
                     .spawn(move || worker(&shared))
             })
@@ -96,7 +117,7 @@ impl Pool {
         // Ready means started: a thread's own set-up (and its allocations) is over before
         // the first region, which then never waits for a thread still being created.
         while shared.started.load(Ordering::Acquire) < workers.len() {
-            std::thread::yield_now();
+            thread::yield_now();
         }
         Ok(Pool {
             shared,
@@ -184,9 +205,9 @@ impl Pool {
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(SPINS_BEFORE_YIELD) {
                 // A worker inside may have been descheduled: give it the core.
-                std::thread::yield_now();
+                thread::yield_now();
             } else {
-                std::hint::spin_loop();
+                sync::spin_loop();
             }
         }
         *s.job.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -222,23 +243,7 @@ fn worker(s: &Shared) {
     s.started.fetch_add(1, Ordering::Release);
     let mut seen = 0u64;
     loop {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        let region = loop {
-            let r = s.region.load(Ordering::Acquire);
-            if r != seen {
-                break r;
-            }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(SPINS_PER_CLOCK_CHECK) && start.elapsed() > SPIN_BEFORE_PARK {
-                // `Pool::run` unparks every worker after bumping `region`, so a bump
-                // between the load above and this park wakes it at once.
-                std::thread::park();
-            } else {
-                std::hint::spin_loop();
-            }
-        };
-        seen = region;
+        seen = next_region(s, seen);
         if s.shutdown.load(Ordering::Acquire) {
             return;
         }
@@ -262,6 +267,40 @@ fn worker(s: &Shared) {
     }
 }
 
+/// Waits until `region` moves past `seen` (spinning, then parked) and returns it.
+#[cfg(not(loom))]
+fn next_region(s: &Shared, seen: u64) -> u64 {
+    let start = std::time::Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let r = s.region.load(Ordering::Acquire);
+        if r != seen {
+            return r;
+        }
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(SPINS_PER_CLOCK_CHECK) && start.elapsed() > SPIN_BEFORE_PARK {
+            // `Pool::run` unparks every worker after bumping `region`, so a bump between
+            // the load above and this park wakes it at once.
+            thread::park();
+        } else {
+            sync::spin_loop();
+        }
+    }
+}
+
+/// [`next_region`] for the model checker, which has no clock: every wait parks, so the
+/// unpark after each bump of `region` is what is checked.
+#[cfg(loom)]
+fn next_region(s: &Shared, seen: u64) -> u64 {
+    loop {
+        let r = s.region.load(Ordering::Acquire);
+        if r != seen {
+            return r;
+        }
+        thread::park();
+    }
+}
+
 /// Enters the open region (counted in `state`), or returns false if it is closed.
 fn join(state: &AtomicUsize) -> bool {
     let mut v = state.load(Ordering::Acquire);
@@ -276,7 +315,7 @@ fn join(state: &AtomicUsize) -> bool {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -368,5 +407,79 @@ mod tests {
             by_worker.load(Ordering::Relaxed) > 0,
             "the parked worker ran none of the region's items"
         );
+    }
+}
+
+/// The pool's protocol under the loom model checker (`make loom`: `--cfg loom`): every
+/// interleaving of the caller and a worker, up to loom's preemption bound, through two
+/// regions and the shutdown. What it checks: each item runs exactly once; no job runs
+/// after its region has returned (the lifetime erasure in `Pool::run` relies on that);
+/// a worker parked between regions is woken for the next one; and `Drop` ends every
+/// worker (a lost wake-up would leave loom with a deadlock, which fails the model).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    /// Runs `body` under loom with a preemption bound that keeps the search to seconds.
+    fn model(body: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(body);
+    }
+
+    #[test]
+    fn items_run_once_and_never_after_their_region() {
+        model(|| {
+            let pool = Pool::new(2).unwrap();
+            for region in 0..2usize {
+                let alive = Arc::new(AtomicBool::new(true));
+                let ran = Arc::new(AtomicUsize::new(0));
+                let (a, r) = (Arc::clone(&alive), Arc::clone(&ran));
+                pool.for_each(0..2usize, move |_| {
+                    assert!(
+                        a.load(Ordering::SeqCst),
+                        "region {region}'s job ran after it returned"
+                    );
+                    r.fetch_add(1, Ordering::SeqCst);
+                });
+                alive.store(false, Ordering::SeqCst);
+                assert_eq!(ran.load(Ordering::SeqCst), 2, "region {region}");
+            }
+            drop(pool);
+        });
+    }
+
+    #[test]
+    fn a_parked_worker_is_woken_when_the_caller_needs_it() {
+        model(|| {
+            let pool = Pool::new(2).unwrap();
+            // Whoever takes item 0 waits for item 1, so when the caller takes item 0 only the
+            // worker can run item 1: without its wake-up the model never ends, and fails.
+            let other_ran = Arc::new(AtomicBool::new(false));
+            let o = Arc::clone(&other_ran);
+            pool.for_each(0..2usize, move |i| {
+                if i == 0 {
+                    while !o.load(Ordering::SeqCst) {
+                        thread::yield_now();
+                    }
+                } else {
+                    o.store(true, Ordering::SeqCst);
+                }
+            });
+            assert!(other_ran.load(Ordering::SeqCst));
+            drop(pool);
+        });
+    }
+
+    #[test]
+    fn a_panicking_job_reaches_the_caller_and_the_workers_still_stop() {
+        model(|| {
+            let pool = Pool::new(2).unwrap();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.for_each(0..2usize, |i| assert!(i != 1, "item {i}"));
+            }));
+            assert!(r.is_err());
+            drop(pool);
+        });
     }
 }

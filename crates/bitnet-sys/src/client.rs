@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitnet_gguf::GgmlType;
 
@@ -412,6 +412,7 @@ impl RefRunner {
             runner: peer.clone(),
             source,
         };
+        let started = Instant::now();
         let mut child = Command::new(&path)
             .args(args)
             // Upstream ggml runs gdb for a backtrace on an assertion; its output would push
@@ -437,12 +438,17 @@ impl RefRunner {
         });
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
-        let echo = std::env::var_os("BITNET_REF_VERBOSE").is_some_and(|v| v != "0");
+        // The reference's own log lines: `tracing` events of target `bitnet_sys::runner` at
+        // debug level (`RUST_LOG=bitnet_sys::runner=debug`), or info with the shorthand
+        // `BITNET_REF_VERBOSE=1`.
+        let verbose = std::env::var_os("BITNET_REF_VERBOSE").is_some_and(|v| v != "0");
         let label = peer.to_string();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if echo {
-                    eprintln!("[{label}] {line}");
+                if verbose {
+                    tracing::info!(target: "bitnet_sys::runner", runner = %label, "{line}");
+                } else {
+                    tracing::debug!(target: "bitnet_sys::runner", runner = %label, "{line}");
                 }
                 let Ok(mut t) = tail.lock() else { break };
                 if t.len() == STDERR_TAIL_LINES {
@@ -494,6 +500,14 @@ impl RefRunner {
                 });
             }
         }
+        tracing::debug!(
+            runner = %runner.peer,
+            pid = runner.child.id(),
+            elapsed = ?started.elapsed(),
+            "started {} ({})",
+            path.display(),
+            runner.version
+        );
         Ok(runner)
     }
 
@@ -925,10 +939,18 @@ impl RefSession {
 
     fn start(mut runner: RefRunner, params: LoadParams) -> Result<RefSession, RefError> {
         let vocab_only = params.vocab_only;
+        let started = Instant::now();
+        let model = params.model_path.clone();
         let info = match runner.call(Request::Load(params))? {
             Response::Loaded(info) => info,
             other => return Err(runner.unexpected("load", &other)),
         };
+        tracing::debug!(
+            runner = %runner.peer,
+            elapsed = ?started.elapsed(),
+            "loaded {model}: {}",
+            info.description
+        );
         Ok(RefSession {
             runner,
             info,

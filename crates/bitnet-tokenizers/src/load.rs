@@ -3,6 +3,7 @@
 //! overrides, and the attribute fix-ups llama.cpp applies by token text.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use bitnet_gguf::{GgufError, GgufFile};
 
@@ -66,7 +67,19 @@ struct DefaultIds {
     sep: Option<u32>,
 }
 
-pub(crate) fn load(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
+impl Tokenizer {
+    /// Opens a GGUF file and builds its tokenizer.
+    pub fn from_gguf(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::from_gguf_file(&GgufFile::open(path)?)
+    }
+
+    /// Builds the tokenizer of an open GGUF file.
+    pub fn from_gguf_file(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
+        load(file)
+    }
+}
+
+fn load(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
     let model_name = file
         .get_str_opt(KEY_MODEL)?
         .ok_or(TokenizerError::MissingKey { key: KEY_MODEL })?;

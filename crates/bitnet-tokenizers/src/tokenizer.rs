@@ -3,9 +3,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::Path;
-
-use bitnet_gguf::GgufFile;
 
 use crate::decoder::{DecodeOptions, Decoder};
 use crate::error::TokenizerError;
@@ -93,16 +90,6 @@ impl fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Opens a GGUF file and builds its tokenizer.
-    pub fn from_gguf(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
-        Tokenizer::from_gguf_file(&GgufFile::open(path)?)
-    }
-
-    /// Builds the tokenizer of an open GGUF file.
-    pub fn from_gguf_file(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
-        crate::load::load(file)
-    }
-
     pub fn kind(&self) -> TokenizerKind {
         self.kind
     }

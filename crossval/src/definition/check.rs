@@ -390,8 +390,8 @@ pub fn check_model(check: &ModelCheck, skip_allowed: bool) -> Result<Checked, St
             }
         }
     }
-    eprintln!(
-        "definition: {id}: {} positions, definition {:.1} s, total {:.1} s",
+    tracing::info!(
+        "{id}: {} positions, definition {:.1} s, total {:.1} s",
         tokens.len(),
         def_time.as_secs_f64(),
         started.elapsed().as_secs_f64()
