@@ -26,8 +26,8 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 fn main() {
     // Diagnostics (reference start-up and log lines, conversions, fixture progress) as
     // `tracing` events on stderr, filtered by RUST_LOG (default: info).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env();
+    let filter = filter.unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

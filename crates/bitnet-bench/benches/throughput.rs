@@ -418,8 +418,8 @@ fn gb(bytes: u64) -> String {
 fn main() -> Result<()> {
     // Library diagnostics (fixture generation, reference start-up; RUST_LOG filters them,
     // default info) on stderr beside the bench's own progress lines.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env();
+    let filter = filter.unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

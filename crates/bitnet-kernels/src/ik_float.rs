@@ -181,67 +181,72 @@ fn check_gemm(
     Ok(k)
 }
 
+/// A weight element ik's float products take: F16 or F32.
+pub trait IkWeight: bytemuck::Pod + private::Sealed {
+    /// The format, for error messages.
+    const FORMAT: GgmlType;
+    /// The element as f32 (exact).
+    fn widen(self) -> f32;
+}
+
+/// The SIMD loads an [`IkWeight`] needs (sealed: nameable only in this crate).
+mod private {
+    #[cfg(target_arch = "x86_64")]
+    pub use super::avx2::Load as Sealed;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub trait Sealed {}
+    #[cfg(not(target_arch = "x86_64"))]
+    impl Sealed for f32 {}
+    #[cfg(not(target_arch = "x86_64"))]
+    impl Sealed for half::f16 {}
+}
+
+impl IkWeight for f32 {
+    const FORMAT: GgmlType = GgmlType::F32;
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl IkWeight for f16 {
+    const FORMAT: GgmlType = GgmlType::F16;
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
 /// Every weight row against every activation row in ik's order:
-/// `out[r · n_tok + t]` = [`ik_dot_f16_f32_generic`] of row r of `w` (stored in `order`)
-/// and row t of `y`, bit for bit, on the given ISA (scalar when `isa` is not supported
-/// here). Shape: w (rows, k), y (n_tok, k), out (rows, n_tok).
-pub fn ik_gemm_f16_f32_with(
+/// `out[r · n_tok + t]` = [`ik_dot_f16_f32_generic`] (F16 weights) or
+/// [`ik_dot_f32_generic`] (F32) of row r of `w` (stored in `order`) and row t of `y`, bit
+/// for bit, on the given ISA (scalar when `isa` is not supported here). Shape: w (rows, k),
+/// y (n_tok, k), out (rows, n_tok).
+pub fn ik_gemm_with<X: IkWeight>(
     isa: Isa,
-    w: &[f16],
+    w: &[X],
     order: RowOrder,
     y: &[f32],
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let k = check_gemm(GgmlType::F16, order, w.len(), y.len(), n_tok, out.len())?;
+    let k = check_gemm(X::FORMAT, order, w.len(), y.len(), n_tok, out.len())?;
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: isa.runs_avx2() checked in the guard; shapes checked above.
         _ if isa.runs_avx2() => unsafe { avx2::gemm(w, k, order, y, n_tok, out) },
-        _ => gemm_generic(w, k, order, y, out, |x| x.to_f32()),
+        _ => gemm_generic(w, k, order, y, out, X::widen),
     }
     Ok(())
 }
 
-/// [`ik_gemm_f16_f32_with`] for F32 weights ([`ik_dot_f32_generic`] per output).
-pub fn ik_gemm_f32_with(
-    isa: Isa,
-    w: &[f32],
+/// [`ik_gemm_with`] on the fastest ISA available.
+pub fn ik_gemm<X: IkWeight>(
+    w: &[X],
     order: RowOrder,
     y: &[f32],
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let k = check_gemm(GgmlType::F32, order, w.len(), y.len(), n_tok, out.len())?;
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: isa.runs_avx2() checked in the guard; shapes checked above.
-        _ if isa.runs_avx2() => unsafe { avx2::gemm(w, k, order, y, n_tok, out) },
-        _ => gemm_generic(w, k, order, y, out, |x| x),
-    }
-    Ok(())
-}
-
-/// [`ik_gemm_f16_f32_with`] on the fastest ISA available.
-pub fn ik_gemm_f16_f32(
-    w: &[f16],
-    order: RowOrder,
-    y: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    ik_gemm_f16_f32_with(Isa::best(), w, order, y, n_tok, out)
-}
-
-/// [`ik_gemm_f32_with`] on the fastest ISA available.
-pub fn ik_gemm_f32(
-    w: &[f32],
-    order: RowOrder,
-    y: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    ik_gemm_f32_with(Isa::best(), w, order, y, n_tok, out)
+    ik_gemm_with(Isa::best(), w, order, y, n_tok, out)
 }
 
 /// The scalar many-row product: the scalar dot of (row r, row t) into `out[r · n_tok + t]`,
@@ -276,7 +281,7 @@ mod avx2 {
     use super::{RowOrder, CHUNK, LANES, TILE_ROWS};
 
     /// An element type loaded as 8 or 4 f32 lanes.
-    pub(super) trait Load: Copy {
+    pub trait Load: Copy {
         /// # Safety
         /// `p..p+8` readable; AVX2, FMA and F16C available.
         unsafe fn load8(p: *const Self) -> __m256;

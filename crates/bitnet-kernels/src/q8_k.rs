@@ -210,24 +210,6 @@ pub(crate) trait TernaryBlock: Copy {
     /// The CPU must support AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn codes_avx2(&self) -> [std::arch::x86_64::__m256i; 8];
-
-    /// [`Self::codes`] as four 64-byte vectors: vector `j` = chunks `2j` | `2j + 1`, in
-    /// the order of the activations' bytes.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn codes_avx512(&self) -> [std::arch::x86_64::__m512i; 4] {
-        use std::arch::x86_64::*;
-        // SAFETY: the caller guarantees AVX2, FMA and F16C (and AVX-512).
-        let c = unsafe { self.codes_avx2() };
-        let mut pairs = [_mm512_setzero_si512(); 4];
-        for (j, p) in pairs.iter_mut().enumerate() {
-            *p = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(c[2 * j]), c[2 * j + 1]);
-        }
-        pairs
-    }
 }
 
 /// `(code - 1) · d` for every weight (ggml's `dequantize_row_tq*`); `y.len()` must be
@@ -287,12 +269,6 @@ pub(crate) fn gemm_ternary<B: TernaryBlock>(
         return Ok(());
     }
     match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni if isa.is_supported() && order == SumOrder::GgmlAvx2 => {
-            // SAFETY: `Isa::Avx512Vnni.is_supported()` checked in the match guard; the
-            // shape check gives x rows × nb blocks and y n_tok × nb blocks.
-            unsafe { avx512::gemm(x, y, nb, n_tok, out) }
-        }
         #[cfg(target_arch = "x86_64")]
         _ if isa.runs_avx2() => {
             // SAFETY: isa.runs_avx2() checked in the match guard (AVX2, FMA, F16C);
@@ -525,117 +501,6 @@ mod avx2 {
         let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
         _mm_cvtsi128_si32(s)
-    }
-}
-
-/// AVX-512 VNNI for [`SumOrder::GgmlAvx2`]: `vpdpbusd` sums four code·q products per i32
-/// lane, which is exactly one of ggml's eight block lanes (elements `4k..4k+4` of every
-/// 32-element chunk go to lane `k`), so a block's lanes come out of four `vpdpbusd` over
-/// chunk pairs and one fold of the two 256-bit halves, without ggml's 16-bit steps. Those
-/// never wrap for activations from the Q8_K quantizer (a lane is at most 16 · 3 · 128 =
-/// 6144 and `bsums[t]` at most 16 · 128 = 2048 in magnitude), so subtracting the bsums
-/// pairs in 32 bits gives the same lanes; the float accumulation (one FMA per lane per
-/// block, then ggml's horizontal sum) is the AVX2 kernel's, operation for operation.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::{hsum8_ggml, BlockQ8K, TernaryBlock};
-    use crate::gemm::{tiles, PREFETCH_BYTES, TILE_TOKENS};
-
-    /// Every weight row × every activation row (see `avx2::gemm`): `x` is rows × `nb`
-    /// blocks, `y` is n_tok × `nb` blocks, `out` is (rows, n_tok).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
-    /// `x.len() = out.len() / n_tok · nb`, `y.len() = n_tok · nb`, `nb > 0`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn gemm<B: TernaryBlock>(
-        x: &[B],
-        y: &[BlockQ8K],
-        nb: usize,
-        n_tok: usize,
-        out: &mut [f32],
-    ) {
-        // Shape: x (rows, nb); y (n_tok, nb); out (rows, n_tok).
-        for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n_tok)) {
-            let act = |t: usize| &y[t * nb..(t + 1) * nb];
-            let (full, rest) = tiles(n_tok, TILE_TOKENS);
-            for t0 in full {
-                // SAFETY: this function's own precondition; every activation row has nb
-                // blocks.
-                let sums =
-                    unsafe { tile::<B, TILE_TOKENS>(row, std::array::from_fn(|i| act(t0 + i))) };
-                o[t0..t0 + TILE_TOKENS].copy_from_slice(&sums);
-            }
-            for t in rest {
-                // SAFETY: as above.
-                o[t] = unsafe { tile::<B, 1>(row, [act(t)]) }[0];
-            }
-        }
-    }
-
-    /// One weight row against `N` activation rows: each block's codes decoded once; per
-    /// activation row, the block's eight lanes ([`block_lanes`]) and ggml's lane-wise FMA.
-    ///
-    /// # Safety
-    /// As [`gemm`]; every `y[t]` has `x.len()` blocks.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn tile<B: TernaryBlock, const N: usize>(x: &[B], y: [&[BlockQ8K]; N]) -> [f32; N] {
-        let mut acc = [_mm256_setzero_ps(); N];
-        for (b, xb) in x.iter().enumerate() {
-            // The weights stream from memory once: ask for them ahead of use (a hint: it
-            // never faults, whatever the address). A block spans two cache lines.
-            let ahead = std::ptr::from_ref(xb)
-                .cast::<i8>()
-                .wrapping_add(PREFETCH_BYTES);
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-            // SAFETY: this function's own precondition.
-            let codes = unsafe { xb.codes_avx512() };
-            // x.d widened with F16C (exact, as `f16::to_f32`), once per block.
-            let xd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-                xb.scale().to_bits(),
-            ))));
-            for (a, yt) in acc.iter_mut().zip(&y) {
-                let yb = &yt[b];
-                let lanes = block_lanes(codes, yb);
-                // `block_scale`: y.d · x.d.
-                let d = _mm256_set1_ps(yb.d * xd);
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
-            }
-        }
-        let mut out = [0f32; N];
-        for (o, v) in out.iter_mut().zip(acc) {
-            let mut a = [0.0f32; 8];
-            // SAFETY: `a` is 8 f32 = 32 writable bytes; storeu has no alignment requirement.
-            unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
-            *o = hsum8_ggml(a);
-        }
-        out
-    }
-
-    /// One block's eight i32 lanes, as `avx2::block_lanes` computes them.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    fn block_lanes(codes: [__m512i; 4], y: &BlockQ8K) -> __m256i {
-        // (4 chunk pairs, 64 bytes) of int8 activations.
-        let q = y.qs.as_ptr();
-        // Two accumulators, so that the four `vpdpbusd` form two short chains.
-        let mut s = [_mm512_setzero_si512(); 2];
-        for (j, c) in codes.into_iter().enumerate() {
-            // SAFETY: qs is 256 bytes = 4 pairs of 64 and j < 4; loadu has no alignment
-            // requirement.
-            let qj = unsafe { _mm512_loadu_si512(q.add(64 * j).cast()) };
-            s[j % 2] = _mm512_dpbusd_epi32(s[j % 2], c, qj);
-        }
-        let s = _mm512_add_epi32(s[0], s[1]);
-        let lanes = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
-        // SAFETY: bsums is 16 i16 = 32 readable bytes; loadu has no alignment requirement.
-        let bsums = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
-        // Lane k: bsums[2k] + bsums[2k + 1] (exact in i32).
-        _mm256_sub_epi32(lanes, _mm256_madd_epi16(bsums, _mm256_set1_epi16(1)))
     }
 }
 

@@ -184,34 +184,6 @@ impl TernaryBlock for BlockTQ2_0 {
         }
         codes
     }
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn codes_avx512(&self) -> [std::arch::x86_64::__m512i; 4] {
-        use std::arch::x86_64::*;
-        let mask = _mm512_set1_epi8(3);
-        // Chunks 2j | 2j + 1 are bit pairs n | n + 1 (n = 2 · (j % 2)) of the 32 bytes of
-        // half h = j / 2: those bytes in both 256-bit halves, each shifted by its own count.
-        let shifts = [
-            _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0),
-            _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4),
-        ];
-        let mut codes = [_mm512_setzero_si512(); 4];
-        for h in 0..2 {
-            // SAFETY: qs is 64 bytes = 2 halves of 32 and h < 2; loadu has no alignment
-            // requirement.
-            let v = _mm512_broadcast_i64x4(unsafe {
-                _mm256_loadu_si256(self.qs.as_ptr().add(32 * h).cast())
-            });
-            for (p, shift) in shifts.iter().enumerate() {
-                // The 64-bit shifts pull bits in from the neighbouring byte, which the mask
-                // drops.
-                codes[2 * h + p] = _mm512_and_si512(_mm512_srlv_epi64(v, *shift), mask);
-            }
-        }
-        codes
-    }
 }
 
 #[cfg(test)]

@@ -290,18 +290,18 @@ proptest! {
                     RowOrder::Tiled => (&tiled, &tiled_h),
                 };
                 let mut out = vec![0f32; rows * n_tok];
-                ik_gemm_f32_with(isa, w32, order, &y, n_tok, &mut out).unwrap();
+                ik_gemm_with(isa, w32, order, &y, n_tok, &mut out).unwrap();
                 prop_assert_eq!(bits(&out), want32.clone(), "f32 {:?} {:?}", isa, order);
-                ik_gemm_f16_f32_with(isa, w16, order, &y, n_tok, &mut out).unwrap();
+                ik_gemm_with(isa, w16, order, &y, n_tok, &mut out).unwrap();
                 prop_assert_eq!(bits(&out), want16.clone(), "f16 {:?} {:?}", isa, order);
             }
         }
         // A tiled product of a k that does not tile, and mismatched buffers, are errors.
         let mut out = vec![0f32; rows * n_tok];
         if k % 8 != 0 {
-            prop_assert!(ik_gemm_f32_with(Isa::best(), &w, RowOrder::Tiled, &y, n_tok, &mut out).is_err());
+            prop_assert!(ik_gemm_with(Isa::best(), &w, RowOrder::Tiled, &y, n_tok, &mut out).is_err());
         }
-        prop_assert!(ik_gemm_f32_with(Isa::best(), &w[1..], RowOrder::RowMajor, &y, n_tok, &mut out).is_err());
-        prop_assert!(ik_gemm_f32_with(Isa::best(), &w, RowOrder::RowMajor, &y[1..], n_tok, &mut out).is_err());
+        prop_assert!(ik_gemm_with(Isa::best(), &w[1..], RowOrder::RowMajor, &y, n_tok, &mut out).is_err());
+        prop_assert!(ik_gemm_with(Isa::best(), &w, RowOrder::RowMajor, &y[1..], n_tok, &mut out).is_err());
     }
 }

@@ -29,7 +29,7 @@ use bitnet_kernels::float::{
 use bitnet_kernels::gemm::{RowOrder, TILE_ROWS};
 use bitnet_kernels::i2_s::{gemm_i2_s_i8_s, i2_s_dot_to_f32, I2sTensor};
 use bitnet_kernels::i8_s::{quantize_row_i8_s, I8sRowMeta};
-use bitnet_kernels::ik_float::{ik_gemm_f16_f32, ik_gemm_f32, ik_rows_tile, ik_tile_rows};
+use bitnet_kernels::ik_float::{ik_gemm, ik_rows_tile, ik_tile_rows};
 use bitnet_kernels::iq2_bn::{gemm_iq2_bn_q8_k64, iq2_bn_tile_rows, iq2_bn_tiled_is_faster};
 use bitnet_kernels::q4_0::{vec_dot_q4_0_q8_0, BlockQ4_0};
 use bitnet_kernels::q4_1::{vec_dot_q4_1_q8_1, BlockQ4_1};
@@ -579,10 +579,8 @@ impl Operands<'_> {
             }),
             // Tasks start on whole tiles (`matmul`), so a tiled slice of rows is whole tiles
             // and, at the end, the row-major rest.
-            Operands::IkF32(w, order, a) => ik_gemm_f32(&w[r0 * k..r1 * k], *order, a, n_tok, out),
-            Operands::IkF16(w, order, a) => {
-                ik_gemm_f16_f32(&w[r0 * k..r1 * k], *order, a, n_tok, out)
-            }
+            Operands::IkF32(w, order, a) => ik_gemm(&w[r0 * k..r1 * k], *order, a, n_tok, out),
+            Operands::IkF16(w, order, a) => ik_gemm(&w[r0 * k..r1 * k], *order, a, n_tok, out),
             Operands::Bf16(w, a) => each_dot(r0, n_tok, out, |r, t| {
                 let (w, a) = row_pair(w, a, r, t, k);
                 vec_dot_bf16(order, w, a)
