@@ -39,6 +39,7 @@
 //!   product) and `kq_soft_max_ext-N` pair with our `attn_out-N`, `ffn_sub_out-N` and
 //!   `kq_soft_max-N`, see [`IK_LLAMA_CPP`].
 
+use bitnet_models::graph::{Op, OpKind};
 use serde::Serialize;
 
 /// Normalisation ops (RMSNorm outputs: `attn_norm`, `attn_sub_norm`, `ffn_norm`,
@@ -70,50 +71,34 @@ pub const NMSE_LOGITS: f64 = 1e-5;
 /// Anything else a reference names and we pair up.
 pub const NMSE_OTHER: f64 = 1e-8;
 
-/// The NMSE threshold of op kind `op` (a `cb_eval` base name without the layer suffix);
-/// `occurrence` 1 of `Qcur`/`Kcur` is the RoPE output.
+/// The NMSE threshold of op `op` (a `cb_eval` base name without the layer suffix), by what
+/// the op computes ([`Op::kind_at`]); `occurrence` 1 of `Qcur`/`Kcur` is the RoPE output.
 pub fn threshold(op: &str, occurrence: usize) -> f64 {
-    match op {
-        "attn_norm" | "attn_sub_norm" | "ffn_norm" | "ffn_sub_norm" | "result_norm" => NMSE_NORM,
-        "Qcur" | "Kcur" if occurrence > 0 => NMSE_ELEMENTWISE,
-        "ffn_inp" | "l_out" | "ffn_sub_out" | "ffn_swiglu" | "ffn_gate_par" => NMSE_ELEMENTWISE,
-        "Qcur" | "Kcur" | "Vcur" | "attn_out" | "ffn_up" | "ffn_gate" | "ffn_up_s"
-        | "ffn_gate_s" | "ffn_down" | "ffn_out" => NMSE_MATMUL,
-        "kq" | "kq_soft_max" | "kqv_out" => NMSE_ATTENTION,
-        "result_output" => NMSE_LOGITS,
-        _ => NMSE_OTHER,
+    match Op::from_name(op).map(|op| op.kind_at(occurrence)) {
+        Some(OpKind::Norm) => NMSE_NORM,
+        Some(OpKind::Elementwise) => NMSE_ELEMENTWISE,
+        Some(OpKind::Matmul) => NMSE_MATMUL,
+        Some(OpKind::Attention) => NMSE_ATTENTION,
+        Some(OpKind::Logits) => NMSE_LOGITS,
+        // ik_llama.cpp's fused gate activation has no op of ours under its name.
+        None if op == "ffn_gate_par" => NMSE_ELEMENTWISE,
+        None => NMSE_OTHER,
     }
 }
 
-/// The `cb_eval` name patterns the reference captures for localisation.
-pub const CAPTURE_PATTERNS: &[&str] = &[
-    "attn_norm-*",
-    "Qcur-*",
-    "Kcur-*",
-    "Vcur-*",
-    "kq-*",
-    "kq_soft_max-*",
-    "kq_soft_max_ext-*",
-    "kqv_out-*",
-    "attn_sub_norm-*",
-    "attn_out-*",
-    "attn_o_out-*",
-    "ffn_inp-*",
-    "ffn_norm-*",
-    "ffn_up-*",
-    "ffn_up_s-*",
-    "ffn_gate-*",
-    "ffn_gate_s-*",
-    "ffn_gate_par-*",
-    "ffn_swiglu-*",
-    "ffn_sub_out-*",
-    "ffn_sub_norm-*",
-    "ffn_down-*",
-    "ffn_out-*",
-    "l_out-*",
-    "result_norm",
-    "result_output",
-];
+/// Reference names of ops we name otherwise ([`Naming::aliases`]) or not at all, captured
+/// beside ours.
+const REFERENCE_ONLY_PATTERNS: [&str; 3] = ["kq_soft_max_ext-*", "attn_o_out-*", "ffn_gate_par-*"];
+
+/// The `cb_eval` name patterns the reference captures for localisation: every op of our
+/// forward pass ([`Op::ALL`]) and the reference-only names.
+pub fn capture_patterns() -> Vec<String> {
+    Op::ALL
+        .into_iter()
+        .map(Op::capture_pattern)
+        .chain(REFERENCE_ONLY_PATTERNS.map(str::to_owned))
+        .collect()
+}
 
 /// How a reference's `cb_eval` names map onto ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use bitnet_tokenizers::Tokenizer;
 use sha2::{Digest, Sha256};
 
 use crate::cases::{reference_id, Case, Mode, ModelCase, ModelSource, Prompt, MAX_NEW_TOKENS};
-use crate::localize::{self, OpTrace, Tensor, CAPTURE_PATTERNS};
+use crate::localize::{self, capture_patterns, OpTrace, Tensor};
 use crate::logits_compare::{
     compare_per_position_logits_with, position_metrics, top_k, LogitsDivergence, Tolerance, TOP_K,
 };
@@ -58,7 +58,7 @@ struct Loaded {
     reference_version: String,
     /// The reference session's runtime settings ([`SessionConfig::describe`]).
     reference_settings: String,
-    /// A second reference session capturing [`CAPTURE_PATTERNS`], started on the first
+    /// A second reference session capturing [`capture_patterns`], started on the first
     /// localisation.
     capture: Mutex<Option<RefSession>>,
 }
@@ -707,7 +707,7 @@ fn localise(
     let mut slot = loaded.capture.lock().unwrap_or_else(|e| e.into_inner());
     if slot.is_none() {
         let mut config = SessionConfig::deterministic(reference, loaded.n_ctx);
-        config.capture = CAPTURE_PATTERNS.iter().map(|s| (*s).to_owned()).collect();
+        config.capture = capture_patterns();
         *slot =
             Some(RefSession::load(reference, &loaded.path, &config).map_err(|e| e.to_string())?);
     }

@@ -31,8 +31,8 @@ compile_error!(
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Multiplies the output of op `op` in `layer` by `factor` before anything uses it.
-    /// Hooked ops: `attn_norm`, `attn_sub_norm`, `ffn_norm`, `ffn_sub_norm`, `kqv_out`,
-    /// `ffn_up`, `ffn_gate`.
+    /// Every per-layer op of [`crate::graph::Op`] the pass writes is hooked, at its first
+    /// name (`Qcur`/`Kcur` before RoPE); `kq` and `kq_soft_max`, captured only, are not.
     Scale {
         op: String,
         layer: usize,

@@ -58,6 +58,7 @@ mod dequant;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod graph;
 mod kv_cache;
 mod matmul;
 mod model;

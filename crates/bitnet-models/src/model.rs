@@ -10,13 +10,14 @@ use bitnet_pool::Pool;
 use half::f16;
 
 use crate::config::{Config, FfnActivation};
+use crate::graph::Op;
 use crate::kv_cache::{KvCache, KvStore, KV_STEP};
 use crate::matmul::{apply_scale, matmul, Activations, Linear};
 use crate::numerics::Numerics;
 use crate::ops::{
     relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot,
 };
-use crate::weights::{bind, Weights};
+use crate::weights::{bind, Embedding, LayerWeights, Weights};
 use crate::ModelError;
 
 /// A capture hook: called with a tensor's name as llama.cpp's `cb_eval` sees it
@@ -131,22 +132,24 @@ impl Model {
             n_past: 0,
             acts: Activations::new(&self.weights.act_kinds(), n_batch, k_max),
             kv,
-            x: vec![0.0; n_batch * c.n_embd],
-            xb: vec![0.0; n_batch * k_max],
-            q: vec![0.0; n_batch * c.n_embd_q()],
-            k: vec![0.0; n_batch * c.n_embd_kv()],
-            v: vec![0.0; n_batch * c.n_embd_kv()],
-            kqv: vec![0.0; n_batch * c.n_embd_q()],
-            hb: vec![0.0; n_batch * c.n_ff],
-            hb2: vec![0.0; n_batch * c.n_ff],
-            logits: vec![0.0; n_batch * c.n_vocab],
-            tmp: vec![0.0; n_batch * n_out_max],
-            rope: vec![0.0; c.n_rot],
-            attn: AttnScratch {
-                out: vec![0.0; c.n_head * n_batch * c.head_dim],
-                att: vec![0.0; c.n_head * cap],
-                att16: vec![f16::ZERO; c.n_head * cap],
-                q16: vec![f16::ZERO; c.n_head * c.head_dim],
+            bufs: Buffers {
+                x: vec![0.0; n_batch * c.n_embd],
+                xb: vec![0.0; n_batch * k_max],
+                q: vec![0.0; n_batch * c.n_embd_q()],
+                k: vec![0.0; n_batch * c.n_embd_kv()],
+                v: vec![0.0; n_batch * c.n_embd_kv()],
+                kqv: vec![0.0; n_batch * c.n_embd_q()],
+                hb: vec![0.0; n_batch * c.n_ff],
+                hb2: vec![0.0; n_batch * c.n_ff],
+                logits: vec![0.0; n_batch * c.n_vocab],
+                tmp: vec![0.0; n_batch * n_out_max],
+                rope: vec![0.0; c.n_rot],
+                attn: AttnScratch {
+                    out: vec![0.0; c.n_head * n_batch * c.head_dim],
+                    att: vec![0.0; c.n_head * cap],
+                    att16: vec![f16::ZERO; c.n_head * cap],
+                    q16: vec![f16::ZERO; c.n_head * c.head_dim],
+                },
             },
             pool,
         })
@@ -160,7 +163,7 @@ impl Model {
         state: &'s mut State,
         tokens: &[u32],
         logits: Logits,
-        mut hook: Option<&mut CaptureFn<'_>>,
+        hook: Option<&mut CaptureFn<'_>>,
     ) -> Result<&'s [f32], ModelError> {
         let c = &self.config;
         let n_tok = tokens.len();
@@ -195,16 +198,156 @@ impl Model {
                 n_vocab: c.n_vocab,
             });
         }
-        let mut tap = Tap { hook: hook.take() };
-        let numerics = state.numerics;
-        let (norm, kv_pad, fdot) = (
-            numerics.norm,
-            numerics.kv_pad.max(KV_STEP),
-            numerics.float_dot,
-        );
         let State {
+            numerics,
             acts,
             kv,
+            bufs,
+            pool,
+            ..
+        } = state;
+        let mut pass = Pass {
+            c,
+            file: &self.file,
+            numerics: *numerics,
+            pool,
+            n_past,
+            n_tok,
+            tap: Tap {
+                hook,
+                n_past,
+                n_tok,
+            },
+        };
+        pass.embed(&self.weights.token_embd, tokens, bufs)?;
+        for (layer, lw) in self.weights.layers.iter().enumerate() {
+            pass.attention_block(layer, lw, kv, acts, bufs)?;
+            pass.ffn_block(layer, lw, acts, bufs)?;
+        }
+        let n_out = pass.head(&self.weights, logits, acts, bufs)?;
+        state.n_past = n_past + n_tok;
+        Ok(&state.bufs.logits[..n_out * c.n_vocab])
+    }
+}
+
+/// What every block of one forward call reads: the model, the settings and the batch at
+/// positions `n_past..n_past + n_tok`.
+struct Pass<'m, 'h, 'a> {
+    c: &'m Config,
+    file: &'m GgufFile,
+    numerics: Numerics,
+    pool: &'m Pool,
+    n_past: usize,
+    n_tok: usize,
+    tap: Tap<'h, 'a>,
+}
+
+impl Pass<'_, '_, '_> {
+    /// `out = W · input` for the batch, then times W's `.scale` if `scaled` and it has one
+    /// (`build_lora_mm`). input: (n_tok, W.k), out: (n_tok, W.n).
+    fn matmul(
+        &self,
+        w: &Linear,
+        acts: &mut Activations,
+        input: &[f32],
+        out: &mut [f32],
+        tmp: &mut [f32],
+        scaled: bool,
+    ) -> Result<(), ModelError> {
+        let n_tok = self.n_tok;
+        matmul(
+            self.file,
+            w,
+            acts,
+            input,
+            n_tok,
+            out,
+            tmp,
+            &self.numerics,
+            self.pool,
+        )?;
+        if scaled {
+            apply_scale(w, &mut out[..n_tok * w.n]);
+        }
+        Ok(())
+    }
+
+    /// A product named twice, as `build_ffn` names it: the bare product as `bare` and, when
+    /// W has a `.scale`, the scaled one as `scaled`.
+    #[allow(clippy::too_many_arguments)]
+    fn scaled_product(
+        &mut self,
+        layer: usize,
+        w: &Linear,
+        (bare, scaled): (Op, Op),
+        acts: &mut Activations,
+        input: &[f32],
+        out: &mut [f32],
+        tmp: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let len = self.n_tok * w.n;
+        let shape = [w.n, self.n_tok];
+        self.matmul(w, acts, input, out, tmp, false)?;
+        self.tap.op(bare, Some(layer), &shape, &mut out[..len]);
+        if w.scale.is_some() {
+            apply_scale(w, &mut out[..len]);
+            self.tap.op(scaled, Some(layer), &shape, &mut out[..len]);
+        }
+        Ok(())
+    }
+
+    /// Norm `op` of each of `rows` rows of `width` values of `src` into `out`, with weight
+    /// `w`; `layer` is `None` for the output norm.
+    #[allow(clippy::too_many_arguments)]
+    fn norm(
+        &mut self,
+        op: Op,
+        layer: Option<usize>,
+        rows: usize,
+        width: usize,
+        src: &[f32],
+        w: &[f32],
+        out: &mut [f32],
+    ) {
+        let eps = match layer {
+            Some(il) => fault_eps(op.name(), il, self.c.rms_eps),
+            None => self.c.rms_eps,
+        };
+        let (src, out) = (&src[..rows * width], &mut out[..rows * width]);
+        // Shape: src, out: (rows, width).
+        for (s, o) in src.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+            rms_norm(s, w, eps, self.numerics.norm, o);
+        }
+        self.tap.op(op, layer, &[width, rows], out);
+    }
+
+    /// The residual stream of the batch from its tokens' embeddings. x: (n_tok, n_embd).
+    fn embed(
+        &mut self,
+        token_embd: &Embedding,
+        tokens: &[u32],
+        b: &mut Buffers,
+    ) -> Result<(), ModelError> {
+        let d = self.c.n_embd;
+        for (&tok, row) in tokens.iter().zip(b.x.chunks_exact_mut(d)) {
+            token_embd.row(self.file, tok as usize, row, &mut b.tmp)?;
+        }
+        Ok(())
+    }
+
+    /// Layer `layer`'s attention block: norm, Q/K/V, RoPE, the KV cache, attention, the
+    /// sub-norm, the output projection and the residual add. x: (n_tok, n_embd), in and out.
+    fn attention_block(
+        &mut self,
+        layer: usize,
+        lw: &LayerWeights,
+        kv: &mut KvCache,
+        acts: &mut Activations,
+        b: &mut Buffers,
+    ) -> Result<(), ModelError> {
+        let (c, n_tok, il) = (self.c, self.n_tok, Some(layer));
+        let (d, nq, hd) = (c.n_embd, c.n_embd_q(), c.head_dim);
+        let Buffers {
             x,
             xb,
             q,
@@ -212,340 +355,285 @@ impl Model {
             v,
             kqv,
             hb,
-            hb2,
-            logits: out_logits,
             tmp,
             rope,
             attn,
-            pool,
             ..
-        } = state;
-        let (d, nq, nkv, nff) = (c.n_embd, c.n_embd_q(), c.n_embd_kv(), c.n_ff);
-        let file = &self.file;
-        // W · x then W's `.scale` (`build_lora_mm` with a scale), out: (n_tok, W.n).
-        let mm = |w: &Linear,
-                  acts: &mut Activations,
-                  input: &[f32],
-                  out: &mut [f32],
-                  tmp: &mut [f32]| {
-            matmul(file, w, acts, input, n_tok, out, tmp, &numerics, pool)?;
-            apply_scale(w, &mut out[..n_tok * w.n]);
-            Ok::<(), ModelError>(())
+        } = b;
+        self.norm(Op::AttnNorm, il, n_tok, d, x, &lw.attn_norm, xb);
+
+        acts.invalidate();
+        // Each projection is named twice before RoPE, as in llama.cpp's graph: the matmul
+        // output and its per-head reshape. Shape: q: (n_tok, n_head, head_dim), k, v:
+        // (n_tok, n_head_kv, head_dim).
+        for (w, out, op, heads) in [
+            (&lw.wq, &mut *q, Op::Qcur, c.n_head),
+            (&lw.wk, &mut *k, Op::Kcur, c.n_head_kv),
+            (&lw.wv, &mut *v, Op::Vcur, c.n_head_kv),
+        ] {
+            let out = &mut out[..n_tok * w.n];
+            self.matmul(w, acts, xb, out, tmp, true)?;
+            self.tap.op(op, il, &[w.n, n_tok], out);
+            self.tap.show(op, il, &[hd, heads, n_tok], out);
+        }
+        self.rope(layer, q, k, rope);
+
+        let nkv = c.n_embd_kv();
+        for t in 0..n_tok {
+            let (kr, vr) = (&k[t * nkv..(t + 1) * nkv], &v[t * nkv..(t + 1) * nkv]);
+            if let Some(cell) = fault_kv_cell(self.n_past + t, kv.capacity()) {
+                kv.store(layer, cell, kr, vr);
+            }
+        }
+        self.attention(kv, layer, q, kqv, attn)?;
+        self.tap
+            .op(Op::KqvOut, il, &[nq, n_tok], &mut kqv[..n_tok * nq]);
+
+        let sub_norm = lw
+            .attn_sub_norm
+            .as_ref()
+            .filter(|_| fault_keep_sub_norm(Op::AttnSubNorm.name()));
+        let attn_in: &[f32] = match sub_norm {
+            Some(w) => {
+                self.norm(Op::AttnSubNorm, il, n_tok, nq, kqv, w, xb);
+                xb
+            }
+            None => kqv,
         };
-
-        // Shape: x: (n_tok, n_embd), the residual stream.
-        for (t, &tok) in tokens.iter().enumerate() {
-            self.weights
-                .token_embd
-                .row(file, tok as usize, &mut x[t * d..(t + 1) * d], tmp)?;
+        acts.invalidate();
+        // Shape: hb: (n_tok, n_embd) here, the attention output.
+        let scaled = fault_keep_attn_output_scale(layer);
+        self.matmul(&lw.wo, acts, attn_in, hb, tmp, scaled)?;
+        self.tap
+            .op(Op::AttnOut, il, &[d, n_tok], &mut hb[..n_tok * d]);
+        let x = &mut x[..n_tok * d];
+        for (xv, &a) in x.iter_mut().zip(hb.iter()) {
+            *xv += a;
         }
+        self.tap.op(Op::FfnInp, il, &[d, n_tok], x);
+        Ok(())
+    }
+
+    /// RoPE on the batch's queries and keys, named again as `Qcur`/`Kcur`. Shapes: q:
+    /// (n_tok, n_head, head_dim), k: (n_tok, n_head_kv, head_dim), rope: (n_rot,).
+    fn rope(&mut self, layer: usize, q: &mut [f32], k: &mut [f32], rope: &mut [f32]) {
+        let (c, n_tok) = (self.c, self.n_tok);
+        let (nq, nkv, hd) = (c.n_embd_q(), c.n_embd_kv(), c.head_dim);
         let theta_scale = c.rope_freq_base.powf(-2.0 / c.n_rot as f32);
-        let kq_scale = fault_kq_scale(1.0 / (c.head_dim as f32).sqrt());
-        let arch_style = c.arch.rope_style();
-
-        for (layer, lw) in self.weights.layers.iter().enumerate() {
-            let il = Some(layer);
-            // Shape: xb: (n_tok, n_embd).
-            for t in 0..n_tok {
-                rms_norm(
-                    &x[t * d..(t + 1) * d],
-                    &lw.attn_norm,
-                    fault_eps("attn_norm", layer, c.rms_eps),
-                    norm,
-                    &mut xb[t * d..(t + 1) * d],
-                );
+        let style = fault_rope_style(layer, c.arch.rope_style());
+        for t in 0..n_tok {
+            rope_cache(self.n_past + t, theta_scale, c.rope_freq_scale, rope);
+            for head in q[t * nq..(t + 1) * nq].chunks_exact_mut(hd) {
+                rope_head(head, rope, style);
             }
-            fault_perturb("attn_norm", layer, n_past, n_tok, &mut xb[..n_tok * d]);
-            tap.emit("attn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
-
-            acts.invalidate();
-            // Each projection is named twice before RoPE, as in llama.cpp's graph: the
-            // matmul output and its per-head reshape.
-            let (hd, nh, nhkv) = (c.head_dim, c.n_head, c.n_head_kv);
-            mm(&lw.wq, acts, xb, q, tmp)?;
-            tap.emit("Qcur", il, &[nq, n_tok], &q[..n_tok * nq]);
-            tap.emit("Qcur", il, &[hd, nh, n_tok], &q[..n_tok * nq]);
-            mm(&lw.wk, acts, xb, k, tmp)?;
-            tap.emit("Kcur", il, &[nkv, n_tok], &k[..n_tok * nkv]);
-            tap.emit("Kcur", il, &[hd, nhkv, n_tok], &k[..n_tok * nkv]);
-            mm(&lw.wv, acts, xb, v, tmp)?;
-            tap.emit("Vcur", il, &[nkv, n_tok], &v[..n_tok * nkv]);
-            tap.emit("Vcur", il, &[hd, nhkv, n_tok], &v[..n_tok * nkv]);
-
-            // Shape: q: (n_tok, n_head, head_dim), k: (n_tok, n_head_kv, head_dim).
-            let style = fault_rope_style(layer, arch_style);
-            for t in 0..n_tok {
-                rope_cache(n_past + t, theta_scale, c.rope_freq_scale, rope);
-                for head in q[t * nq..(t + 1) * nq].chunks_exact_mut(c.head_dim) {
-                    rope_head(head, rope, style);
-                }
-                for head in k[t * nkv..(t + 1) * nkv].chunks_exact_mut(c.head_dim) {
-                    rope_head(head, rope, style);
-                }
+            for head in k[t * nkv..(t + 1) * nkv].chunks_exact_mut(hd) {
+                rope_head(head, rope, style);
             }
-            tap.emit("Qcur", il, &[hd, nh, n_tok], &q[..n_tok * nq]);
-            tap.emit("Kcur", il, &[hd, nhkv, n_tok], &k[..n_tok * nkv]);
-            for t in 0..n_tok {
-                let (kr, vr) = (&k[t * nkv..(t + 1) * nkv], &v[t * nkv..(t + 1) * nkv]);
-                if let Some(cell) = fault_kv_cell(n_past + t, kv.capacity()) {
-                    kv.store(layer, cell, kr, vr);
-                }
-            }
-
-            attention(
-                c, kv, layer, n_past, n_tok, kq_scale, kv_pad, fdot, q, kqv, attn, pool, &mut tap,
-            )?;
-            fault_perturb("kqv_out", layer, n_past, n_tok, &mut kqv[..n_tok * nq]);
-            tap.emit("kqv_out", il, &[nq, n_tok], &kqv[..n_tok * nq]);
-
-            let attn_sub_norm = lw
-                .attn_sub_norm
-                .as_ref()
-                .filter(|_| fault_keep_sub_norm("attn_sub_norm"));
-            let attn_in: &[f32] = match attn_sub_norm {
-                Some(w) => {
-                    for t in 0..n_tok {
-                        rms_norm(
-                            &kqv[t * nq..(t + 1) * nq],
-                            w,
-                            fault_eps("attn_sub_norm", layer, c.rms_eps),
-                            norm,
-                            &mut xb[t * nq..(t + 1) * nq],
-                        );
-                    }
-                    fault_perturb("attn_sub_norm", layer, n_past, n_tok, &mut xb[..n_tok * nq]);
-                    tap.emit("attn_sub_norm", il, &[nq, n_tok], &xb[..n_tok * nq]);
-                    xb
-                }
-                None => kqv,
-            };
-            acts.invalidate();
-            // Shape: hb: (n_tok, n_embd) here, the attention output.
-            if fault_keep_attn_output_scale(layer) {
-                mm(&lw.wo, acts, attn_in, hb, tmp)?;
-            } else {
-                matmul(file, &lw.wo, acts, attn_in, n_tok, hb, tmp, &numerics, pool)?;
-            }
-            tap.emit("attn_out", il, &[d, n_tok], &hb[..n_tok * d]);
-            for (xv, &a) in x[..n_tok * d].iter_mut().zip(&hb[..n_tok * d]) {
-                *xv += a;
-            }
-            tap.emit("ffn_inp", il, &[d, n_tok], &x[..n_tok * d]);
-
-            for t in 0..n_tok {
-                rms_norm(
-                    &x[t * d..(t + 1) * d],
-                    &lw.ffn_norm,
-                    fault_eps("ffn_norm", layer, c.rms_eps),
-                    norm,
-                    &mut xb[t * d..(t + 1) * d],
-                );
-            }
-            fault_perturb("ffn_norm", layer, n_past, n_tok, &mut xb[..n_tok * d]);
-            tap.emit("ffn_norm", il, &[d, n_tok], &xb[..n_tok * d]);
-            acts.invalidate();
-            // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
-            // build_ffn names the bare products and then, when scaled, `ffn_up_s`/`ffn_gate_s`.
-            matmul(file, &lw.ffn_up, acts, xb, n_tok, hb2, tmp, &numerics, pool)?;
-            fault_perturb("ffn_up", layer, n_past, n_tok, &mut hb2[..n_tok * nff]);
-            tap.emit("ffn_up", il, &[nff, n_tok], &hb2[..n_tok * nff]);
-            if lw.ffn_up.scale.is_some() {
-                apply_scale(&lw.ffn_up, &mut hb2[..n_tok * nff]);
-                tap.emit("ffn_up_s", il, &[nff, n_tok], &hb2[..n_tok * nff]);
-            }
-            matmul(
-                file,
-                &lw.ffn_gate,
-                acts,
-                xb,
-                n_tok,
-                hb,
-                tmp,
-                &numerics,
-                pool,
-            )?;
-            fault_perturb("ffn_gate", layer, n_past, n_tok, &mut hb[..n_tok * nff]);
-            tap.emit("ffn_gate", il, &[nff, n_tok], &hb[..n_tok * nff]);
-            if lw.ffn_gate.scale.is_some() {
-                apply_scale(&lw.ffn_gate, &mut hb[..n_tok * nff]);
-                tap.emit("ffn_gate_s", il, &[nff, n_tok], &hb[..n_tok * nff]);
-            }
-            let ffn_activation = fault_ffn_activation(c.ffn_activation);
-            for t in 0..n_tok {
-                let r = t * nff..(t + 1) * nff;
-                let (g, u, o) = (&hb[r.clone()], &hb2[r.clone()], &mut xb[r]);
-                match ffn_activation {
-                    FfnActivation::Silu => swiglu(g, u, o),
-                    FfnActivation::ReluSqr => relu_sqr_mul(g, u, o),
-                }
-            }
-            let act_name = if c.arch.has_sub_norms() {
-                "ffn_sub_out"
-            } else {
-                "ffn_swiglu"
-            };
-            tap.emit(act_name, il, &[nff, n_tok], &xb[..n_tok * nff]);
-            let ffn_sub_norm = lw
-                .ffn_sub_norm
-                .as_ref()
-                .filter(|_| fault_keep_sub_norm("ffn_sub_norm"));
-            let down_in: &[f32] = match ffn_sub_norm {
-                Some(w) => {
-                    for t in 0..n_tok {
-                        rms_norm(
-                            &xb[t * nff..(t + 1) * nff],
-                            w,
-                            fault_eps("ffn_sub_norm", layer, c.rms_eps),
-                            norm,
-                            &mut hb[t * nff..(t + 1) * nff],
-                        );
-                    }
-                    fault_perturb("ffn_sub_norm", layer, n_past, n_tok, &mut hb[..n_tok * nff]);
-                    tap.emit("ffn_sub_norm", il, &[nff, n_tok], &hb[..n_tok * nff]);
-                    hb
-                }
-                None => xb,
-            };
-            acts.invalidate();
-            // Shape: hb2: (n_tok, n_embd) here, the FFN output.
-            mm(&lw.ffn_down, acts, down_in, hb2, tmp)?;
-            let down_name = if c.arch.has_sub_norms() {
-                "ffn_down"
-            } else {
-                "ffn_out"
-            };
-            tap.emit(down_name, il, &[d, n_tok], &hb2[..n_tok * d]);
-            for (xv, &f) in x[..n_tok * d].iter_mut().zip(&hb2[..n_tok * d]) {
-                *xv += f;
-            }
-            tap.emit("l_out", il, &[d, n_tok], &x[..n_tok * d]);
         }
+        let il = Some(layer);
+        self.tap
+            .show(Op::Qcur, il, &[hd, c.n_head, n_tok], &q[..n_tok * nq]);
+        self.tap
+            .show(Op::Kcur, il, &[hd, c.n_head_kv, n_tok], &k[..n_tok * nkv]);
+    }
 
+    /// Layer `layer`'s FFN block: norm, up and gate, the gate activation, the sub-norm, the
+    /// down projection and the residual add. x: (n_tok, n_embd), in and out.
+    fn ffn_block(
+        &mut self,
+        layer: usize,
+        lw: &LayerWeights,
+        acts: &mut Activations,
+        b: &mut Buffers,
+    ) -> Result<(), ModelError> {
+        let (c, n_tok, il) = (self.c, self.n_tok, Some(layer));
+        let (d, nff) = (c.n_embd, c.n_ff);
+        let Buffers {
+            x,
+            xb,
+            hb,
+            hb2,
+            tmp,
+            ..
+        } = b;
+        self.norm(Op::FfnNorm, il, n_tok, d, x, &lw.ffn_norm, xb);
+        acts.invalidate();
+        // Shape: hb2: (n_tok, n_ff) up, hb: (n_tok, n_ff) gate.
+        let up = (Op::FfnUp, Op::FfnUpS);
+        self.scaled_product(layer, &lw.ffn_up, up, acts, xb, hb2, tmp)?;
+        let gate = (Op::FfnGate, Op::FfnGateS);
+        self.scaled_product(layer, &lw.ffn_gate, gate, acts, xb, hb, tmp)?;
+
+        let activation = fault_ffn_activation(c.ffn_activation);
+        let (g, u) = (&hb[..n_tok * nff], &hb2[..n_tok * nff]);
+        let gated = &mut xb[..n_tok * nff];
+        // Shape: g, u, gated: (n_tok, n_ff).
+        for ((g, u), o) in g
+            .chunks_exact(nff)
+            .zip(u.chunks_exact(nff))
+            .zip(gated.chunks_exact_mut(nff))
+        {
+            match activation {
+                FfnActivation::Silu => swiglu(g, u, o),
+                FfnActivation::ReluSqr => relu_sqr_mul(g, u, o),
+            }
+        }
+        let (gated_op, down_op) = if c.arch.has_sub_norms() {
+            (Op::FfnSubOut, Op::FfnDown)
+        } else {
+            (Op::FfnSwiglu, Op::FfnOut)
+        };
+        self.tap.op(gated_op, il, &[nff, n_tok], gated);
+
+        let sub_norm = lw
+            .ffn_sub_norm
+            .as_ref()
+            .filter(|_| fault_keep_sub_norm(Op::FfnSubNorm.name()));
+        let down_in: &[f32] = match sub_norm {
+            Some(w) => {
+                self.norm(Op::FfnSubNorm, il, n_tok, nff, xb, w, hb);
+                hb
+            }
+            None => xb,
+        };
+        acts.invalidate();
+        // Shape: hb2: (n_tok, n_embd) here, the FFN output.
+        self.matmul(&lw.ffn_down, acts, down_in, hb2, tmp, true)?;
+        self.tap.op(down_op, il, &[d, n_tok], &mut hb2[..n_tok * d]);
+        let x = &mut x[..n_tok * d];
+        for (xv, &f) in x.iter_mut().zip(hb2.iter()) {
+            *xv += f;
+        }
+        self.tap.op(Op::LOut, il, &[d, n_tok], x);
+        Ok(())
+    }
+
+    /// The output norm and head for the positions that get logits; returns how many rows
+    /// of logits there are. logits: (rows, n_vocab).
+    fn head(
+        &mut self,
+        weights: &Weights,
+        logits: Logits,
+        acts: &mut Activations,
+        b: &mut Buffers,
+    ) -> Result<usize, ModelError> {
+        let (d, nv) = (self.c.n_embd, self.c.n_vocab);
         // Only the rows that get logits go through the head.
         let first = match logits {
             Logits::All => 0,
-            Logits::Last => n_tok - 1,
+            Logits::Last => self.n_tok - 1,
         };
-        let n_out = n_tok - first;
-        for t in 0..n_out {
-            let src = &x[(first + t) * d..(first + t + 1) * d];
-            rms_norm(
-                src,
-                &self.weights.output_norm,
-                c.rms_eps,
-                norm,
-                &mut xb[t * d..(t + 1) * d],
-            );
-        }
-        tap.emit("result_norm", None, &[d, n_out], &xb[..n_out * d]);
+        let n_out = self.n_tok - first;
+        let Buffers {
+            x, xb, logits, tmp, ..
+        } = b;
+        let rows = &x[first * d..];
+        self.norm(
+            Op::ResultNorm,
+            None,
+            n_out,
+            d,
+            rows,
+            &weights.output_norm,
+            xb,
+        );
         acts.invalidate();
-        let nv = c.n_vocab;
+        let head = &weights.output;
         matmul(
-            file,
-            &self.weights.output,
+            self.file,
+            head,
             acts,
             xb,
             n_out,
-            out_logits,
+            logits,
             tmp,
-            &numerics,
-            pool,
+            &self.numerics,
+            self.pool,
         )?;
-        tap.emit(
-            "result_output",
-            None,
-            &[nv, n_out],
-            &out_logits[..n_out * nv],
-        );
-        state.n_past = n_past + n_tok;
-        Ok(&state.logits[..n_out * nv])
+        let out = &mut logits[..n_out * nv];
+        self.tap.op(Op::ResultOutput, None, &[nv, n_out], out);
+        Ok(n_out)
     }
-}
 
-/// Causal multi-head attention for a batch at positions `n_past..n_past + n_tok` whose keys
-/// and values are already in the cache, one head per task. Shapes: q, kqv:
-/// (n_tok, n_head, head_dim); `scratch` holds the per-head buffers.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    c: &Config,
-    kv: &KvCache,
-    layer: usize,
-    n_past: usize,
-    n_tok: usize,
-    kq_scale: f32,
-    kv_pad: usize,
-    fdot: FloatDot,
-    q: &[f32],
-    kqv: &mut [f32],
-    scratch: &mut AttnScratch,
-    pool: &Pool,
-    tap: &mut Tap<'_, '_>,
-) -> Result<(), ModelError> {
-    let (hd, nq, cap) = (c.head_dim, c.n_embd_q(), kv.capacity());
-    let head = Head {
-        c,
-        kv,
-        layer,
-        n_past,
-        kq_scale,
-        fdot,
-        q,
-    };
-    let AttnScratch {
-        out,
-        att,
-        att16,
-        q16,
-    } = scratch;
-    // Shape: out: (n_head, n_tok, head_dim), head-major so that heads split into chunks.
-    let out = &mut out[..c.n_head * n_tok * hd];
-    if tap.is_on() {
-        // The reference's KV length for this batch (capture shapes only): the cache size
-        // and the used cells each rounded up to `kv_pad`, the smaller, at least one pad.
-        let n_kv = {
-            let pad = |n: usize| n.div_ceil(kv_pad) * kv_pad;
-            pad(kv.n_ctx()).min(pad(n_past + n_tok).max(kv_pad))
+    /// Causal multi-head attention for the batch, whose keys and values are already in the
+    /// cache, one head per task. Shapes: q, kqv: (n_tok, n_head, head_dim); `scratch` holds
+    /// the per-head buffers.
+    fn attention(
+        &mut self,
+        kv: &KvCache,
+        layer: usize,
+        q: &[f32],
+        kqv: &mut [f32],
+        scratch: &mut AttnScratch,
+    ) -> Result<(), ModelError> {
+        let (c, n_past, n_tok) = (self.c, self.n_past, self.n_tok);
+        let (hd, nq, cap) = (c.head_dim, c.n_embd_q(), kv.capacity());
+        let head = Head {
+            c,
+            kv,
+            layer,
+            n_past,
+            kq_scale: fault_kq_scale(1.0 / (c.head_dim as f32).sqrt()),
+            fdot: self.numerics.float_dot,
+            q,
         };
-        // (n_head, n_tok, n_kv), masked cells 0.
-        let mut kq = vec![0.0f32; n_kv * n_tok * c.n_head];
-        let mut probs = kq.clone();
-        for (h, ((o, kqh), ph)) in out
-            .chunks_mut(n_tok * hd)
-            .zip(kq.chunks_mut(n_tok * n_kv))
-            .zip(probs.chunks_mut(n_tok * n_kv))
-            .enumerate()
-        {
-            let capture = Some((kqh, ph, n_kv));
-            head.run(
-                h,
-                o,
-                &mut att[..cap],
-                &mut att16[..cap],
-                &mut q16[..hd],
-                capture,
-            )?;
+        let AttnScratch {
+            out,
+            att,
+            att16,
+            q16,
+        } = scratch;
+        // Shape: out: (n_head, n_tok, head_dim), head-major so that heads split into chunks.
+        let out = &mut out[..c.n_head * n_tok * hd];
+        if self.tap.is_on() {
+            // The reference's KV length for this batch (capture shapes only): the cache size
+            // and the used cells each rounded up to `kv_pad`, the smaller, at least one pad.
+            let kv_pad = self.numerics.kv_pad.max(KV_STEP);
+            let n_kv = {
+                let pad = |n: usize| n.div_ceil(kv_pad) * kv_pad;
+                pad(kv.n_ctx()).min(pad(n_past + n_tok).max(kv_pad))
+            };
+            // (n_head, n_tok, n_kv), masked cells 0.
+            let mut kq = vec![0.0f32; n_kv * n_tok * c.n_head];
+            let mut probs = kq.clone();
+            for (h, ((o, kqh), ph)) in out
+                .chunks_mut(n_tok * hd)
+                .zip(kq.chunks_mut(n_tok * n_kv))
+                .zip(probs.chunks_mut(n_tok * n_kv))
+                .enumerate()
+            {
+                let capture = Some((kqh, ph, n_kv));
+                head.run(
+                    h,
+                    o,
+                    &mut att[..cap],
+                    &mut att16[..cap],
+                    &mut q16[..hd],
+                    capture,
+                )?;
+            }
+            let shape = [n_kv, n_tok, c.n_head];
+            self.tap.show(Op::Kq, Some(layer), &shape, &kq);
+            self.tap.show(Op::KqSoftMax, Some(layer), &shape, &probs);
+        } else {
+            let heads = out
+                .chunks_mut(n_tok * hd)
+                .zip(att.chunks_mut(cap))
+                .zip(att16.chunks_mut(cap))
+                .zip(q16.chunks_mut(hd))
+                .enumerate();
+            self.pool.try_for_each(heads, |(h, (((o, a), a16), q16))| {
+                head.run(h, o, a, a16, q16, None)
+            })?;
         }
-        let shape = [n_kv, n_tok, c.n_head];
-        tap.emit("kq", Some(layer), &shape, &kq);
-        tap.emit("kq_soft_max", Some(layer), &shape, &probs);
-    } else {
-        let heads = out
-            .chunks_mut(n_tok * hd)
-            .zip(att.chunks_mut(cap))
-            .zip(att16.chunks_mut(cap))
-            .zip(q16.chunks_mut(hd))
-            .enumerate();
-        pool.try_for_each(heads, |(h, (((o, a), a16), q16))| {
-            head.run(h, o, a, a16, q16, None)
-        })?;
-    }
-    // (n_head, n_tok, head_dim) → (n_tok, n_head, head_dim).
-    for (h, oh) in out.chunks_exact(n_tok * hd).enumerate() {
-        for (t, ot) in oh.chunks_exact(hd).enumerate() {
-            kqv[t * nq + h * hd..t * nq + (h + 1) * hd].copy_from_slice(ot);
+        // (n_head, n_tok, head_dim) → (n_tok, n_head, head_dim).
+        for (h, oh) in out.chunks_exact(n_tok * hd).enumerate() {
+            for (t, ot) in oh.chunks_exact(hd).enumerate() {
+                kqv[t * nq + h * hd..t * nq + (h + 1) * hd].copy_from_slice(ot);
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Per-head attention buffers, allocated once per session (never printed: `State`'s
@@ -674,6 +762,13 @@ pub struct State {
     n_past: usize,
     kv: KvCache,
     acts: Activations,
+    bufs: Buffers,
+    /// The threads every parallel region of a forward pass runs on.
+    pool: Pool,
+}
+
+/// Every activation of one batch (never printed: `State`'s `Debug` summarizes).
+struct Buffers {
     /// Residual stream: (n_batch, n_embd).
     x: Vec<f32>,
     /// Norm outputs and the FFN activation: (n_batch, max(n_embd, n_ff, n_embd_q)).
@@ -696,8 +791,6 @@ pub struct State {
     /// RoPE cos/sin of one position: (n_rot,).
     rope: Vec<f32>,
     attn: AttnScratch,
-    /// The threads every parallel region of a forward pass runs on.
-    pool: Pool,
 }
 
 /// Summarizes: the buffers hold megabytes.
@@ -751,9 +844,13 @@ impl State {
     }
 }
 
-/// The capture hook, checked once per op; names are formatted only when it is set.
+/// Where the pass shows each named op: the fault hook (which may perturb it) and the capture
+/// hook. Names are formatted only when a capture hook is set.
 struct Tap<'h, 'a> {
     hook: Option<&'h mut CaptureFn<'a>>,
+    /// The batch, for the fault hook's position ranges.
+    n_past: usize,
+    n_tok: usize,
 }
 
 impl Tap<'_, '_> {
@@ -761,11 +858,23 @@ impl Tap<'_, '_> {
         self.hook.is_some()
     }
 
-    fn emit(&mut self, base: &str, layer: Option<usize>, shape: &[usize], data: &[f32]) {
+    /// Op `op` (of `layer`, `None` for the head's ops) has just written `data`, one row per
+    /// token: the fault hook may perturb it before anything reads it, then the capture hook
+    /// sees it.
+    fn op(&mut self, op: Op, layer: Option<usize>, shape: &[usize], data: &mut [f32]) {
+        if let Some(il) = layer {
+            fault_perturb(op.name(), il, self.n_past, self.n_tok, data);
+        }
+        self.show(op, layer, shape, data);
+    }
+
+    /// The capture hook sees `data` under `op`'s name: another view of an op already
+    /// tapped (a reshape, RoPE's rotation in place) or a capture-only tensor.
+    fn show(&mut self, op: Op, layer: Option<usize>, shape: &[usize], data: &[f32]) {
         if let Some(h) = self.hook.as_deref_mut() {
             match layer {
-                Some(il) => h(&format!("{base}-{il}"), shape, data),
-                None => h(base, shape, data),
+                Some(il) => h(&format!("{}-{il}", op.name()), shape, data),
+                None => h(op.name(), shape, data),
             }
         }
     }
