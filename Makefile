@@ -69,6 +69,7 @@ setup: prereqs data refs refs-defaults
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 
 # Goldens are never written here (INSTA_UPDATE=no): a changed snapshot fails the run and
 # is reviewed with `make golden`.

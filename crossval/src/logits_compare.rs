@@ -284,7 +284,7 @@ pub fn position_metrics(
     })
 }
 
-/// Largest |a[i] - b[i]| over the common length (0 for empty slices), formed in f64. A pair
+/// Largest `|a[i] - b[i]|` over the common length (0 for empty slices), formed in f64. A pair
 /// that has no finite difference — a NaN on either side, or infinities — counts as an
 /// infinite difference, so a NaN can never hide behind `f32::max` (which drops NaNs).
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

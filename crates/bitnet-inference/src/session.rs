@@ -25,7 +25,7 @@ pub struct SessionConfig {
     /// Which reference's arithmetic to follow (KV type, ...).
     pub numerics: Numerics,
     /// Threads of the session's pool; `None` reads [`THREADS_ENV`], then
-    /// [`RAYON_THREADS_ENV`], then uses every CPU.
+    /// `RAYON_THREADS_ENV`, then uses every CPU.
     pub threads: Option<usize>,
 }
 

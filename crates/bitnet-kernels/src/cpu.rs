@@ -63,7 +63,7 @@ impl Isa {
 }
 
 /// `BITNET_FORCE_SCALAR` is set to something other than empty or `0`.
-pub fn force_scalar() -> bool {
+pub(crate) fn force_scalar() -> bool {
     static FORCE: OnceLock<bool> = OnceLock::new();
     *FORCE.get_or_init(|| {
         std::env::var("BITNET_FORCE_SCALAR").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -71,7 +71,7 @@ pub fn force_scalar() -> bool {
 }
 
 /// AVX2, FMA and F16C are all present (every AVX2 kernel may use the three).
-pub fn avx2_supported() -> bool {
+pub(crate) fn avx2_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVX2: OnceLock<bool> = OnceLock::new();
@@ -88,7 +88,7 @@ pub fn avx2_supported() -> bool {
 }
 
 /// AVX-512 F, BW, VL and VNNI are all present, and so is everything AVX2 kernels use.
-pub fn avx512_vnni_supported() -> bool {
+pub(crate) fn avx512_vnni_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVX512: OnceLock<bool> = OnceLock::new();

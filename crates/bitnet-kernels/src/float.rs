@@ -4,7 +4,7 @@
 //! Pairing (ggml-cpu `type_traits_cpu[..].vec_dot_type`): F32 weights dot F32 activations;
 //! F16 weights dot activations first rounded to F16 ([`f32_to_f16_row`], ggml's
 //! `ggml_cpu_fp32_to_fp16`); BF16 weights dot activations rounded to BF16
-//! ([`f32_to_bf16_row`]). [`vec_dot_f16_f32`] (F16 weights, F32 activations) is ours, not a
+//! ([`f32_to_bf16_row`]). [`vec_dot_f16_f32_with`] (F16 weights, F32 activations) is ours, not a
 //! ggml pairing: it skips the activation rounding, for our own output head.
 //!
 //! Summation order decides the last bits, and ggml's depends on how it was built
@@ -85,9 +85,9 @@ pub(crate) fn block_count(
 
 /// ggml-base's `GGML_FP32_TO_FP16` (software, Maratyszcza's FP16 algorithm): round to
 /// nearest even with gradual underflow and overflow to infinity, exactly like
-/// [`f16::from_f32`], except that every NaN becomes the canonical quiet NaN `0x7E00` (sign
+/// `f16::from_f32`, except that every NaN becomes the canonical quiet NaN `0x7E00` (sign
 /// kept) where F16C keeps the payload. The `*_ref` quantizers store their scales with it.
-pub fn f32_to_f16_ref(x: f32) -> f16 {
+pub(crate) fn f32_to_f16_ref(x: f32) -> f16 {
     if x.is_nan() {
         let sign = ((x.to_bits() >> 16) & 0x8000) as u16;
         f16::from_bits(sign | 0x7E00)
@@ -354,7 +354,7 @@ pub fn vec_dot_bf16_generic(order: SumOrder, x: &[bf16], y: &[bf16]) -> Result<f
     vec_dot_bf16_with(Isa::Scalar, order, x, y)
 }
 
-/// [`vec_dot_bf16`] on the given ISA (scalar when `isa` is not supported here); bit-identical
+/// BF16 · BF16 on the given ISA (scalar when `isa` is not supported here); bit-identical
 /// to [`vec_dot_bf16_generic`] in both orders.
 pub fn vec_dot_bf16_with(
     isa: Isa,
@@ -372,20 +372,20 @@ pub fn vec_dot_bf16_with(
     })
 }
 
-/// ggml's `ggml_vec_dot_bf16` (BF16 weights · activations rounded by [`f32_to_bf16_row`]) in
-/// `order`, on [`Isa::best`]. Errors when lengths differ.
-pub fn vec_dot_bf16(order: SumOrder, x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
-    vec_dot_bf16_with(Isa::best(), order, x, y)
-}
-
 /// F16 weights · F32 activations on the scalar path: f32 products (rounded), summed in f64
 /// ([`SumOrder::GgmlGeneric`]) or in ggml's F16 AVX2 order ([`SumOrder::GgmlAvx2`]).
 pub fn vec_dot_f16_f32_generic(order: SumOrder, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
     vec_dot_f16_f32_with(Isa::Scalar, order, x, y)
 }
 
-/// [`vec_dot_f16_f32`] on the given ISA (scalar when `isa` is not supported here);
-/// bit-identical to [`vec_dot_f16_f32_generic`] in both orders.
+/// F16 weights · F32 activations without rounding the activations to F16, in `order`, on
+/// the given ISA (scalar when `isa` is not supported here); bit-identical to
+/// [`vec_dot_f16_f32_generic`] in both orders. Not a ggml pairing (ggml rounds them first,
+/// see [`vec_dot_f16`]); it sums in ggml's F16 order, so when every activation is exactly
+/// representable in f16 the result equals [`vec_dot_f16`]'s bit for bit. The engine's F16
+/// matmuls (the tied output head) round the activations to f16 once, widen them back, and
+/// call this for every weight row: ggml's result without converting the activations again
+/// per row. Errors when lengths differ.
 pub fn vec_dot_f16_f32_with(
     isa: Isa,
     order: SumOrder,
@@ -400,17 +400,6 @@ pub fn vec_dot_f16_f32_with(
         (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::dot_f16_f32(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y, LaneSum::Hadd, Tail::F64),
     })
-}
-
-/// F16 weights · F32 activations without rounding the activations to F16, in `order`, on
-/// [`Isa::best`]. Not a ggml pairing (ggml rounds them first, see [`vec_dot_f16`]); it sums
-/// in ggml's F16 order, so when every activation is exactly representable in f16 the result
-/// equals [`vec_dot_f16`]'s bit for bit. The engine's F16 matmuls (the tied output head)
-/// round the activations to f16 once, widen them back, and call this for every weight row:
-/// ggml's result without converting the activations again per row. Errors when lengths
-/// differ.
-pub fn vec_dot_f16_f32(order: SumOrder, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
-    vec_dot_f16_f32_with(Isa::best(), order, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -84,7 +84,7 @@ impl GemmShape {
 pub enum RowOrder {
     /// Row after row, as in the file.
     RowMajor,
-    /// In tiles of [`TILE_ROWS`] rows ([`tile_rows`]).
+    /// In tiles of [`TILE_ROWS`] rows (`tile_rows`).
     Tiled,
 }
 

@@ -277,11 +277,6 @@ pub fn vec_dot_i2_s_i8_s_with(isa: Isa, w: &[BlockI2s], q: &[i8]) -> Result<i32,
     Ok(out[0])
 }
 
-/// Σcode·q of an I2_S row against an I8_S row, on the fastest ISA available.
-pub fn vec_dot_i2_s_i8_s(w: &[BlockI2s], q: &[i8]) -> Result<i32, KernelError> {
-    vec_dot_i2_s_i8_s_with(Isa::best(), w, q)
-}
-
 /// Σcode·q of every weight row of `w` against every one of the `n_tok` activation rows in
 /// `q` (row-major, `k = q.len() / n_tok`): `out[r · n_tok + t]` is
 /// [`vec_dot_i2_s_i8_s_generic`] of row `r` and activation row `t`, bit for bit (see
@@ -328,16 +323,6 @@ pub fn gemm_i2_s_i8_s_with(
         }
     }
     Ok(())
-}
-
-/// [`gemm_i2_s_i8_s_with`] on the fastest ISA available.
-pub fn gemm_i2_s_i8_s(
-    w: &[BlockI2s],
-    q: &[i8],
-    n_tok: usize,
-    out: &mut [i32],
-) -> Result<(), KernelError> {
-    gemm_i2_s_i8_s_with(Isa::best(), w, q, n_tok, out)
 }
 
 /// bitnet.cpp's matmul epilogue: `((float)sumi - (float)Σq) / act_scale * w_scale`, in f32 and
@@ -758,7 +743,7 @@ mod tests {
         let t = I2sTensor::from_bytes(&out, 128, 2).unwrap();
         assert!(t.row(1).is_some() && t.row(2).is_none());
         let w = t.row(0).unwrap();
-        assert!(vec_dot_i2_s_i8_s(w, &[0i8; 127]).is_err());
-        assert!(vec_dot_i2_s_i8_s(w, &[0i8; 256]).is_err());
+        assert!(vec_dot_i2_s_i8_s_with(Isa::best(), w, &[0i8; 127]).is_err());
+        assert!(vec_dot_i2_s_i8_s_with(Isa::best(), w, &[0i8; 256]).is_err());
     }
 }

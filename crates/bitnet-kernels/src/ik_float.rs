@@ -68,7 +68,7 @@ pub fn ik_dot_f16_f32_generic(x: &[f16], y: &[f32]) -> Result<f32, KernelError> 
 }
 
 /// [`ik_dot_f32`] on the given ISA (scalar when `isa` is not supported here).
-pub fn ik_dot_f32_with(isa: Isa, x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
+pub(crate) fn ik_dot_f32_with(isa: Isa, x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
     check(GgmlType::F32, x.len(), y.len())?;
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -79,7 +79,7 @@ pub fn ik_dot_f32_with(isa: Isa, x: &[f32], y: &[f32]) -> Result<f32, KernelErro
 }
 
 /// [`ik_dot_f16_f32`] on the given ISA (scalar when `isa` is not supported here).
-pub fn ik_dot_f16_f32_with(isa: Isa, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
+pub(crate) fn ik_dot_f16_f32_with(isa: Isa, x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
     check(GgmlType::F16, x.len(), y.len())?;
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -113,10 +113,10 @@ fn record<X>(k: usize) -> RowRecord {
     }
 }
 
-/// Lays out `src` (rows of `k`, row-major) in [`crate::gemm::tile_rows`]'s layout with
+/// Lays out `src` (rows of `k`, row-major) in `crate::gemm::tile_rows`'s layout with
 /// chunks of 8 elements: ik's order is one FMA chain per dot product, whose latency one row
-/// cannot hide, so [`ik_gemm_f16_f32_with`] runs the [`TILE_ROWS`] rows of a tile together.
-/// `k` must tile ([`ik_rows_tile`]) and `dst` be as long as `src`.
+/// cannot hide, so `ik_gemm_f16_f32_with` runs the [`TILE_ROWS`] rows of a tile together.
+/// `k` must tile (`ik_rows_tile`) and `dst` be as long as `src`.
 pub fn ik_tile_rows<X: bytemuck::Pod>(
     src: &[X],
     k: usize,
@@ -139,7 +139,7 @@ pub fn ik_tile_rows<X: bytemuck::Pod>(
 }
 
 /// Whether rows of `k` elements can be tiled ([`ik_tile_rows`]): whole chunks of 8.
-pub fn ik_rows_tile(k: usize) -> bool {
+pub(crate) fn ik_rows_tile(k: usize) -> bool {
     k > 0 && k.is_multiple_of(CHUNK)
 }
 
@@ -236,17 +236,6 @@ pub fn ik_gemm_with<X: IkWeight>(
         _ => gemm_generic(w, k, order, y, out, X::widen),
     }
     Ok(())
-}
-
-/// [`ik_gemm_with`] on the fastest ISA available.
-pub fn ik_gemm<X: IkWeight>(
-    w: &[X],
-    order: RowOrder,
-    y: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    ik_gemm_with(Isa::best(), w, order, y, n_tok, out)
 }
 
 /// The scalar many-row product: the scalar dot of (row r, row t) into `out[r · n_tok + t]`,

@@ -276,12 +276,12 @@ fn record(k: usize) -> Result<RowRecord, KernelError> {
 /// AVX-512 VNNI decode kernel streams a tile's four rows as one run of memory (2B-4T
 /// matrices, Zen 4, one token: see [`gemm_iq2_bn_q8_k64_with`]); the AVX2 kernels run
 /// tiled rows through the scalar path, so elsewhere the file layout stays.
-pub fn iq2_bn_tiled_is_faster() -> bool {
+pub(crate) fn iq2_bn_tiled_is_faster() -> bool {
     Isa::best() == Isa::Avx512Vnni
 }
 
 /// Lays out whole IQ2_BN rows of `k` weights (file layout in `src`) in
-/// [`crate::gemm::tile_rows`]'s tiles: the four rows' scales, then the rows' block 0, block
+/// `crate::gemm::tile_rows`'s tiles: the four rows' scales, then the rows' block 0, block
 /// 1, and so on. `dst` is as long as `src`.
 pub fn iq2_bn_tile_rows(src: &[u8], k: usize, dst: &mut [u8]) -> Result<(), KernelError> {
     let rec = record(k)?;
@@ -393,17 +393,6 @@ pub fn gemm_iq2_bn_q8_k64_with(
         }
     }
     Ok(())
-}
-
-/// [`gemm_iq2_bn_q8_k64_with`] on the fastest ISA available.
-pub fn gemm_iq2_bn_q8_k64(
-    w: &[u8],
-    order: RowOrder,
-    q: &[i8],
-    heads: &[Q8K64Header],
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    gemm_iq2_bn_q8_k64_with(Isa::best(), w, order, q, heads, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -592,7 +581,7 @@ mod avx512 {
         }
     }
 
-    /// [`gemm`] for whole tiles of [`TILE_ROWS`] rows in [`crate::gemm::tile_rows`]'s
+    /// [`gemm`] for whole tiles of [`TILE_ROWS`] rows in `crate::gemm::tile_rows`'s
     /// layout. One token (decode) streams each tile once ([`tile_gemv`]); prompts decode a
     /// tile into the L1 buffer as [`gemm`] does.
     ///

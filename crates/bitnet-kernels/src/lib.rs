@@ -13,6 +13,7 @@ mod error;
 pub mod round;
 
 pub mod float;
+pub mod format;
 pub mod gemm;
 pub mod i2_s;
 pub mod i8_s;

@@ -143,7 +143,7 @@ pub fn vec_dot_q4_0_q8_0_generic(
     vec_dot_q4_0_q8_0_with(Isa::Scalar, order, x, y)
 }
 
-/// [`vec_dot_q4_0_q8_0`] on the given ISA (scalar when `isa` is not supported here);
+/// Q4_0 · Q8_0 in `order` on the given ISA (scalar when `isa` is not supported here);
 /// bit-identical to [`vec_dot_q4_0_q8_0_generic`] in both orders.
 pub fn vec_dot_q4_0_q8_0_with(
     isa: Isa,
@@ -160,17 +160,6 @@ pub fn vec_dot_q4_0_q8_0_with(
         (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::vec_dot_q4_0_q8_0(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y),
     })
-}
-
-/// Q4_0 weights · Q8_0 activations (ggml's `ggml_vec_dot_q4_0_q8_0`) in `order`, on
-/// [`Isa::best`]. The integer sums are exact for every input in both orders on every ISA.
-/// Errors when block counts differ.
-pub fn vec_dot_q4_0_q8_0(
-    order: SumOrder,
-    x: &[BlockQ4_0],
-    y: &[BlockQ8_0],
-) -> Result<f32, KernelError> {
-    vec_dot_q4_0_q8_0_with(Isa::best(), order, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -325,6 +314,6 @@ mod tests {
         assert!(quantize_row_q4_0_ref(&[0.0; 40], &mut y).is_err());
         assert!(quantize_row_q4_0_ref(&[0.0; 64], &mut y).is_err());
         assert!(dequantize_row_q4_0(&y, &mut [0.0; 33]).is_err());
-        assert!(vec_dot_q4_0_q8_0(SumOrder::GgmlAvx2, &y, &[]).is_err());
+        assert!(vec_dot_q4_0_q8_0_with(Isa::best(), SumOrder::GgmlAvx2, &y, &[]).is_err());
     }
 }

@@ -127,7 +127,7 @@ pub fn vec_dot_q4_1_q8_1_generic(
     vec_dot_q4_1_q8_1_with(Isa::Scalar, order, x, y)
 }
 
-/// [`vec_dot_q4_1_q8_1`] on the given ISA (scalar when `isa` is not supported here);
+/// Q4_1 · Q8_1 in `order` on the given ISA (scalar when `isa` is not supported here);
 /// bit-identical to [`vec_dot_q4_1_q8_1_generic`] in both orders.
 pub fn vec_dot_q4_1_q8_1_with(
     isa: Isa,
@@ -144,17 +144,6 @@ pub fn vec_dot_q4_1_q8_1_with(
         (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe { avx2::vec_dot_q4_1_q8_1(x, y) },
         (SumOrder::GgmlAvx2, _) => dot_avx2_order(x, y),
     })
-}
-
-/// Q4_1 weights · Q8_1 activations (ggml's `ggml_vec_dot_q4_1_q8_1`) in `order`, on
-/// [`Isa::best`]: Σ over blocks of `dx·dy·Σ nibble·q + mx·sy`. Integer sums exact for every
-/// input in both orders on every ISA. Errors when block counts differ.
-pub fn vec_dot_q4_1_q8_1(
-    order: SumOrder,
-    x: &[BlockQ4_1],
-    y: &[BlockQ8_1],
-) -> Result<f32, KernelError> {
-    vec_dot_q4_1_q8_1_with(Isa::best(), order, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -272,6 +261,12 @@ mod tests {
         let mut y = [BlockQ4_1::zeroed(); 1];
         assert!(quantize_row_q4_1_ref(&[0.0; 16], &mut y).is_err());
         assert!(dequantize_row_q4_1(&y, &mut [0.0; 64]).is_err());
-        assert!(vec_dot_q4_1_q8_1(SumOrder::GgmlAvx2, &[], &[BlockQ8_1::zeroed()]).is_err());
+        assert!(vec_dot_q4_1_q8_1_with(
+            Isa::best(),
+            SumOrder::GgmlAvx2,
+            &[],
+            &[BlockQ8_1::zeroed()]
+        )
+        .is_err());
     }
 }

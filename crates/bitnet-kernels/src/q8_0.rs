@@ -13,7 +13,7 @@
 //!   saturating packs to int8.
 //!
 //! Both store `d` as f16 rounded to nearest even; the ref through ggml-base's software
-//! conversion ([`f32_to_f16_ref`]), the x86 one through F16C ([`f16::from_f32`]): they differ
+//! conversion (`f32_to_f16_ref`), the x86 one through F16C (`f16::from_f32`): they differ
 //! only in NaN payloads.
 
 use half::f16;

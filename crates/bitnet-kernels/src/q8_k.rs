@@ -3,12 +3,12 @@
 //!
 //! Upstream llama.cpp's x86 CPU backend quantizes activations with the reference quantizer
 //! itself (`quantize_row_q8_K` only calls `quantize_row_q8_K_ref`, in both upstream and
-//! bitnet.cpp's fork), so [`quantize_row_q8_k`] and [`quantize_row_q8_k_ref`] are one
+//! bitnet.cpp's fork), so [`quantize_row_q8_k`] and `quantize_row_q8_k_ref` are one
 //! function. bitnet.cpp compiles that same C with FMA contraction, which rounds some
 //! near-ties the other way: [`quantize_row_q8_k_fma`] is its activation quantizer.
 //!
 //! This module also holds the ternary × Q8_K dot-product driver both TQ formats share
-//! ([`TernaryBlock`] is what each format supplies: its scale and its weight codes). The
+//! (`TernaryBlock` is what each format supplies: its scale and its weight codes). The
 //! integer part of those dot products is exact in every ISA; the float part follows one of
 //! two C summation orders, chosen with [`SumOrder`].
 
@@ -71,7 +71,7 @@ pub(crate) fn check_blocks(
 /// dot products need).
 ///
 /// `x.len()` must be a multiple of 256 and `y.len() == x.len() / 256`.
-pub fn quantize_row_q8_k_ref(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
+pub(crate) fn quantize_row_q8_k_ref(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
     check_blocks(GgmlType::Q8_K, x.len(), y.len(), "output blocks")?;
     for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
         *yb = quantize_block(xb);
@@ -86,7 +86,7 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelErro
 }
 
 /// bitnet.cpp's Q8_K activation quantizer as its x86 build runs it. Same C as
-/// [`quantize_row_q8_k_ref`], but bitnet.cpp's CMake applies `GGML_FMA` (`-mfma`) to every
+/// `quantize_row_q8_k_ref`, but bitnet.cpp's CMake applies `GGML_FMA` (`-mfma`) to every
 /// ggml source, ggml-quants.c included (upstream applies it to ggml-cpu only), and GCC's
 /// default `-ffp-contract=fast` fuses the inlined `nearest_int(iscale*x[j])`, i.e.
 /// `iscale*x + 12582912.f`, into one FMA. So each quant is the exact product `iscale·x`
@@ -94,7 +94,7 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelErro
 /// The two differ when the f32 product rounds onto a .5 tie the exact one is not on: with
 /// `max = -60000` (`iscale` = f32(127/60000)) and `x = -30000` the exact product is
 /// -63.4999992 → -63 here, while the f32 product -63.5 → -64 in the reference quantizer.
-/// Scales and `bsums` are computed as in [`quantize_row_q8_k_ref`].
+/// Scales and `bsums` are computed as in `quantize_row_q8_k_ref`.
 ///
 /// `x.len()` must be a multiple of 256 and `y.len() == x.len() / 256`.
 pub fn quantize_row_q8_k_fma(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
@@ -116,7 +116,7 @@ pub fn dequantize_row_q8_k(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), KernelEr
     Ok(())
 }
 
-/// One block of [`quantize_row_q8_k_ref`]; `x` has 256 values.
+/// One block of `quantize_row_q8_k_ref`; `x` has 256 values.
 fn quantize_block(x: &[f32]) -> BlockQ8K {
     quantize_block_with(x, |iscale, v| q8_code(iscale * v))
 }

@@ -48,7 +48,7 @@ pub fn group_of(n: usize) -> usize {
 }
 
 /// Checks that `k` is a row length ik can quantize to Q8_K64 (multiple of 64, at least 512).
-pub fn check_row_len(k: usize) -> Result<(), KernelError> {
+pub(crate) fn check_row_len(k: usize) -> Result<(), KernelError> {
     if !k.is_multiple_of(QK_K64) {
         return Err(KernelError::NotBlockMultiple {
             format: GgmlType::Q8_K64,

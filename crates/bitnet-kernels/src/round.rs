@@ -12,7 +12,7 @@ pub fn nearest_int(x: f32) -> i32 {
 
 /// C's `roundf`: round to nearest, ties away from zero (Q8_0/Q8_1/TQ*'s quantizers).
 #[inline]
-pub fn round_away(x: f32) -> f32 {
+pub(crate) fn round_away(x: f32) -> f32 {
     x.round()
 }
 

@@ -100,15 +100,6 @@ pub fn vec_dot_tq1_0_q8_k_with(
     q8_k::vec_dot_ternary(isa, order, x, y)
 }
 
-/// [`vec_dot_tq1_0_q8_k_with`] on [`Isa::best`].
-pub fn vec_dot_tq1_0_q8_k(
-    order: SumOrder,
-    x: &[BlockTQ1_0],
-    y: &[BlockQ8K],
-) -> Result<f32, KernelError> {
-    vec_dot_tq1_0_q8_k_with(Isa::best(), order, x, y)
-}
-
 /// `out[r · n_tok + t]` = dot of weight row `r` of `x` with activation row `t` of `y`
 /// (`n_tok` rows of `y.len() / n_tok` blocks), on `isa`: each result is bit-identical to
 /// [`vec_dot_tq1_0_q8_k_with`] of that pair (see [`crate::gemm`]).
@@ -121,17 +112,6 @@ pub fn gemm_tq1_0_q8_k_with(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     q8_k::gemm_ternary(isa, order, x, y, n_tok, out)
-}
-
-/// [`gemm_tq1_0_q8_k_with`] on [`Isa::best`].
-pub fn gemm_tq1_0_q8_k(
-    order: SumOrder,
-    x: &[BlockTQ1_0],
-    y: &[BlockQ8K],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    gemm_tq1_0_q8_k_with(Isa::best(), order, x, y, n_tok, out)
 }
 
 /// TQ1_0 blocks re-encoded as TQ2_0 with the same codes and scales (`y.len() == x.len()`).
@@ -417,7 +397,12 @@ mod tests {
             })
         ));
         assert!(matches!(
-            vec_dot_tq1_0_q8_k(SumOrder::GgmlGeneric, &[BlockTQ1_0::zeroed()], &[]),
+            vec_dot_tq1_0_q8_k_with(
+                Isa::best(),
+                SumOrder::GgmlGeneric,
+                &[BlockTQ1_0::zeroed()],
+                &[]
+            ),
             Err(KernelError::LengthMismatch {
                 got: 0,
                 expected: 1,

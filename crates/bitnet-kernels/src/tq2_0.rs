@@ -4,8 +4,8 @@
 //! (n < 4) as the code `trit + 1`; weight = `(code - 1) · d`. The quantizer sets `d` to the
 //! block's max |x| and rounds `x/d` half away from zero (C `lroundf`).
 //!
-//! This module also holds the quantization helpers TQ1_0 shares ([`ternary_scale`],
-//! [`ternary_code`]): both C quantizers start the same way.
+//! This module also holds the quantization helpers TQ1_0 shares (`ternary_scale`,
+//! `ternary_code`): both C quantizers start the same way.
 
 use half::f16;
 
@@ -112,15 +112,6 @@ pub fn vec_dot_tq2_0_q8_k_with(
     q8_k::vec_dot_ternary(isa, order, x, y)
 }
 
-/// [`vec_dot_tq2_0_q8_k_with`] on [`Isa::best`].
-pub fn vec_dot_tq2_0_q8_k(
-    order: SumOrder,
-    x: &[BlockTQ2_0],
-    y: &[BlockQ8K],
-) -> Result<f32, KernelError> {
-    vec_dot_tq2_0_q8_k_with(Isa::best(), order, x, y)
-}
-
 /// `out[r · n_tok + t]` = dot of weight row `r` of `x` with activation row `t` of `y`
 /// (`n_tok` rows of `y.len() / n_tok` blocks), on `isa`: each result is bit-identical to
 /// [`vec_dot_tq2_0_q8_k_with`] of that pair (see [`crate::gemm`]).
@@ -133,17 +124,6 @@ pub fn gemm_tq2_0_q8_k_with(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     q8_k::gemm_ternary(isa, order, x, y, n_tok, out)
-}
-
-/// [`gemm_tq2_0_q8_k_with`] on [`Isa::best`].
-pub fn gemm_tq2_0_q8_k(
-    order: SumOrder,
-    x: &[BlockTQ2_0],
-    y: &[BlockQ8K],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    gemm_tq2_0_q8_k_with(Isa::best(), order, x, y, n_tok, out)
 }
 
 impl TernaryBlock for BlockTQ2_0 {
@@ -320,7 +300,7 @@ mod tests {
         let x = [BlockTQ2_0::zeroed(); 4];
         let y = [BlockQ8K::zeroed(); 2];
         assert!(matches!(
-            vec_dot_tq2_0_q8_k(SumOrder::GgmlGeneric, &x, &y),
+            vec_dot_tq2_0_q8_k_with(Isa::best(), SumOrder::GgmlGeneric, &x, &y),
             Err(KernelError::LengthMismatch {
                 got: 2,
                 expected: 4,
@@ -329,7 +309,7 @@ mod tests {
         ));
         let mut out = [0.0f32; 3];
         assert!(matches!(
-            gemm_tq2_0_q8_k(SumOrder::GgmlAvx2, &x, &y, 1, &mut out),
+            gemm_tq2_0_q8_k_with(Isa::best(), SumOrder::GgmlAvx2, &x, &y, 1, &mut out),
             Err(KernelError::LengthMismatch {
                 got: 4,
                 expected: 6,
@@ -338,11 +318,11 @@ mod tests {
         ));
         let mut out = [1.0f32; 2];
         assert_eq!(
-            gemm_tq2_0_q8_k(SumOrder::GgmlAvx2, &x, &y, 1, &mut out),
+            gemm_tq2_0_q8_k_with(Isa::best(), SumOrder::GgmlAvx2, &x, &y, 1, &mut out),
             Ok(())
         );
         assert_eq!(
-            gemm_tq2_0_q8_k(SumOrder::GgmlAvx2, &[], &[], 1, &mut out),
+            gemm_tq2_0_q8_k_with(Isa::best(), SumOrder::GgmlAvx2, &[], &[], 1, &mut out),
             Ok(())
         );
         assert_eq!(out, [0.0; 2]);

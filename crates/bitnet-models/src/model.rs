@@ -77,16 +77,16 @@ impl Model {
         head.repacked = Some(crate::matmul::quantize_q8_0(&self.file, head)?);
         // Its float copy for ik's products (if a state made one) is no longer read.
         head.ik_tiled = std::sync::OnceLock::new();
-        head.act = crate::matmul::ActKind::Q8_0;
         Ok(())
     }
 
     /// Whether [`Model::quantize_head`] replaced the head.
     pub fn head_is_quantized(&self) -> bool {
-        matches!(
-            self.weights.output.repacked,
-            Some(crate::matmul::Repacked::Q8_0(_))
-        )
+        self.weights
+            .output
+            .repacked
+            .as_ref()
+            .is_some_and(|r| !r.exact)
     }
 
     pub fn weights(&self) -> &Weights {
@@ -130,7 +130,13 @@ impl Model {
             numerics,
             n_batch,
             n_past: 0,
-            acts: Activations::new(&self.weights.act_kinds(), n_batch, k_max),
+            acts: Activations::new(
+                &self
+                    .weights
+                    .act_formats(numerics.float_dot == FloatDot::IkGemm),
+                n_batch,
+                k_max,
+            ),
             kv,
             bufs: Buffers {
                 x: vec![0.0; n_batch * c.n_embd],

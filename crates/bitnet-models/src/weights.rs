@@ -2,13 +2,13 @@
 //! against the hyper-parameters before anything runs.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
+use bitnet_kernels::format::ActFormat;
 
 use crate::config::Config;
 use crate::dequant::dequantize_row;
-use crate::matmul::{act_kind, repack_tq1_0, tile_iq2_bn, ActKind, Linear};
+use crate::matmul::{repack, Linear};
 use crate::ModelError;
 
 /// The token embedding table `(n_vocab, n_embd)` (ggml dims `[n_embd, n_vocab]`), read a
@@ -138,12 +138,13 @@ impl Weights {
         }))
     }
 
-    /// The activation formats the model's matmuls need.
-    pub(crate) fn act_kinds(&self) -> Vec<ActKind> {
-        let mut v: Vec<ActKind> = Vec::new();
+    /// The activation formats the model's matmuls take under ik_llama.cpp's numerics
+    /// (`ik`) or ggml's.
+    pub(crate) fn act_formats(&self, ik: bool) -> Vec<ActFormat> {
+        let mut v: Vec<ActFormat> = Vec::new();
         for w in self.linears() {
-            if !v.contains(&w.act) {
-                v.push(w.act);
+            if !v.contains(&w.act(ik)) {
+                v.push(w.act(ik));
             }
         }
         v
@@ -205,11 +206,6 @@ impl<'f> Binder<'f> {
     ) -> Result<Linear, ModelError> {
         let name = format!("{base}.weight");
         let info = self.shaped(&name, &[k, n])?.clone();
-        let act = act_kind(info.ggml_type).ok_or_else(|| ModelError::UnsupportedType {
-            name: name.clone(),
-            ggml_type: info.ggml_type,
-            role: "a matmul weight",
-        })?;
         let scale_name = format!("{base}.scale");
         let scale = if scales && self.has(&scale_name) {
             let v = self.norm(&scale_name, 1)?;
@@ -217,22 +213,15 @@ impl<'f> Binder<'f> {
         } else {
             None
         };
-        let mut lin = Linear {
-            name,
-            info,
-            act,
-            k,
-            n,
-            scale,
-            repacked: None,
-            ik_tiled: OnceLock::new(),
-        };
+        let ggml_type = info.ggml_type;
+        let mut lin =
+            Linear::new(name.clone(), info, k, n, scale).ok_or(ModelError::UnsupportedType {
+                name,
+                ggml_type,
+                role: "a matmul weight",
+            })?;
         lin.check(self.file)?;
-        if lin.info.ggml_type == GgmlType::TQ1_0 {
-            lin.repacked = Some(repack_tq1_0(self.file, &lin.info)?);
-        } else {
-            lin.repacked = tile_iq2_bn(self.file, &lin)?;
-        }
+        lin.repacked = repack(self.file, &lin)?;
         Ok(lin)
     }
 }
