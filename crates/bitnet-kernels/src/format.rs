@@ -186,7 +186,7 @@ impl WeightFormat {
         if k < self.min_k {
             return Err(KernelError::Unsupported {
                 format: self.ggml_type,
-                reason: "rows are shorter than the products take (IQ2_BN: 512 weights)",
+                reason: "rows need at least 512 weights (ik_llama.cpp's Q8_K64 limit)",
             });
         }
         Ok(())
@@ -269,7 +269,7 @@ pub static FORMATS: [WeightFormat; 10] = [
         align: 4,
         act: ActFormat::F32,
         quantize: quantize_f32,
-        gemm: gemm_f32,
+        gemm: gemm_dots::<f32>,
         ik: Some(IkProduct {
             act: ActFormat::F32,
             gemm: gemm_ik::<f32>,
@@ -286,7 +286,7 @@ pub static FORMATS: [WeightFormat; 10] = [
         align: 2,
         act: ActFormat::F16,
         quantize: quantize_f16,
-        gemm: gemm_f16,
+        gemm: gemm_dots::<f16>,
         // ik's float GEMM keeps the activations in f32 even against F16 weights.
         ik: Some(IkProduct {
             act: ActFormat::F32,
@@ -304,7 +304,7 @@ pub static FORMATS: [WeightFormat; 10] = [
         align: 2,
         act: ActFormat::Bf16,
         quantize: quantize_bf16,
-        gemm: gemm_bf16,
+        gemm: gemm_dots::<bf16>,
         ik: None,
         tiling: None,
     },
@@ -318,7 +318,7 @@ pub static FORMATS: [WeightFormat; 10] = [
         align: std::mem::align_of::<BlockQ8_0>(),
         act: ActFormat::Q8_0,
         quantize: quantize_blocks::<BlockQ8_0>,
-        gemm: gemm_q8_0,
+        gemm: gemm_dots::<BlockQ8_0>,
         ik: None,
         tiling: None,
     },
@@ -332,7 +332,7 @@ pub static FORMATS: [WeightFormat; 10] = [
         align: std::mem::align_of::<BlockQ4_0>(),
         act: ActFormat::Q8_0,
         quantize: quantize_blocks::<BlockQ4_0>,
-        gemm: gemm_q4_0,
+        gemm: gemm_dots::<BlockQ4_0>,
         ik: None,
         tiling: None,
     },
@@ -346,7 +346,7 @@ pub static FORMATS: [WeightFormat; 10] = [
         align: std::mem::align_of::<BlockQ4_1>(),
         act: ActFormat::Q8_1,
         quantize: quantize_blocks::<BlockQ4_1>,
-        gemm: gemm_q4_1,
+        gemm: gemm_dots::<BlockQ4_1>,
         ik: None,
         tiling: None,
     },
@@ -480,129 +480,125 @@ fn row_blocks<'a, T: Pod>(
         })
 }
 
-/// `out[i · n_tok + t] = dot(weight row, activation row t)` for the formats without a
-/// many-token kernel: rows of `per` weight elements/blocks against rows of `per`
-/// activation elements/blocks.
-fn each_dot<W: Pod, A>(
-    format: GgmlType,
+/// A weight element or block whose product is one dot per output (no many-token kernel).
+trait RowDot: Pod {
+    const FORMAT: GgmlType;
+    /// Weights per element or block.
+    const WEIGHTS: usize;
+    /// The activation element or block it is multiplied against.
+    type Act: 'static;
+    fn acts(a: Acts<'_>) -> Option<&[Self::Act]>;
+    fn dot(isa: Isa, w: &[Self], a: &[Self::Act]) -> Result<f32, KernelError>;
+}
+
+impl RowDot for f32 {
+    const FORMAT: GgmlType = GgmlType::F32;
+    const WEIGHTS: usize = 1;
+    type Act = f32;
+    fn acts(a: Acts<'_>) -> Option<&[f32]> {
+        match a {
+            Acts::F32(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn dot(isa: Isa, w: &[f32], a: &[f32]) -> Result<f32, KernelError> {
+        vec_dot_f32_with(isa, ORDER, w, a)
+    }
+}
+
+impl RowDot for f16 {
+    const FORMAT: GgmlType = GgmlType::F16;
+    const WEIGHTS: usize = 1;
+    type Act = f32;
+    fn acts(a: Acts<'_>) -> Option<&[f32]> {
+        match a {
+            Acts::F16Wide(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn dot(isa: Isa, w: &[f16], a: &[f32]) -> Result<f32, KernelError> {
+        vec_dot_f16_f32_with(isa, ORDER, w, a)
+    }
+}
+
+impl RowDot for bf16 {
+    const FORMAT: GgmlType = GgmlType::BF16;
+    const WEIGHTS: usize = 1;
+    type Act = bf16;
+    fn acts(a: Acts<'_>) -> Option<&[bf16]> {
+        match a {
+            Acts::Bf16(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn dot(isa: Isa, w: &[bf16], a: &[bf16]) -> Result<f32, KernelError> {
+        vec_dot_bf16_with(isa, ORDER, w, a)
+    }
+}
+
+impl RowDot for BlockQ8_0 {
+    const FORMAT: GgmlType = GgmlType::Q8_0;
+    const WEIGHTS: usize = QK8_0;
+    type Act = BlockQ8_0;
+    fn acts(a: Acts<'_>) -> Option<&[BlockQ8_0]> {
+        match a {
+            Acts::Q8_0(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn dot(isa: Isa, w: &[BlockQ8_0], a: &[BlockQ8_0]) -> Result<f32, KernelError> {
+        vec_dot_q8_0_q8_0_with(isa, ORDER, w, a)
+    }
+}
+
+impl RowDot for BlockQ4_0 {
+    const FORMAT: GgmlType = GgmlType::Q4_0;
+    const WEIGHTS: usize = QK8_0;
+    type Act = BlockQ8_0;
+    fn acts(a: Acts<'_>) -> Option<&[BlockQ8_0]> {
+        match a {
+            Acts::Q8_0(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn dot(isa: Isa, w: &[BlockQ4_0], a: &[BlockQ8_0]) -> Result<f32, KernelError> {
+        vec_dot_q4_0_q8_0_with(isa, ORDER, w, a)
+    }
+}
+
+impl RowDot for BlockQ4_1 {
+    const FORMAT: GgmlType = GgmlType::Q4_1;
+    const WEIGHTS: usize = QK8_0;
+    type Act = BlockQ8_1;
+    fn acts(a: Acts<'_>) -> Option<&[BlockQ8_1]> {
+        match a {
+            Acts::Q8_1(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn dot(isa: Isa, w: &[BlockQ4_1], a: &[BlockQ8_1]) -> Result<f32, KernelError> {
+        vec_dot_q4_1_q8_1_with(isa, ORDER, w, a)
+    }
+}
+
+/// The product of a [`RowDot`] format: one dot per output.
+fn gemm_dots<W: RowDot>(
+    isa: Isa,
     p: &Product<'_>,
     rows: Range<usize>,
-    per: usize,
-    a: &[A],
     out: &mut [f32],
-    dot: impl Fn(&[W], &[A]) -> Result<f32, KernelError>,
 ) -> Result<(), KernelError> {
-    let w: &[W] = row_blocks(format, p, &rows, per)?;
-    expect_len(format, "outputs", out.len(), rows.len() * p.n_tok)?;
+    let a = W::acts(p.acts).ok_or_else(|| acts_mismatch(W::FORMAT))?;
+    let per = p.k / W::WEIGHTS;
+    let w: &[W] = row_blocks(W::FORMAT, p, &rows, per)?;
+    expect_len(W::FORMAT, "outputs", out.len(), rows.len() * p.n_tok)?;
     // Shape: out (rows, n_tok).
     for (wr, o) in w.chunks_exact(per).zip(out.chunks_exact_mut(p.n_tok)) {
         for (ar, y) in a.chunks_exact(per).zip(o.iter_mut()) {
-            *y = dot(wr, ar)?;
+            *y = W::dot(isa, wr, ar)?;
         }
     }
     Ok(())
-}
-
-fn gemm_f32(
-    isa: Isa,
-    p: &Product<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    let Acts::F32(a) = p.acts else {
-        return Err(acts_mismatch(GgmlType::F32));
-    };
-    each_dot(GgmlType::F32, p, rows, p.k, a, out, |w: &[f32], a| {
-        vec_dot_f32_with(isa, ORDER, w, a)
-    })
-}
-
-fn gemm_f16(
-    isa: Isa,
-    p: &Product<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    let Acts::F16Wide(a) = p.acts else {
-        return Err(acts_mismatch(GgmlType::F16));
-    };
-    each_dot(GgmlType::F16, p, rows, p.k, a, out, |w: &[f16], a| {
-        vec_dot_f16_f32_with(isa, ORDER, w, a)
-    })
-}
-
-fn gemm_bf16(
-    isa: Isa,
-    p: &Product<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    let Acts::Bf16(a) = p.acts else {
-        return Err(acts_mismatch(GgmlType::BF16));
-    };
-    each_dot(GgmlType::BF16, p, rows, p.k, a, out, |w: &[bf16], a| {
-        vec_dot_bf16_with(isa, ORDER, w, a)
-    })
-}
-
-fn gemm_q8_0(
-    isa: Isa,
-    p: &Product<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    let Acts::Q8_0(a) = p.acts else {
-        return Err(acts_mismatch(GgmlType::Q8_0));
-    };
-    each_dot(
-        GgmlType::Q8_0,
-        p,
-        rows,
-        p.k / QK8_0,
-        a,
-        out,
-        |w: &[BlockQ8_0], a| vec_dot_q8_0_q8_0_with(isa, ORDER, w, a),
-    )
-}
-
-fn gemm_q4_0(
-    isa: Isa,
-    p: &Product<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    let Acts::Q8_0(a) = p.acts else {
-        return Err(acts_mismatch(GgmlType::Q4_0));
-    };
-    each_dot(
-        GgmlType::Q4_0,
-        p,
-        rows,
-        p.k / QK8_0,
-        a,
-        out,
-        |w: &[BlockQ4_0], a| vec_dot_q4_0_q8_0_with(isa, ORDER, w, a),
-    )
-}
-
-fn gemm_q4_1(
-    isa: Isa,
-    p: &Product<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    let Acts::Q8_1(a) = p.acts else {
-        return Err(acts_mismatch(GgmlType::Q4_1));
-    };
-    each_dot(
-        GgmlType::Q4_1,
-        p,
-        rows,
-        p.k / QK8_0,
-        a,
-        out,
-        |w: &[BlockQ4_1], a| vec_dot_q4_1_q8_1_with(isa, ORDER, w, a),
-    )
 }
 
 fn gemm_tq1_0(
