@@ -712,13 +712,79 @@ mod avx512 {
         let (full, rest) = tiles(n_tok, TILE_TOKENS);
         for t0 in full {
             let q = std::array::from_fn(|j| act(t0 + j));
-            let sums = decoded_sums::<R, TILE_TOKENS>(codes, q);
-            store(d, (r0, t0), n_tok, heads, &sums, out);
+            let acc = decoded_sums::<R, TILE_TOKENS>(codes, q);
+            let scales = TokenScales::of(&heads[t0..t0 + TILE_TOKENS]);
+            for (i, (d, acc)) in d.iter().zip(&acc).enumerate() {
+                let y = finish_tokens(*d, &scales, acc);
+                let at = (r0 + i) * n_tok + t0;
+                // SAFETY: `out[at..at + 4]` is in bounds (rows r0 + i < rows, tokens
+                // t0 + 4 ≤ n_tok); `storeu` takes any alignment.
+                unsafe { _mm_storeu_ps(out[at..at + TILE_TOKENS].as_mut_ptr(), y) };
+            }
         }
         for t in rest {
-            let sums = decoded_sums::<R, 1>(codes, [act(t)]);
+            let sums = lanes_of(&decoded_sums::<R, 1>(codes, [act(t)]));
             store(d, (r0, t), n_tok, heads, &sums, out);
         }
+    }
+
+    /// Four tokens' Q8_K64 scales as vectors: lane 4j + g holds token j's `d[g]`
+    /// (`dsum[g]`).
+    struct TokenScales {
+        d: __m512,
+        dsum: __m512,
+    }
+
+    impl TokenScales {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        fn of(heads: &[Q8K64Header]) -> Self {
+            let heads: &[[f32; 16]] = bytemuck::cast_slice(&heads[..TILE_TOKENS]);
+            // SAFETY: `heads` is two arrays of 16 readable f32; `loadu` takes any alignment.
+            // v0 = [h0.d, h0.dsum, h1.d, h1.dsum], v1 likewise for tokens 2 and 3.
+            let (v0, v1) = unsafe {
+                (
+                    _mm512_loadu_ps(heads[0].as_ptr()),
+                    _mm512_loadu_ps(heads[1].as_ptr()),
+                )
+            };
+            Self {
+                d: _mm512_shuffle_f32x4::<0b10_00_10_00>(v0, v1),
+                dsum: _mm512_shuffle_f32x4::<0b11_01_11_01>(v0, v1),
+            }
+        }
+    }
+
+    /// [`finish`] of one row (scale `d`) against four tokens, from their `vpdpbusd`
+    /// accumulators (lane m holds group m % 4): the four 128-bit lanes of each accumulator
+    /// are added (a 4 × 4 transpose of 128-bit lanes, so that 128-bit lane j ends with
+    /// token j's group sums), then the epilogue runs on all four tokens at once in the
+    /// scalar order: fmsub per group, (a0 + a2) + (a1 + a3), times `d`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn finish_tokens(d: f32, scales: &TokenScales, acc: &[__m512i; TILE_TOKENS]) -> __m128 {
+        // [a0.L0 + a0.L2, a0.L1 + a0.L3, a1.L0 + a1.L2, a1.L1 + a1.L3], and a2, a3 likewise.
+        let pair = |a: __m512i, b: __m512i| {
+            _mm512_add_epi32(
+                _mm512_shuffle_i64x2::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_i64x2::<0b11_10_11_10>(a, b),
+            )
+        };
+        let (s01, s23) = (pair(acc[0], acc[1]), pair(acc[2], acc[3]));
+        let sums = _mm512_add_epi32(
+            _mm512_shuffle_i64x2::<0b10_00_10_00>(s01, s23),
+            _mm512_shuffle_i64x2::<0b11_01_11_01>(s01, s23),
+        );
+        // `_mm_fmsub_ps(d8, sumi, dsum)`: one rounding, as `mul_add` in `finish`.
+        let a = _mm512_fmsub_ps(scales.d, _mm512_cvtepi32_ps(sums), scales.dsum);
+        // Lane 0 of each group of four: (a0 + a2) + (a1 + a3).
+        let b = _mm512_add_ps(a, _mm512_permute_ps::<0b01_00_11_10>(a));
+        let c = _mm512_add_ps(b, _mm512_permute_ps::<0b10_11_00_01>(b));
+        let firsts = _mm512_permutexvar_ps(
+            _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0),
+            c,
+        );
+        _mm_mul_ps(_mm_set1_ps(d), _mm512_castps512_ps128(firsts))
     }
 
     /// Writes the epilogue of an `R` × `T` tile of group sums whose first row and token are
@@ -786,15 +852,15 @@ mod avx512 {
     }
 
     /// Per-group Σcode·q of `R` weight rows (decoded: 64 codes per block, [`decode`])
-    /// against `T` activation rows. `vpdpbusd` lane m sums elements 4m..4m+4, all in
-    /// group m % 4 (element e is in group (e % 16) / 4); [`group_lanes`] adds the four
-    /// 128-bit lanes so that lane g = group g.
+    /// against `T` activation rows, as `vpdpbusd` accumulators: lane m sums elements
+    /// 4m..4m+4, all in group m % 4 (element e is in group (e % 16) / 4); [`group_lanes`]
+    /// and [`finish_tokens`] add the four 128-bit lanes so that lane g = group g.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn decoded_sums<const R: usize, const T: usize>(
         codes: [&[[u8; 64]]; R],
         q: [&[[i8; 64]]; T],
-    ) -> [[[i32; Q8_K64_GROUPS]; T]; R] {
+    ) -> [[__m512i; T]; R] {
         let mut acc = [[_mm512_setzero_si512(); T]; R];
         // Shape: R rows × T tokens × nb blocks of 64 elements.
         for b in 0..codes[0].len() {
@@ -813,7 +879,7 @@ mod avx512 {
                 }
             }
         }
-        lanes_of(&acc)
+        acc
     }
 }
 
