@@ -14,6 +14,7 @@
 //! `packs` do.
 
 use crate::round::nearest_int;
+use crate::Isa;
 use crate::KernelError;
 use bitnet_gguf::GgmlType;
 
@@ -138,8 +139,19 @@ fn round_saturate_i8(v: f32) -> i8 {
 }
 
 /// Quantizes one activation row to Q8_K64 exactly as ik_llama.cpp's x86
-/// `quantize_row_q8_K64` does: writes K int8 into `qs` and returns the header.
+/// `quantize_row_q8_K64` does: writes K int8 into `qs` and returns the header. Runs the
+/// AVX-512 path where the CPU has it; every path writes the same bytes.
 pub fn quantize_row_q8_k64(x: &[f32], qs: &mut [i8]) -> Result<Q8K64Header, KernelError> {
+    quantize_row_q8_k64_with(Isa::best(), x, qs)
+}
+
+/// [`quantize_row_q8_k64`] on `isa` (the scalar oracle where `isa` has no path or is not
+/// supported here).
+pub(crate) fn quantize_row_q8_k64_with(
+    isa: Isa,
+    x: &[f32],
+    qs: &mut [i8],
+) -> Result<Q8K64Header, KernelError> {
     check_row_len(x.len())?;
     if qs.len() != x.len() {
         return Err(KernelError::LengthMismatch {
@@ -149,17 +161,21 @@ pub fn quantize_row_q8_k64(x: &[f32], qs: &mut [i8]) -> Result<Q8K64Header, Kern
             expected: x.len(),
         });
     }
+    let x: &[[f32; 16]] = bytemuck::cast_slice(x);
+    let qs: &mut [[i8; 16]] = bytemuck::cast_slice_mut(qs);
+    Ok(match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512Vnni.is_supported()` checked by the match guard.
+        Isa::Avx512Vnni if isa.is_supported() => unsafe { avx512::quantize(x, qs) },
+        _ => quantize_generic(x, qs),
+    })
+}
 
-    // (group, lane) running maxima of |x|: ik keeps one 4-lane register per group and
-    // folds its lanes only at the end, as (l0 max l2) max (l1 max l3).
-    let mut lane_max = [[0f32; 4]; Q8_K64_GROUPS];
-    for chunk in x.chunks_exact(16) {
-        for (g, lanes) in lane_max.iter_mut().enumerate() {
-            for (l, m) in lanes.iter_mut().enumerate() {
-                *m = sse_max(*m, chunk[4 * g + l].abs());
-            }
-        }
-    }
+/// The scales from the (group, lane) running maxima of |x|: ik keeps one 4-lane register
+/// per group and folds its lanes only at the end, as (l0 max l2) max (l1 max l3). Returns
+/// the header with `d` set and the reciprocals `1/d` (0 for an all-zero group) the quants
+/// are multiplied by.
+fn scales(lane_max: [[f32; 4]; Q8_K64_GROUPS]) -> (Q8K64Header, [f32; Q8_K64_GROUPS]) {
     let mut header = Q8K64Header {
         d: [0.0; Q8_K64_GROUPS],
         dsum: [0.0; Q8_K64_GROUPS],
@@ -175,10 +191,23 @@ pub fn quantize_row_q8_k64(x: &[f32], qs: &mut [i8]) -> Result<Q8K64Header, Kern
             0.0
         };
     }
+    (header, inv)
+}
 
+/// The scalar oracle: `x` and `qs` in chunks of 16 (element n of a chunk is in group n / 4).
+fn quantize_generic(x: &[[f32; 16]], qs: &mut [[i8; 16]]) -> Q8K64Header {
+    let mut lane_max = [[0f32; 4]; Q8_K64_GROUPS];
+    for chunk in x {
+        for (g, lanes) in lane_max.iter_mut().enumerate() {
+            for (l, m) in lanes.iter_mut().enumerate() {
+                *m = sse_max(*m, chunk[4 * g + l].abs());
+            }
+        }
+    }
+    let (mut header, inv) = scales(lane_max);
     let mut sums = [0i32; Q8_K64_GROUPS];
-    // (K/16) chunks x 16 elements; element n of a chunk is in group n / 4.
-    for (xc, qc) in x.chunks_exact(16).zip(qs.chunks_exact_mut(16)) {
+    // (K/16) chunks x 16 elements.
+    for (xc, qc) in x.iter().zip(qs) {
         for (n, (&xv, q)) in xc.iter().zip(qc.iter_mut()).enumerate() {
             let g = n / 4;
             *q = round_saturate_i8(inv[g] * xv);
@@ -186,7 +215,60 @@ pub fn quantize_row_q8_k64(x: &[f32], qs: &mut [i8]) -> Result<Q8K64Header, Kern
         }
     }
     header.dsum = std::array::from_fn(|g| header.d[g] * sums[g] as f32);
-    Ok(header)
+    header
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{scales, Q8K64Header};
+    use std::arch::x86_64::*;
+
+    /// [`super::quantize_generic`] with a chunk of 16 per vector: lane 4g + l is the
+    /// scalar's (group g, lane l). `max_ps(m, a)` is `m > a ? m : a` as `sse_max`, the
+    /// rounding `cvtps_epi32` (ties to even; NaN and overflow to `i32::MIN`) and the narrowing
+    /// `vpmovsdb`, which saturates to int8 as `packs_epi32` then `packs_epi16` do.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI (`Isa::Avx512Vnni.is_supported()`);
+    /// `qs.len() == x.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn quantize(x: &[[f32; 16]], qs: &mut [[i8; 16]]) -> Q8K64Header {
+        let mut m = _mm512_setzero_ps();
+        // Shape: K/16 chunks of 16 floats.
+        for c in x {
+            // SAFETY: a chunk is 16 f32 = 64 readable bytes; `loadu` takes any alignment.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        }
+        let mut lanes = [0f32; 16];
+        // SAFETY: `lanes` is 64 writable bytes; `storeu` takes any alignment.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), m) };
+        let (mut header, inv) = scales(std::array::from_fn(|g| {
+            std::array::from_fn(|l| lanes[4 * g + l])
+        }));
+        let inv_lanes: [f32; 16] = std::array::from_fn(|n| inv[n / 4]);
+        // SAFETY: `inv_lanes` is 64 readable bytes; `loadu` takes any alignment.
+        let inv = unsafe { _mm512_loadu_ps(inv_lanes.as_ptr()) };
+        let mut sums = _mm512_setzero_si512();
+        for (c, q) in x.iter().zip(qs) {
+            // SAFETY: as in the first loop.
+            let v = _mm512_mul_ps(inv, unsafe { _mm512_loadu_ps(c.as_ptr()) });
+            let q8 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
+            // SAFETY: a quant chunk is 16 writable bytes; `storeu` takes any alignment.
+            unsafe { _mm_storeu_si128(q.as_mut_ptr().cast(), q8) };
+            sums = _mm512_add_epi32(sums, _mm512_cvtepi8_epi32(q8));
+        }
+        let mut lane_sums = [0i32; 16];
+        // SAFETY: `lane_sums` is 64 writable bytes; `storeu` takes any alignment.
+        unsafe { _mm512_storeu_si512(lane_sums.as_mut_ptr().cast(), sums) };
+        header.dsum = std::array::from_fn(|g| {
+            let s = lane_sums[4 * g..4 * g + 4]
+                .iter()
+                .fold(0i32, |a, &b| a.wrapping_add(b));
+            header.d[g] * s as f32
+        });
+        header
+    }
 }
 
 /// Expands a Q8_K64 row to f32 (`d[group] · q`); `out.len()` must equal the row's K.
@@ -257,6 +339,45 @@ pub(crate) mod tests {
             expected[n] = q;
         }
         assert_eq!(qs, expected);
+    }
+
+    /// Ordinary values, huge ones, signed zeros, subnormals, infinities and NaN.
+    fn any_activation() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            8 => -4.0f32..4.0,
+            1 => prop::num::f32::ANY,
+            1 => prop::sample::select(vec![
+                0.0,
+                -0.0,
+                1e-40,
+                -1e-40,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                3e38,
+            ]),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every ISA writes the scalar oracle's bytes and header bits, whatever the row.
+        #[test]
+        fn every_isa_matches_the_scalar_quantizer(
+            x in (8usize..=20).prop_flat_map(|c| prop::collection::vec(any_activation(), c * 64)),
+        ) {
+            let mut want = vec![0i8; x.len()];
+            let h = quantize_row_q8_k64_with(Isa::Scalar, &x, &mut want).unwrap();
+            for &isa in Isa::available() {
+                let mut got = vec![0i8; x.len()];
+                let g = quantize_row_q8_k64_with(isa, &x, &mut got).unwrap();
+                prop_assert_eq!(&got, &want, "{:?}", isa);
+                prop_assert_eq!(
+                    bytemuck::bytes_of(&g), bytemuck::bytes_of(&h), "{:?} header", isa
+                );
+            }
+        }
     }
 
     #[test]
