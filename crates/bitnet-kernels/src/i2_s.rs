@@ -294,24 +294,9 @@ pub fn gemm_i2_s_i8_s_with(
         out.fill(0);
         return Ok(());
     }
-    #[cfg(target_arch = "x86_64")]
-    let blocks: &[[[i8; 32]; 4]] = bytemuck::cast_slice(q);
     match isa {
-        // One token (decode) whose lanes cannot wrap: the exact VNNI kernel, one weight
-        // stream. (`fits_i16` runs under the guard's feature check.)
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni
-            if isa.is_supported()
-                && n_tok == 1
-                && bpr <= exact::MAX_BLOCKS
-                // SAFETY: `is_supported()` was checked first (AVX-512 F/BW/VL/VNNI, AVX2).
-                && unsafe { exact::fits_i16(blocks) } =>
-        {
-            // SAFETY: `Isa::Avx512Vnni.is_supported()` was checked by the match guard; the
-            // shape check gives `w` rows × bpr blocks and `blocks` one row of bpr blocks,
-            // and the guard `0 < bpr ≤ MAX_BLOCKS`.
-            unsafe { exact::gemv(w, blocks, bpr, out) };
-        }
+        // One token (decode) stays on the AVX2 kernel, as for IQ2_BN (`crate::iq2_bn`):
+        // one sequential weight stream.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni if isa.is_supported() && n_tok > 1 => {
             let qv: &[[i8; QK_I2_S]] = bytemuck::cast_slice(q);
@@ -322,10 +307,12 @@ pub fn gemm_i2_s_i8_s_with(
         }
         #[cfg(target_arch = "x86_64")]
         _ if isa.runs_avx2() => {
+            // 128 activations per block, viewed as 4 × 32 for the vector loads.
+            let qv: &[[[i8; 32]; 4]] = bytemuck::cast_slice(q);
             // SAFETY: `isa.runs_avx2()` (AVX2, FMA, F16C detected) was checked by
-            // the match guard; the shape check gives `w` rows × bpr blocks and `blocks`
-            // n_tok × bpr blocks of 128 activations, viewed as 4 × 32 for the vector loads.
-            unsafe { avx2::gemm(w, blocks, bpr, n_tok, out) };
+            // the match guard; the shape check gives `w` rows × bpr blocks and `qv`
+            // n_tok × bpr blocks.
+            unsafe { avx2::gemm(w, qv, bpr, n_tok, out) };
         }
         _ => {
             for (wr, o) in w.chunks_exact(bpr).zip(out.chunks_exact_mut(n_tok)) {
@@ -445,98 +432,6 @@ pub(crate) mod avx2 {
             let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
             _mm_cvtsi128_si32(s)
         })
-    }
-}
-
-/// AVX-512 VNNI for one token, where the 16-bit lanes cannot wrap. bitnet.cpp's dot sums
-/// each i16 lane modulo 2^16 ([`vec_dot_i2_s_i8_s_generic`]); a lane takes 2 bytes of each
-/// 32-byte plane of a run of 32 blocks and |code| ≤ 3, so when Σ|q| over every lane's
-/// bytes is at most 10922 (3 · 10922 ≤ i16::MAX) no lane can wrap, whatever the codes, and
-/// the wrapped sum is the exact one. That holds for every activation row seen in practice
-/// (int8 quants of a normalised row average |q| ≈ 20–40, a lane takes ≤ 256 of them) and is
-/// checked per call ([`fits_i16`]): otherwise the wrapping kernel runs. The exact sum needs
-/// no shifts: plane `p`'s codes are masked in place (`0xC0 >> 2p`, i.e. code · 4^(3-p)) and
-/// multiplied by `vpdpbusd` into i32 lanes of their own accumulator, which the end divides
-/// by 4^(3-p) exactly: 8 vector ops per block instead of the 16 of shift, mask, `maddubs`
-/// and the i16 adds.
-#[cfg(target_arch = "x86_64")]
-mod exact {
-    use super::{BlockI2s, I16_GROUP_BLOCKS};
-    use crate::gemm::PREFETCH_BYTES;
-    use crate::i2_s::avx2::{load_i8x32, load_u8x32};
-    use std::arch::x86_64::*;
-
-    /// Longest row the exact kernel takes: |Σ| ≤ 3 · 128 · 64 · k stays inside i32 (the
-    /// plane-0 accumulator holds 64 × its share).
-    pub(super) const MAX_BLOCKS: usize = 512;
-
-    /// Whether no i16 lane of the dot of any weights with activation row `q` can wrap:
-    /// Σ|q| ≤ 10922 over every lane's bytes in every run of 32 blocks.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) fn fits_i16(q: &[[[i8; 32]; 4]]) -> bool {
-        let ones = _mm256_set1_epi8(1);
-        let limit = _mm256_set1_epi16(10922);
-        let mut worst = _mm256_setzero_si256();
-        for run in q.chunks(I16_GROUP_BLOCKS) {
-            // Σ|q| per lane, saturating at 65535 (u16).
-            let mut lanes = _mm256_setzero_si256();
-            for plane in run.iter().flatten() {
-                let a = _mm256_abs_epi8(load_i8x32(plane));
-                // |q| ≤ 128 as u8 times 1: the lane's two bytes summed.
-                lanes = _mm256_adds_epu16(lanes, _mm256_maddubs_epi16(a, ones));
-            }
-            worst = _mm256_max_epu16(worst, lanes);
-        }
-        let capped = _mm256_max_epu16(worst, limit);
-        _mm256_movemask_epi8(_mm256_cmpeq_epi16(capped, limit)) == -1
-    }
-
-    /// Σcode·q of every row of `w` (rows of `bpr` blocks) with one activation row `q`
-    /// (`bpr` blocks), exactly.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
-    /// (`Isa::Avx512Vnni.is_supported()`); `w.len() = out.len() · bpr`, `q.len() = bpr`,
-    /// `0 < bpr ≤ MAX_BLOCKS`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn gemv(w: &[BlockI2s], q: &[[[i8; 32]; 4]], bpr: usize, out: &mut [i32]) {
-        // Plane p (shift 6 - 2p in the AVX2 kernel) in place.
-        let masks = [
-            _mm256_set1_epi8(0xC0_u8 as i8),
-            _mm256_set1_epi8(0x30),
-            _mm256_set1_epi8(0x0C),
-            _mm256_set1_epi8(0x03),
-        ];
-        // Shape: w (rows, bpr) blocks, one sequential stream; q (bpr,) blocks in L1.
-        for (wr, o) in w.chunks_exact(bpr).zip(out.iter_mut()) {
-            // Two blocks in flight per plane: eight independent vpdpbusd chains.
-            let mut acc = [[_mm256_setzero_si256(); 4]; 2];
-            for (i, (b, y)) in wr.iter().zip(q).enumerate() {
-                let bits = load_u8x32(&b.qs);
-                // The weights stream from memory once: ask for them ahead of use (a hint:
-                // it never faults, whatever the address).
-                _mm_prefetch::<_MM_HINT_T0>(b.qs.as_ptr().wrapping_add(PREFETCH_BYTES).cast());
-                let a = &mut acc[i & 1];
-                a[0] =
-                    _mm256_dpbusd_epi32(a[0], _mm256_and_si256(bits, masks[0]), load_i8x32(&y[0]));
-                a[1] =
-                    _mm256_dpbusd_epi32(a[1], _mm256_and_si256(bits, masks[1]), load_i8x32(&y[1]));
-                a[2] =
-                    _mm256_dpbusd_epi32(a[2], _mm256_and_si256(bits, masks[2]), load_i8x32(&y[2]));
-                a[3] =
-                    _mm256_dpbusd_epi32(a[3], _mm256_and_si256(bits, masks[3]), load_i8x32(&y[3]));
-            }
-            // Plane p's sum is 4^(3-p) × its share: every lane a multiple, so is their sum.
-            let mut total = 0i32;
-            for (p, shift) in [6, 4, 2, 0].into_iter().enumerate() {
-                let v = _mm256_add_epi32(acc[0][p], acc[1][p]);
-                let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-                let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
-                total += _mm_cvtsi128_si32(s) >> shift;
-            }
-            *o = total;
-        }
     }
 }
 
