@@ -363,9 +363,13 @@ mod avx2 {
     use super::{block_scale, hsum8_ggml, BlockQ8K, SumOrder, TernaryBlock};
     use crate::gemm::{tiles, PREFETCH_BYTES};
 
-    /// [`gemm`] compiled for AVX-512 VL, whose 32 vector registers hold eight tokens'
-    /// accumulators beside a block's eight code vectors: the same instructions, twice the
-    /// tokens per weight decode (6912x2560 x 128 tokens on Zen 4: TQ2_0 77.6 -> 81 GMAC/s,
+    /// Tokens per weight decode in [`gemm_evex`]: eight accumulators and eight code vectors
+    /// fit AVX-512's 32 vector registers (AVX2's 16 take `crate::gemm::TILE_TOKENS`).
+    const EVEX_TILE_TOKENS: usize = 8;
+
+    /// [`gemm`] compiled for AVX-512 VL, whose 32 vector registers hold
+    /// [`EVEX_TILE_TOKENS`] tokens' accumulators beside a block's eight code vectors: the
+    /// same instructions, twice the tokens per weight decode (6912x2560 x 128 tokens on Zen 4: TQ2_0 77.6 -> 81 GMAC/s,
     /// TQ1_0 60 -> 65-73).
     ///
     /// # Safety
@@ -381,7 +385,7 @@ mod avx2 {
         out: &mut [f32],
     ) {
         // SAFETY: this function's precondition covers `gemm`'s (AVX2, FMA, F16C, lengths).
-        unsafe { gemm::<B, 8>(order, x, y, nb, n_tok, out) }
+        unsafe { gemm::<B, EVEX_TILE_TOKENS>(order, x, y, nb, n_tok, out) }
     }
 
     /// Every weight row × every activation row, `TILE_TOKENS` activation rows per weight
