@@ -728,6 +728,10 @@ mod avx512 {
         }
     }
 
+    // The vector epilogue ([`TokenScales`], [`finish_tokens`]) is written for four tokens:
+    // one 128-bit lane of an accumulator each, four f32 outputs per row.
+    const _: () = assert!(TILE_TOKENS == 4);
+
     /// Four tokens' Q8_K64 scales as vectors: lane 4j + g holds token j's `d[g]`
     /// (`dsum[g]`).
     struct TokenScales {
