@@ -491,95 +491,54 @@ trait RowDot: Pod {
     fn dot(isa: Isa, w: &[Self], a: &[Self::Act]) -> Result<f32, KernelError>;
 }
 
-impl RowDot for f32 {
-    const FORMAT: GgmlType = GgmlType::F32;
-    const WEIGHTS: usize = 1;
-    type Act = f32;
-    fn acts(a: Acts<'_>) -> Option<&[f32]> {
-        match a {
-            Acts::F32(a) => Some(a),
-            _ => None,
+/// One [`RowDot`] entry: weight type, format, weights per element, activation type, the
+/// [`Acts`] variant that carries it, and the dot on a given ISA.
+macro_rules! row_dot {
+    ($w:ty, $format:ident, $weights:expr, $act:ty, $variant:ident, $dot:path) => {
+        impl RowDot for $w {
+            const FORMAT: GgmlType = GgmlType::$format;
+            const WEIGHTS: usize = $weights;
+            type Act = $act;
+            fn acts(a: Acts<'_>) -> Option<&[$act]> {
+                match a {
+                    Acts::$variant(a) => Some(a),
+                    _ => None,
+                }
+            }
+            fn dot(isa: Isa, w: &[$w], a: &[$act]) -> Result<f32, KernelError> {
+                $dot(isa, ORDER, w, a)
+            }
         }
-    }
-    fn dot(isa: Isa, w: &[f32], a: &[f32]) -> Result<f32, KernelError> {
-        vec_dot_f32_with(isa, ORDER, w, a)
-    }
+    };
 }
 
-impl RowDot for f16 {
-    const FORMAT: GgmlType = GgmlType::F16;
-    const WEIGHTS: usize = 1;
-    type Act = f32;
-    fn acts(a: Acts<'_>) -> Option<&[f32]> {
-        match a {
-            Acts::F16Wide(a) => Some(a),
-            _ => None,
-        }
-    }
-    fn dot(isa: Isa, w: &[f16], a: &[f32]) -> Result<f32, KernelError> {
-        vec_dot_f16_f32_with(isa, ORDER, w, a)
-    }
-}
-
-impl RowDot for bf16 {
-    const FORMAT: GgmlType = GgmlType::BF16;
-    const WEIGHTS: usize = 1;
-    type Act = bf16;
-    fn acts(a: Acts<'_>) -> Option<&[bf16]> {
-        match a {
-            Acts::Bf16(a) => Some(a),
-            _ => None,
-        }
-    }
-    fn dot(isa: Isa, w: &[bf16], a: &[bf16]) -> Result<f32, KernelError> {
-        vec_dot_bf16_with(isa, ORDER, w, a)
-    }
-}
-
-impl RowDot for BlockQ8_0 {
-    const FORMAT: GgmlType = GgmlType::Q8_0;
-    const WEIGHTS: usize = QK8_0;
-    type Act = BlockQ8_0;
-    fn acts(a: Acts<'_>) -> Option<&[BlockQ8_0]> {
-        match a {
-            Acts::Q8_0(a) => Some(a),
-            _ => None,
-        }
-    }
-    fn dot(isa: Isa, w: &[BlockQ8_0], a: &[BlockQ8_0]) -> Result<f32, KernelError> {
-        vec_dot_q8_0_q8_0_with(isa, ORDER, w, a)
-    }
-}
-
-impl RowDot for BlockQ4_0 {
-    const FORMAT: GgmlType = GgmlType::Q4_0;
-    const WEIGHTS: usize = QK8_0;
-    type Act = BlockQ8_0;
-    fn acts(a: Acts<'_>) -> Option<&[BlockQ8_0]> {
-        match a {
-            Acts::Q8_0(a) => Some(a),
-            _ => None,
-        }
-    }
-    fn dot(isa: Isa, w: &[BlockQ4_0], a: &[BlockQ8_0]) -> Result<f32, KernelError> {
-        vec_dot_q4_0_q8_0_with(isa, ORDER, w, a)
-    }
-}
-
-impl RowDot for BlockQ4_1 {
-    const FORMAT: GgmlType = GgmlType::Q4_1;
-    const WEIGHTS: usize = QK8_0;
-    type Act = BlockQ8_1;
-    fn acts(a: Acts<'_>) -> Option<&[BlockQ8_1]> {
-        match a {
-            Acts::Q8_1(a) => Some(a),
-            _ => None,
-        }
-    }
-    fn dot(isa: Isa, w: &[BlockQ4_1], a: &[BlockQ8_1]) -> Result<f32, KernelError> {
-        vec_dot_q4_1_q8_1_with(isa, ORDER, w, a)
-    }
-}
+row_dot!(f32, F32, 1, f32, F32, vec_dot_f32_with);
+row_dot!(f16, F16, 1, f32, F16Wide, vec_dot_f16_f32_with);
+row_dot!(bf16, BF16, 1, bf16, Bf16, vec_dot_bf16_with);
+row_dot!(
+    BlockQ8_0,
+    Q8_0,
+    QK8_0,
+    BlockQ8_0,
+    Q8_0,
+    vec_dot_q8_0_q8_0_with
+);
+row_dot!(
+    BlockQ4_0,
+    Q4_0,
+    QK8_0,
+    BlockQ8_0,
+    Q8_0,
+    vec_dot_q4_0_q8_0_with
+);
+row_dot!(
+    BlockQ4_1,
+    Q4_1,
+    QK8_0,
+    BlockQ8_1,
+    Q8_1,
+    vec_dot_q4_1_q8_1_with
+);
 
 /// The product of a [`RowDot`] format: one dot per output.
 fn gemm_dots<W: RowDot>(
