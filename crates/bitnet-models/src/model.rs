@@ -302,6 +302,28 @@ impl Pass<'_, '_, '_> {
         Ok(())
     }
 
+    /// BitNet's sub-norm before the attention output and FFN down projections: `src`
+    /// normalised into `out` with gain `w`, or `src` itself where the architecture has none.
+    #[allow(clippy::too_many_arguments)]
+    fn sub_norm<'b>(
+        &mut self,
+        op: Op,
+        layer: Option<usize>,
+        rows: usize,
+        width: usize,
+        w: Option<&[f32]>,
+        src: &'b [f32],
+        out: &'b mut [f32],
+    ) -> &'b [f32] {
+        match w.filter(|_| fault_keep_sub_norm(op.name())) {
+            Some(w) => {
+                self.norm(op, layer, rows, width, src, w, out);
+                out
+            }
+            None => src,
+        }
+    }
+
     /// Norm `op` of each of `rows` rows of `width` values of `src` into `out`, with weight
     /// `w`; `layer` is `None` for the output norm.
     #[allow(clippy::too_many_arguments)]
@@ -395,17 +417,15 @@ impl Pass<'_, '_, '_> {
         self.tap
             .op(Op::KqvOut, il, &[nq, n_tok], &mut kqv[..n_tok * nq]);
 
-        let sub_norm = lw
-            .attn_sub_norm
-            .as_ref()
-            .filter(|_| fault_keep_sub_norm(Op::AttnSubNorm.name()));
-        let attn_in: &[f32] = match sub_norm {
-            Some(w) => {
-                self.norm(Op::AttnSubNorm, il, n_tok, nq, kqv, w, xb);
-                xb
-            }
-            None => kqv,
-        };
+        let attn_in = self.sub_norm(
+            Op::AttnSubNorm,
+            il,
+            n_tok,
+            nq,
+            lw.attn_sub_norm.as_deref(),
+            kqv,
+            xb,
+        );
         acts.invalidate();
         // Shape: hb: (n_tok, n_embd) here, the attention output.
         let scaled = fault_keep_attn_output_scale(layer);
@@ -491,17 +511,15 @@ impl Pass<'_, '_, '_> {
         };
         self.tap.op(gated_op, il, &[nff, n_tok], gated);
 
-        let sub_norm = lw
-            .ffn_sub_norm
-            .as_ref()
-            .filter(|_| fault_keep_sub_norm(Op::FfnSubNorm.name()));
-        let down_in: &[f32] = match sub_norm {
-            Some(w) => {
-                self.norm(Op::FfnSubNorm, il, n_tok, nff, xb, w, hb);
-                hb
-            }
-            None => xb,
-        };
+        let down_in = self.sub_norm(
+            Op::FfnSubNorm,
+            il,
+            n_tok,
+            nff,
+            lw.ffn_sub_norm.as_deref(),
+            xb,
+            hb,
+        );
         acts.invalidate();
         // Shape: hb2: (n_tok, n_embd) here, the FFN output.
         self.matmul(&lw.ffn_down, acts, down_in, hb2, tmp, true)?;
