@@ -348,6 +348,203 @@ pub fn vec_dot_f16(order: SumOrder, x: &[f16], y: &[f16]) -> Result<f32, KernelE
     vec_dot_f16_with(Isa::best(), order, x, y)
 }
 
+/// A read-only strided matrix: `rows` rows of `cols` elements, row `i` at
+/// `data[i·stride ..]` (attention's K rows, transposed V rows, query heads).
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub stride: usize,
+}
+
+impl<'a, T> Rows<'a, T> {
+    /// Row `i`: `cols` elements. The caller has checked the matrix with [`Rows::fits`].
+    #[inline(always)]
+    fn row(&self, i: usize) -> &'a [T] {
+        &self.data[i * self.stride..][..self.cols]
+    }
+
+    /// Elements from `data[0]` to the end of the last row, `None` on overflow.
+    fn extent(&self) -> Option<usize> {
+        span(self.rows, self.stride, self.cols)
+    }
+
+    /// `Ok` when every row lies inside `data`, else [`KernelError::LengthMismatch`] naming
+    /// `what` with the length its rows need.
+    fn fits(&self, format: GgmlType, what: &'static str) -> Result<(), KernelError> {
+        fits(format, what, self.data.len(), self.extent())
+    }
+}
+
+/// Elements that `rows` rows of `cols`, `stride` apart, span (0 for no rows).
+fn span(rows: usize, stride: usize, cols: usize) -> Option<usize> {
+    match rows.checked_sub(1) {
+        None => Some(0),
+        Some(last) => last.checked_mul(stride)?.checked_add(cols),
+    }
+}
+
+/// `Ok` when `need` elements fit in `len`, else [`KernelError::LengthMismatch`].
+fn fits(
+    format: GgmlType,
+    what: &'static str,
+    len: usize,
+    need: Option<usize>,
+) -> Result<(), KernelError> {
+    match need {
+        Some(need) if need <= len => Ok(()),
+        need => Err(KernelError::LengthMismatch {
+            format,
+            what,
+            got: len,
+            expected: need.unwrap_or(usize::MAX),
+        }),
+    }
+}
+
+/// Checks the operands of a many-rows dot: same row length, every row inside its data,
+/// and `out[h·out_stride + i]` inside `out` for every pair.
+fn check_rows<X>(
+    format: GgmlType,
+    x: &Rows<'_, X>,
+    y: &Rows<'_, f32>,
+    out: &[f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    expect_len(format, "y row", y.cols, x.cols)?;
+    x.fits(format, "x rows")?;
+    y.fits(format, "y rows")?;
+    let need = if x.rows == 0 {
+        Some(0)
+    } else {
+        span(y.rows, out_stride, x.rows)
+    };
+    fits(format, "out rows", out.len(), need)
+}
+
+/// `out[h·out_stride + i] = dot(x_i, y_h)` for every row `i` of `x` and `h` of `y`, one
+/// pair at a time (the scalar paths). Operands checked by [`check_rows`].
+fn each_pair<X: Widen>(
+    x: &Rows<'_, X>,
+    y: &Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+    dot: impl Fn(&[X], &[f32]) -> f32,
+) {
+    for h in 0..y.rows {
+        let yh = y.row(h);
+        for (i, o) in out[h * out_stride..][..x.rows].iter_mut().enumerate() {
+            *o = dot(x.row(i), yh);
+        }
+    }
+}
+
+/// An element type of the many-rows dots: F32 and F16, which AVX2 widens 8 at a time.
+#[cfg(target_arch = "x86_64")]
+trait RowElement: avx2::Load8 {}
+/// An element type of the many-rows dots: F32 and F16.
+#[cfg(not(target_arch = "x86_64"))]
+trait RowElement: Widen {}
+impl RowElement for f32 {}
+impl RowElement for f16 {}
+
+/// Every row of `x` dotted with every row of `y` in `order` on `isa`; `tail` is the
+/// order's `n % 32` tail (F32: [`Tail::Fma`], F16: [`Tail::F64`]). Operands checked.
+fn dot_rows<X: RowElement>(
+    isa: Isa,
+    order: SumOrder,
+    x: &Rows<'_, X>,
+    y: &Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+    tail: Tail,
+) {
+    match (order, isa) {
+        (SumOrder::GgmlGeneric, _) => each_pair(x, y, out, out_stride, dot_f64_sum),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 (and with it AVX2, FMA, F16C) checked in the guard; operands
+        // checked by the caller.
+        (SumOrder::GgmlAvx2, Isa::Avx512Vnni) if isa.is_supported() => unsafe {
+            avx2::dot_rows_evex(x, y, out, out_stride, tail)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: isa.runs_avx2() checked in the guard; operands checked by the caller.
+        (SumOrder::GgmlAvx2, _) if isa.runs_avx2() => unsafe {
+            avx2::dot_rows(x, y, out, out_stride, tail)
+        },
+        (SumOrder::GgmlAvx2, _) => each_pair(x, y, out, out_stride, |r, yh| {
+            dot_avx2_order(r, yh, LaneSum::Hadd, tail)
+        }),
+    }
+}
+
+/// [`vec_dot_f32_with`] of every row of `x` with every row of `y`, dispatched once and
+/// sharing each `x` row's loads between up to four `y` rows (attention: cached K rows and
+/// the query heads of one KV group; transposed V rows and their probability rows):
+/// `out[h·out_stride + i] = x_i · y_h`. Bit-identical to one [`vec_dot_f32_with`] per
+/// pair. Errors when row lengths differ or a row runs past its data or `out`.
+pub fn vec_dot_f32_rows_with(
+    isa: Isa,
+    order: SumOrder,
+    x: Rows<'_, f32>,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    check_rows(GgmlType::F32, &x, &y, out, out_stride)?;
+    dot_rows(isa, order, &x, &y, out, out_stride, Tail::Fma);
+    Ok(())
+}
+
+/// [`vec_dot_f32_rows_with`] on [`Isa::best`].
+pub fn vec_dot_f32_rows(
+    order: SumOrder,
+    x: Rows<'_, f32>,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    vec_dot_f32_rows_with(Isa::best(), order, x, y, out, out_stride)
+}
+
+/// [`vec_dot_f16_f32_with`] of every row of `x` with every row of `y`, dispatched once
+/// and sharing each `x` row's loads between up to four `y` rows:
+/// `out[h·out_stride + i] = x_i · y_h`. Bit-identical to one [`vec_dot_f16_f32_with`] per
+/// pair, hence to ggml's [`vec_dot_f16`] when every element of `y` is an f16 value widened
+/// (attention with an F16 cache: round the query and the probabilities to f16 and back).
+/// Errors when row lengths differ or a row runs past its data or `out`.
+pub fn vec_dot_f16_f32_rows_with(
+    isa: Isa,
+    order: SumOrder,
+    x: Rows<'_, f16>,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    check_rows(GgmlType::F16, &x, &y, out, out_stride)?;
+    dot_rows(isa, order, &x, &y, out, out_stride, Tail::F64);
+    Ok(())
+}
+
+/// [`vec_dot_f16_f32_rows_with`] on [`Isa::best`].
+pub fn vec_dot_f16_f32_rows(
+    order: SumOrder,
+    x: Rows<'_, f16>,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    vec_dot_f16_f32_rows_with(Isa::best(), order, x, y, out, out_stride)
+}
+
+/// Rounds every element of `x` to f16 and back: `y[i] = f16(x[i])` as an f32, the
+/// rounding [`f32_to_f16_row`] does, through `scratch`. Errors when lengths differ.
+pub fn round_to_f16_row(x: &[f32], scratch: &mut [f16], y: &mut [f32]) -> Result<(), KernelError> {
+    f32_to_f16_row(x, scratch)?;
+    f16_to_f32_row(scratch, y)
+}
+
 /// BF16·BF16 dot in `order` on the scalar path (exact f32 products; f64 sum for
 /// [`SumOrder::GgmlGeneric`], the AVX2 lanes for [`SumOrder::GgmlAvx2`]).
 pub fn vec_dot_bf16_generic(order: SumOrder, x: &[bf16], y: &[bf16]) -> Result<f32, KernelError> {
@@ -409,7 +606,7 @@ pub(crate) mod avx2 {
 
     use half::{bf16, f16};
 
-    use super::{f64_tail, Widen, STEP};
+    use super::{f64_tail, Rows, Tail, Widen, STEP};
 
     /// An element type AVX2 widens to 8 f32 lanes in one load.
     pub(super) trait Load8: Widen {
@@ -550,6 +747,7 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
         // SAFETY: forwarded contract.
@@ -564,11 +762,155 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f16(x: &[f16], y: &[f16]) -> f32 {
         // SAFETY: forwarded contract.
         let (v, np) = unsafe { fma_merged(x, y) };
         f64_tail(&x[np..], &y[np..], hsum_hadd(v))
+    }
+
+    /// `out[(h0 + h)·out_stride + i] = x_i · y_h` for `h < M`, in ggml's AVX2 order per
+    /// pair: each `x` row is widened once per 8 elements and multiplied into the `4·M`
+    /// accumulators of its `M` pairs (each pair's chain is ggml's, step after step), then
+    /// every pair is merged, lane-summed and given its tail. Shapes: x (x.rows, n);
+    /// y (M, n) from row `h0`; out as [`super::check_rows`] checked.
+    ///
+    /// # Safety
+    /// Operands checked by `super::check_rows`, `h0 + M <= y.rows`; the CPU must support
+    /// AVX2, FMA and F16C.
+    #[inline(always)]
+    unsafe fn dot_rows_m<X: Load8, const M: usize>(
+        x: &Rows<'_, X>,
+        y: &Rows<'_, f32>,
+        h0: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        tail: Tail,
+    ) {
+        let n = x.cols;
+        let np = n - n % STEP;
+        let ys: [&[f32]; M] = std::array::from_fn(|h| y.row(h0 + h));
+        // The rows stream from memory once (short strided K rows defeat the hardware
+        // prefetcher): each step asks for the step PREFETCH_BYTES ahead in reading order,
+        // row after row, tracked as (row, column) without dividing.
+        let step_bytes = STEP * std::mem::size_of::<X>();
+        let ahead = PREFETCH_BYTES / std::mem::size_of::<X>();
+        let (mut pf_row, mut pf_col) = match np {
+            0 => (0, 0),
+            _ => (ahead / np, ahead % np / STEP * STEP),
+        };
+        for i in 0..x.rows {
+            let r = x.row(i);
+            // acc[h][j] lane l: Σ over steps s of x·y_h at element 32s + 8j + l.
+            // SAFETY: the caller's CPU contract (AVX).
+            let mut acc = [[unsafe { _mm256_setzero_ps() }; 4]; M];
+            let mut s = 0;
+            while s < np {
+                let pf = x
+                    .data
+                    .as_ptr()
+                    .wrapping_add(pf_row * x.stride + pf_col)
+                    .cast::<i8>();
+                for line in (0..step_bytes).step_by(64) {
+                    // SAFETY: a hint; it never faults, whatever the address.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(line)) };
+                }
+                pf_col += STEP;
+                if pf_col >= np {
+                    pf_col -= np;
+                    pf_row += 1;
+                }
+                for j in 0..4 {
+                    // SAFETY: s + 8j + 8 <= np <= n, the length of r and of every ys[h];
+                    // the caller's CPU contract.
+                    unsafe {
+                        let xv = X::load8(r.as_ptr().add(s + 8 * j));
+                        for (a, yh) in acc.iter_mut().zip(&ys) {
+                            let yv = _mm256_loadu_ps(yh.as_ptr().add(s + 8 * j));
+                            a[j] = _mm256_fmadd_ps(xv, yv, a[j]);
+                        }
+                    }
+                }
+                s += STEP;
+            }
+            for (h, (a, yh)) in acc.into_iter().zip(&ys).enumerate() {
+                // SAFETY: the caller's CPU contract (AVX2, FMA, F16C).
+                let sum = unsafe { hsum_hadd(merge4(a)) };
+                let (rt, yt) = (&r[np..], &yh[np..]);
+                out[(h0 + h) * out_stride + i] = match tail {
+                    Tail::Fma => rt
+                        .iter()
+                        .zip(yt)
+                        .fold(sum, |acc, (&a, &b)| a.widen().mul_add(b, acc)),
+                    Tail::F64 => f64_tail(rt, yt, sum),
+                };
+            }
+        }
+    }
+
+    /// [`dot_rows_m`] over every row of `y`, `MAX_M` at a time, the rest in one call.
+    ///
+    /// # Safety
+    /// As [`dot_rows_m`] for all of `y`.
+    #[inline(always)]
+    unsafe fn dot_rows_by<X: Load8, const MAX_M: usize>(
+        x: &Rows<'_, X>,
+        y: &Rows<'_, f32>,
+        out: &mut [f32],
+        out_stride: usize,
+        tail: Tail,
+    ) {
+        let mut h0 = 0;
+        while h0 < y.rows {
+            let m = (y.rows - h0).min(MAX_M);
+            // SAFETY: h0 + m <= y.rows; the rest forwarded.
+            unsafe {
+                match m {
+                    4 => dot_rows_m::<X, 4>(x, y, h0, out, out_stride, tail),
+                    3 => dot_rows_m::<X, 3>(x, y, h0, out, out_stride, tail),
+                    2 => dot_rows_m::<X, 2>(x, y, h0, out, out_stride, tail),
+                    _ => dot_rows_m::<X, 1>(x, y, h0, out, out_stride, tail),
+                }
+            }
+            h0 += m;
+        }
+    }
+
+    /// `super::dot_rows` on AVX2: two `y` rows per pass over `x` (eight accumulators
+    /// beside the widened `x` vector fit the 16 registers).
+    ///
+    /// # Safety
+    /// Operands checked by `super::check_rows`; the CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_rows<X: Load8>(
+        x: &Rows<'_, X>,
+        y: &Rows<'_, f32>,
+        out: &mut [f32],
+        out_stride: usize,
+        tail: Tail,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { dot_rows_by::<X, 2>(x, y, out, out_stride, tail) }
+    }
+
+    /// [`dot_rows`] compiled for AVX-512 VL: its 32 vector registers hold four `y` rows'
+    /// sixteen accumulators, so each `x` row (a K row shared by a KV group's query heads)
+    /// is loaded and widened once per four heads. Same instructions per pair, same bits.
+    ///
+    /// # Safety
+    /// Operands checked by `super::check_rows`; the CPU must support AVX-512 F/VL, AVX2,
+    /// FMA and F16C.
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn dot_rows_evex<X: Load8>(
+        x: &Rows<'_, X>,
+        y: &Rows<'_, f32>,
+        out: &mut [f32],
+        out_stride: usize,
+        tail: Tail,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { dot_rows_by::<X, 4>(x, y, out, out_stride, tail) }
     }
 
     /// F16 · F32 in ggml's F16 order (our pairing, see `vec_dot_f16_f32`).

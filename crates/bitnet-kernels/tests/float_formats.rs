@@ -211,6 +211,83 @@ proptest! {
         }
     }
 
+    /// The many-rows dots (attention's K and Vᵀ rows against a KV group's query heads)
+    /// equal one single dot per pair, bit for bit, on every ISA and in both orders, for any
+    /// bit patterns, row counts past the four-at-a-time chunk and every tail length.
+    #[test]
+    fn many_rows_dots_equal_one_dot_per_pair_on_every_isa(
+        (n, x_stride, x_rows, y_rows, x, y) in (0usize..=80, 0usize..=9, 0usize..=5, 0usize..=6)
+            .prop_flat_map(|(n, gap, x_rows, y_rows)| {
+                let stride = n + gap;
+                let span = |rows: usize| if rows == 0 { 0 } else { (rows - 1) * stride + n };
+                (
+                    Just(n),
+                    Just(stride),
+                    Just(x_rows),
+                    Just(y_rows),
+                    prop::collection::vec(any_value(), span(x_rows)),
+                    prop::collection::vec(any_value(), span(y_rows)),
+                )
+            })
+    ) {
+        let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let rows = |data, rows| Rows { data, rows, cols: n, stride: x_stride };
+        let (xr, yr) = (rows(&x[..], x_rows), rows(&y[..], y_rows));
+        let xhr = Rows { data: &xh[..], rows: x_rows, cols: n, stride: x_stride };
+        let out_stride = x_rows + 3;
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for &isa in Isa::available() {
+            for o in [G, A] {
+                let mut out32 = vec![f32::NAN; y_rows * out_stride];
+                let mut out16 = out32.clone();
+                vec_dot_f32_rows_with(isa, o, xr, yr, &mut out32, out_stride).unwrap();
+                vec_dot_f16_f32_rows_with(isa, o, xhr, yr, &mut out16, out_stride).unwrap();
+                for h in 0..y_rows {
+                    let yh = &y[h * x_stride..][..n];
+                    for i in 0..x_rows {
+                        let xi = i * x_stride..i * x_stride + n;
+                        let want32 = vec_dot_f32_with(isa, o, &x[xi.clone()], yh).unwrap();
+                        let want16 = vec_dot_f16_f32_with(isa, o, &xh[xi], yh).unwrap();
+                        let (got32, got16) = (out32[h * out_stride + i], out16[h * out_stride + i]);
+                        prop_assert!(same(got32, want32), "f32 x{} y{} {:?} {:?}: {:e} vs {:e}", i, h, isa, o, got32, want32);
+                        prop_assert!(same(got16, want16), "f16·f32 x{} y{} {:?} {:?}: {:e} vs {:e}", i, h, isa, o, got16, want16);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows past their data, past `out`, or of different lengths are refused with an error
+    /// that names them, never read or written out of bounds.
+    #[test]
+    fn many_rows_dots_refuse_rows_past_their_buffers(n in 1usize..=40, stride in 1usize..=50, rows in 1usize..=5) {
+        let need = (rows - 1) * stride + n;
+        let (full, short) = (vec![1.0f32; need], vec![1.0f32; need - 1]);
+        let (full_h, short_h) = (vec![f16::ONE; need], vec![f16::ONE; need - 1]);
+        let m = |data, cols| Rows { data, rows, cols, stride };
+        let mh = |data, cols| Rows { data, rows, cols, stride };
+        let out_need = (rows - 1) * rows + rows;
+        let cases = [
+            ("x rows", m(&short[..], n), mh(&short_h[..], n), m(&full[..], n), out_need),
+            ("y rows", m(&full[..], n), mh(&full_h[..], n), m(&short[..], n), out_need),
+            ("out rows", m(&full[..], n), mh(&full_h[..], n), m(&full[..], n), out_need - 1),
+            ("y row", m(&full[..], n), mh(&full_h[..], n), m(&full[..], n - 1), out_need),
+        ];
+        for &isa in Isa::available() {
+            for o in [G, A] {
+                for (what, x, xh, y, out_len) in cases {
+                    let mut out = vec![0.0f32; out_len];
+                    for err in [
+                        vec_dot_f32_rows_with(isa, o, x, y, &mut out, rows).unwrap_err(),
+                        vec_dot_f16_f32_rows_with(isa, o, xh, y, &mut out, rows).unwrap_err(),
+                    ] {
+                        prop_assert!(err.to_string().contains(what), "{}: {}", what, err);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn integer_valued_dots_are_exact_on_every_isa(
         (x, y) in (0usize..200).prop_flat_map(|n| (

@@ -3,9 +3,11 @@
 use std::path::Path;
 
 use bitnet_gguf::GgufFile;
-use bitnet_kernels::float::{f32_to_f16_row, vec_dot_f16, vec_dot_f32};
+use bitnet_kernels::float::{
+    f16_to_f32_row, f32_to_f16_row, round_to_f16_row, vec_dot_f16_f32_rows, vec_dot_f32_rows, Rows,
+};
 use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
-use bitnet_kernels::SumOrder;
+use bitnet_kernels::{KernelError, SumOrder};
 use bitnet_pool::Pool;
 use half::f16;
 
@@ -155,6 +157,7 @@ impl Model {
                     att: vec![0.0; c.n_head * cap],
                     att16: vec![f16::ZERO; c.n_head * cap],
                     q16: vec![f16::ZERO; c.n_head * c.head_dim],
+                    qr: vec![0.0; c.n_head * c.head_dim],
                 },
             },
             pool,
@@ -606,6 +609,7 @@ impl Pass<'_, '_, '_> {
             att,
             att16,
             q16,
+            qr,
         } = scratch;
         // Shape: out: (n_head, n_tok, head_dim), head-major so that heads split into chunks.
         let out = &mut out[..c.n_head * n_tok * hd];
@@ -626,29 +630,38 @@ impl Pass<'_, '_, '_> {
                 .zip(probs.chunks_mut(n_tok * n_kv))
                 .enumerate()
             {
-                let capture = Some((kqh, ph, n_kv));
-                head.run(
-                    h,
-                    o,
-                    &mut att[..cap],
-                    &mut att16[..cap],
-                    &mut q16[..hd],
-                    capture,
-                )?;
+                let bufs = HeadBufs {
+                    out: o,
+                    att: &mut att[..cap],
+                    att16: &mut att16[..cap],
+                    q16: &mut q16[..hd],
+                    qr: &mut qr[..hd],
+                };
+                head.run(h, 1, bufs, Some((kqh, ph, n_kv)))?;
             }
             let shape = [n_kv, n_tok, c.n_head];
             self.tap.show(Op::Kq, Some(layer), &shape, &kq);
             self.tap.show(Op::KqSoftMax, Some(layer), &shape, &probs);
         } else {
-            let heads = out
-                .chunks_mut(n_tok * hd)
-                .zip(att.chunks_mut(cap))
-                .zip(att16.chunks_mut(cap))
-                .zip(q16.chunks_mut(hd))
+            let m = heads_per_task(c.n_head, c.n_head / c.n_head_kv, self.pool.threads());
+            let groups = out
+                .chunks_mut(m * n_tok * hd)
+                .zip(att.chunks_mut(m * cap))
+                .zip(att16.chunks_mut(m * cap))
+                .zip(q16.chunks_mut(m * hd))
+                .zip(qr.chunks_mut(m * hd))
                 .enumerate();
-            self.pool.try_for_each(heads, |(h, (((o, a), a16), q16))| {
-                head.run(h, o, a, a16, q16, None)
-            })?;
+            self.pool
+                .try_for_each(groups, |(i, ((((out, att), att16), q16), qr))| {
+                    let bufs = HeadBufs {
+                        out,
+                        att,
+                        att16,
+                        q16,
+                        qr,
+                    };
+                    head.run(i * m, m, bufs, None)
+                })?;
         }
         // (n_head, n_tok, head_dim) → (n_tok, n_head, head_dim).
         for (h, oh) in out.chunks_exact(n_tok * hd).enumerate() {
@@ -660,6 +673,25 @@ impl Pass<'_, '_, '_> {
     }
 }
 
+/// Query heads per attention task: the most heads of one KV group (at most
+/// [`MAX_HEADS_PER_TASK`], a divisor of the group size `n_rep`) that still give every thread
+/// the same number of tasks, or at least four each. Heads of a task share each cached K and
+/// V row's loads (`vec_dot_*_rows`); more tasks balance the threads.
+fn heads_per_task(n_head: usize, n_rep: usize, threads: usize) -> usize {
+    (1..=MAX_HEADS_PER_TASK.min(n_rep))
+        .rev()
+        .filter(|m| n_rep.is_multiple_of(*m))
+        .find(|m| {
+            let tasks = n_head / m;
+            tasks.is_multiple_of(threads) || tasks >= 4 * threads
+        })
+        .unwrap_or(1)
+}
+
+/// The most query heads one attention task takes: the four y rows the AVX-512 many-rows
+/// dot keeps in registers.
+const MAX_HEADS_PER_TASK: usize = 4;
+
 /// Per-head attention buffers, allocated once per session (never printed: `State`'s
 /// `Debug` summarizes).
 struct AttnScratch {
@@ -667,9 +699,22 @@ struct AttnScratch {
     out: Vec<f32>,
     /// One attention row per head: (n_head, KV capacity).
     att: Vec<f32>,
+    /// f16 rounding scratch per head: (n_head, KV capacity).
     att16: Vec<f16>,
-    /// One query head rounded to f16, per head: (n_head, head_dim).
+    /// f16 rounding scratch for the query per head: (n_head, head_dim).
     q16: Vec<f16>,
+    /// One query head rounded to f16 and widened back, per head: (n_head, head_dim).
+    qr: Vec<f32>,
+}
+
+/// One attention task's slices of [`AttnScratch`], for its `m` heads. Shapes: out:
+/// (m, n_tok, head_dim); att, att16: (m, capacity); q16, qr: (m, head_dim).
+struct HeadBufs<'a> {
+    out: &'a mut [f32],
+    att: &'a mut [f32],
+    att16: &'a mut [f16],
+    q16: &'a mut [f16],
+    qr: &'a mut [f32],
 }
 
 /// What every head of one attention call shares.
@@ -685,96 +730,183 @@ struct Head<'a> {
 }
 
 impl Head<'_> {
-    /// Head `h` for every token of the batch. Per token at position `pos`:
-    /// `kq[i] = k_i · q` over the cells `0..=pos`, ggml's scaled softmax, then
-    /// `out[d] = Vᵀ[d] · p` over those cells rounded up to [`KV_STEP`] (the extra weights are
-    /// exact zeros, as ggml's masked cells are). With an F16 cache and ggml's dots, q and p
-    /// are rounded to f16 first (ggml converts a matmul's F32 operand to its F16 partner's
-    /// type). Shapes: out: (n_tok, head_dim); att, att16: (capacity,); q16: (head_dim,);
-    /// capture: (n_tok, n_kv) for `kq` and for the probabilities.
+    /// Heads `h0..h0 + m` (one KV group's) for every token of the batch. Per head and token
+    /// at position `pos`: `kq[i] = k_i · q` over the cells `0..=pos`, ggml's scaled softmax,
+    /// then `out[d] = Vᵀ[d] · p` over those cells rounded up to [`KV_STEP`] (the extra
+    /// weights are exact zeros, as ggml's masked cells are). With an F16 cache and ggml's
+    /// dots, q and p are rounded to f16 first (ggml converts a matmul's F32 operand to its
+    /// F16 partner's type). Capture: (n_tok, n_kv) for `kq` and for the probabilities, one
+    /// head at a time (`m == 1`).
     fn run(
         &self,
-        h: usize,
-        out: &mut [f32],
-        att: &mut [f32],
-        att16: &mut [f16],
-        q16: &mut [f16],
+        h0: usize,
+        m: usize,
+        bufs: HeadBufs<'_>,
         mut capture: Option<(&mut [f32], &mut [f32], usize)>,
     ) -> Result<(), ModelError> {
         let (c, kv, fdot) = (self.c, self.kv, self.fdot);
         let (hd, nq, nkv, cap) = (c.head_dim, c.n_embd_q(), c.n_embd_kv(), kv.capacity());
-        let g = h / (c.n_head / c.n_head_kv);
+        let g = h0 / (c.n_head / c.n_head_kv);
         let layer = self.layer;
+        let n_tok = bufs.out.len() / (m * hd);
+        let HeadBufs {
+            out,
+            att,
+            att16,
+            q16,
+            qr,
+        } = bufs;
         let kerr = |source| ModelError::Kernel {
             tensor: format!("kq-{layer}"),
             source,
         };
-        let k_at = |i: usize| (layer * cap + i) * nkv + g * hd;
-        let v_at = |dd: usize| (layer * nkv + g * hd + dd) * cap;
         let ggml_f16 = fdot == FloatDot::Ggml && matches!(kv.store, KvStore::F16 { .. });
-        for (t, o) in out.chunks_exact_mut(hd).enumerate() {
+        // `rows` K rows (head_dim,) from cell `i` on, n_embd_kv apart (empty past the cache).
+        let k_rows = |i: usize, rows: usize| {
+            let at = (layer * cap + i) * nkv + g * hd;
+            let (rows, cols, stride) = (rows, hd, nkv);
+            match &kv.store {
+                KvStore::F32 { k, .. } => CacheRows::F32(Rows {
+                    data: k.get(at..).unwrap_or_default(),
+                    rows,
+                    cols,
+                    stride,
+                }),
+                KvStore::F16 { k, .. } => CacheRows::F16(Rows {
+                    data: k.get(at..).unwrap_or_default(),
+                    rows,
+                    cols,
+                    stride,
+                }),
+            }
+        };
+        // Vᵀ rows (head_dim of them) over the first `cols` cells, capacity apart.
+        let vt_rows = |cols: usize| {
+            let at = (layer * nkv + g * hd) * cap;
+            let (rows, stride) = (hd, cap);
+            match &kv.store {
+                KvStore::F32 { vt, .. } => CacheRows::F32(Rows {
+                    data: &vt[at..],
+                    rows,
+                    cols,
+                    stride,
+                }),
+                KvStore::F16 { vt, .. } => CacheRows::F16(Rows {
+                    data: &vt[at..],
+                    rows,
+                    cols,
+                    stride,
+                }),
+            }
+        };
+        for t in 0..n_tok {
             let n = self.n_past + t + 1;
             let n_step = n.div_ceil(KV_STEP) * KV_STEP;
-            let qh = &self.q[t * nq + h * hd..t * nq + (h + 1) * hd];
-            if ggml_f16 {
-                f32_to_f16_row(qh, q16).map_err(kerr)?;
-            }
-            let q16: &[f16] = q16;
-            // k_i · q for cell i. Shape: K row (head_dim,).
-            let kq_at = |i: usize| -> Result<f32, ModelError> {
-                let r = k_at(i)..k_at(i) + hd;
-                match (&kv.store, fdot) {
-                    (KvStore::F32 { k, .. }, FloatDot::Ggml) => {
-                        vec_dot_f32(SumOrder::GgmlAvx2, &k[r], qh)
-                    }
-                    (KvStore::F16 { k, .. }, FloatDot::Ggml) => {
-                        vec_dot_f16(SumOrder::GgmlAvx2, &k[r], q16)
-                    }
-                    (KvStore::F32 { k, .. }, FloatDot::IkGemm) => ik_dot_f32(&k[r], qh),
-                    (KvStore::F16 { k, .. }, FloatDot::IkGemm) => ik_dot_f16_f32(&k[r], qh),
-                }
-                .map_err(kerr)
+            // The task's query heads of token t: (m, head_dim), rounded to f16 for ggml's F16
+            // dot.
+            let q_heads = &self.q[t * nq + h0 * hd..t * nq + (h0 + m) * hd];
+            let q_heads: &[f32] = if ggml_f16 {
+                round_to_f16_row(q_heads, q16, qr).map_err(kerr)?;
+                qr
+            } else {
+                q_heads
             };
-            let row = &mut att[..n_step];
-            for (i, a) in row[..n].iter_mut().enumerate() {
-                *a = kq_at(i)?;
-            }
+            let queries = Rows {
+                data: q_heads,
+                rows: m,
+                cols: hd,
+                stride: hd,
+            };
+            // kq[h][i] = k_i · q_h for the cells 0..n. Shape: att (m, capacity).
+            k_rows(0, n).dots(fdot, queries, att, cap).map_err(kerr)?;
             if let Some((kq, _, n_kv)) = capture.as_mut() {
                 // ggml's `kq` holds the product with every cell, masked or not; the cells
                 // past the causal position are computed here for the capture only.
                 let dst = &mut kq[t * *n_kv..(t + 1) * *n_kv];
-                dst[..n].copy_from_slice(&row[..n]);
-                for (i, x) in dst.iter_mut().enumerate().take(cap).skip(n) {
-                    *x = kq_at(i)?;
+                dst[..n].copy_from_slice(&att[..n]);
+                let end = cap.min(*n_kv);
+                if n < end {
+                    k_rows(n, end - n)
+                        .dots(fdot, queries, &mut dst[n..end], 0)
+                        .map_err(kerr)?;
                 }
             }
-            softmax_scaled_row(&mut row[..n], self.kq_scale);
-            row[n..].fill(0.0);
-            if let Some((_, probs, n_kv)) = capture.as_mut() {
-                probs[t * *n_kv..t * *n_kv + n].copy_from_slice(&row[..n]);
-            }
-            if ggml_f16 {
-                f32_to_f16_row(row, &mut att16[..n_step]).map_err(kerr)?;
-            }
-            let (row, p16): (&[f32], &[f16]) = (row, &att16[..n_step]);
-            // Vᵀ[d] · p over the cells rounded up to KV_STEP. Shape: Vᵀ row (n_step,).
-            for (dd, y) in o.iter_mut().enumerate() {
-                let r = v_at(dd)..v_at(dd) + n_step;
-                *y = match (&kv.store, fdot) {
-                    (KvStore::F32 { vt, .. }, FloatDot::Ggml) => {
-                        vec_dot_f32(SumOrder::GgmlAvx2, &vt[r], row)
-                    }
-                    (KvStore::F16 { vt, .. }, FloatDot::Ggml) => {
-                        vec_dot_f16(SumOrder::GgmlAvx2, &vt[r], p16)
-                    }
-                    (KvStore::F32 { vt, .. }, FloatDot::IkGemm) => ik_dot_f32(&vt[r], row),
-                    (KvStore::F16 { vt, .. }, FloatDot::IkGemm) => ik_dot_f16_f32(&vt[r], row),
+            for (row, row16) in att.chunks_exact_mut(cap).zip(att16.chunks_exact_mut(cap)) {
+                let row = &mut row[..n_step];
+                softmax_scaled_row(&mut row[..n], self.kq_scale);
+                row[n..].fill(0.0);
+                if let Some((_, probs, n_kv)) = capture.as_mut() {
+                    probs[t * *n_kv..t * *n_kv + n].copy_from_slice(&row[..n]);
                 }
+                if ggml_f16 {
+                    f32_to_f16_row(row, &mut row16[..n_step]).map_err(kerr)?;
+                    f16_to_f32_row(&row16[..n_step], row).map_err(kerr)?;
+                }
+            }
+            let probs = Rows {
+                data: &att[..],
+                rows: m,
+                cols: n_step,
+                stride: cap,
+            };
+            // out[h][t][d] = Vᵀ[d] · p_h over the cells rounded up to KV_STEP.
+            vt_rows(n_step)
+                .dots(fdot, probs, &mut out[t * hd..], n_tok * hd)
                 .map_err(kerr)?;
-            }
         }
         Ok(())
     }
+}
+
+/// Rows of one matrix of the KV cache, in its element type.
+#[derive(Clone, Copy)]
+enum CacheRows<'a> {
+    F32(Rows<'a, f32>),
+    F16(Rows<'a, f16>),
+}
+
+impl CacheRows<'_> {
+    /// `out[h·out_stride + i] = m_i · y_h` for every cache row `m_i` and every `y_h`, in
+    /// `fdot`'s pairing: ggml's dots in one dispatch per call sharing each cache row's
+    /// loads between the `y` rows (an F16 matrix's partner already rounded to f16); ik's
+    /// one dot per pair.
+    fn dots(
+        self,
+        fdot: FloatDot,
+        y: Rows<'_, f32>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) -> Result<(), KernelError> {
+        match (self, fdot) {
+            (CacheRows::F32(m), FloatDot::Ggml) => {
+                vec_dot_f32_rows(SumOrder::GgmlAvx2, m, y, out, out_stride)
+            }
+            (CacheRows::F16(m), FloatDot::Ggml) => {
+                vec_dot_f16_f32_rows(SumOrder::GgmlAvx2, m, y, out, out_stride)
+            }
+            (CacheRows::F32(m), FloatDot::IkGemm) => ik_pairs(m, y, out, out_stride, ik_dot_f32),
+            (CacheRows::F16(m), FloatDot::IkGemm) => {
+                ik_pairs(m, y, out, out_stride, ik_dot_f16_f32)
+            }
+        }
+    }
+}
+
+/// `out[h·out_stride + i] = dot(m_i, y_h)`, one ik dot per pair.
+fn ik_pairs<X>(
+    m: Rows<'_, X>,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+    dot: fn(&[X], &[f32]) -> Result<f32, KernelError>,
+) -> Result<(), KernelError> {
+    for h in 0..y.rows {
+        let yh = &y.data[h * y.stride..][..y.cols];
+        for i in 0..m.rows {
+            out[h * out_stride + i] = dot(&m.data[i * m.stride..][..m.cols], yh)?;
+        }
+    }
+    Ok(())
 }
 
 /// Per-session buffers: the KV cache and every activation of one batch.
@@ -964,4 +1096,24 @@ fn fault_keep_sub_norm(_base: &str) -> bool {
 #[inline(always)]
 fn fault_ffn_activation(activation: FfnActivation) -> FfnActivation {
     activation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heads_per_task;
+
+    #[test]
+    fn attention_tasks_share_a_kv_group_and_balance_the_threads() {
+        // 2B-4T: 20 query heads in 5 groups of 4. One thread: whole groups (5 tasks); two:
+        // pairs (10 tasks, 5 each) rather than 5 groups split 3/2.
+        assert_eq!(heads_per_task(20, 4, 1), 4);
+        assert_eq!(heads_per_task(20, 4, 2), 2);
+        // More threads: the largest tasks that still divide evenly (or give four each).
+        assert_eq!(heads_per_task(20, 4, 3), 1);
+        assert_eq!(heads_per_task(20, 4, 4), 1);
+        assert_eq!(heads_per_task(20, 4, 5), 4);
+        // Without grouped queries every task is one head; groups past four split.
+        assert_eq!(heads_per_task(16, 1, 2), 1);
+        assert_eq!(heads_per_task(16, 8, 1), 4);
+    }
 }
