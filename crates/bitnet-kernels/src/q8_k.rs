@@ -697,6 +697,34 @@ mod tests {
             check_lanes(&t1, &y)?;
             check_lanes(&t2, &y)?;
         }
+
+        /// Activations whose `bsums` disagree with their codes (a block built by hand) make
+        /// ggml's AVX2 i16 lanes wrap; in that order every ISA still gives the scalar
+        /// reference's bits. (The generic order ignores `bsums`, so it is only defined for
+        /// consistent ones, see `gemm_ternary`.)
+        #[test]
+        fn hostile_bsums_keep_every_isa_on_the_oracle(
+            (t1, t2) in any_blocks(),
+            y in any_q8k(),
+            bsums in prop::array::uniform16(any::<i16>()),
+            n_tok in prop::sample::select(vec![1usize, 9]),
+        ) {
+            let mut y = y;
+            y.bsums = bsums;
+            let ys = vec![y; n_tok];
+            let order = SumOrder::GgmlAvx2;
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for &isa in Isa::available() {
+                let (mut got1, mut want1) = (vec![0.0; n_tok], vec![0.0; n_tok]);
+                gemm_ternary(isa, order, &[t1], &ys, n_tok, &mut got1).unwrap();
+                gemm_ternary(Isa::Scalar, order, &[t1], &ys, n_tok, &mut want1).unwrap();
+                let (mut got2, mut want2) = (vec![0.0; n_tok], vec![0.0; n_tok]);
+                gemm_ternary(isa, order, &[t2], &ys, n_tok, &mut got2).unwrap();
+                gemm_ternary(Isa::Scalar, order, &[t2], &ys, n_tok, &mut want2).unwrap();
+                prop_assert_eq!(bits(&got1), bits(&want1), "TQ1_0 {:?}", isa);
+                prop_assert_eq!(bits(&got2), bits(&want2), "TQ2_0 {:?}", isa);
+            }
+        }
     }
 
     fn quantize_fma(x: &[f32]) -> Vec<BlockQ8K> {
