@@ -479,63 +479,51 @@ fn dot_rows<X: RowElement>(
     }
 }
 
-/// [`vec_dot_f32_with`] of every row of `x` with every row of `y`, dispatched once and
-/// sharing each `x` row's loads between up to four `y` rows (attention: cached K rows and
-/// the query heads of one KV group; transposed V rows and their probability rows):
-/// `out[h·out_stride + i] = x_i · y_h`. Bit-identical to one [`vec_dot_f32_with`] per
-/// pair. Errors when row lengths differ or a row runs past its data or `out`.
-pub fn vec_dot_f32_rows_with(
+/// The matrix of a many-rows dot: F32 or F16 rows.
+#[derive(Debug, Clone, Copy)]
+pub enum FloatRows<'a> {
+    F32(Rows<'a, f32>),
+    F16(Rows<'a, f16>),
+}
+
+/// ggml's float dot of every row of `x` with every row of `y`, dispatched once and sharing
+/// each `x` row's loads between up to four `y` rows (attention: cached K rows and the query
+/// heads of one KV group; transposed V rows and their probability rows):
+/// `out[h·out_stride + i] = x_i · y_h`. Bit-identical to one [`vec_dot_f32_with`] (F32) or
+/// [`vec_dot_f16_f32_with`] (F16) per pair; for F16 rows that is ggml's [`vec_dot_f16`] when
+/// every element of `y` is an f16 value widened (attention with an F16 cache: round the
+/// query and the probabilities to f16 and back). Errors when row lengths differ or a row
+/// runs past its data or `out`.
+pub fn vec_dot_rows_with(
     isa: Isa,
     order: SumOrder,
-    x: Rows<'_, f32>,
+    x: FloatRows<'_>,
     y: Rows<'_, f32>,
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<(), KernelError> {
-    check_rows(GgmlType::F32, &x, &y, out, out_stride)?;
-    dot_rows(isa, order, &x, &y, out, out_stride, Tail::Fma);
+    match x {
+        FloatRows::F32(x) => {
+            check_rows(GgmlType::F32, &x, &y, out, out_stride)?;
+            dot_rows(isa, order, &x, &y, out, out_stride, Tail::Fma);
+        }
+        FloatRows::F16(x) => {
+            check_rows(GgmlType::F16, &x, &y, out, out_stride)?;
+            dot_rows(isa, order, &x, &y, out, out_stride, Tail::F64);
+        }
+    }
     Ok(())
 }
 
-/// [`vec_dot_f32_rows_with`] on [`Isa::best`].
-pub fn vec_dot_f32_rows(
+/// [`vec_dot_rows_with`] on [`Isa::best`].
+pub fn vec_dot_rows(
     order: SumOrder,
-    x: Rows<'_, f32>,
+    x: FloatRows<'_>,
     y: Rows<'_, f32>,
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<(), KernelError> {
-    vec_dot_f32_rows_with(Isa::best(), order, x, y, out, out_stride)
-}
-
-/// [`vec_dot_f16_f32_with`] of every row of `x` with every row of `y`, dispatched once
-/// and sharing each `x` row's loads between up to four `y` rows:
-/// `out[h·out_stride + i] = x_i · y_h`. Bit-identical to one [`vec_dot_f16_f32_with`] per
-/// pair, hence to ggml's [`vec_dot_f16`] when every element of `y` is an f16 value widened
-/// (attention with an F16 cache: round the query and the probabilities to f16 and back).
-/// Errors when row lengths differ or a row runs past its data or `out`.
-pub fn vec_dot_f16_f32_rows_with(
-    isa: Isa,
-    order: SumOrder,
-    x: Rows<'_, f16>,
-    y: Rows<'_, f32>,
-    out: &mut [f32],
-    out_stride: usize,
-) -> Result<(), KernelError> {
-    check_rows(GgmlType::F16, &x, &y, out, out_stride)?;
-    dot_rows(isa, order, &x, &y, out, out_stride, Tail::F64);
-    Ok(())
-}
-
-/// [`vec_dot_f16_f32_rows_with`] on [`Isa::best`].
-pub fn vec_dot_f16_f32_rows(
-    order: SumOrder,
-    x: Rows<'_, f16>,
-    y: Rows<'_, f32>,
-    out: &mut [f32],
-    out_stride: usize,
-) -> Result<(), KernelError> {
-    vec_dot_f16_f32_rows_with(Isa::best(), order, x, y, out, out_stride)
+    vec_dot_rows_with(Isa::best(), order, x, y, out, out_stride)
 }
 
 /// Rounds every element of `x` to f16 and back: `y[i] = f16(x[i])` as an f32, the

@@ -240,8 +240,8 @@ proptest! {
             for o in [G, A] {
                 let mut out32 = vec![f32::NAN; y_rows * out_stride];
                 let mut out16 = out32.clone();
-                vec_dot_f32_rows_with(isa, o, xr, yr, &mut out32, out_stride).unwrap();
-                vec_dot_f16_f32_rows_with(isa, o, xhr, yr, &mut out16, out_stride).unwrap();
+                vec_dot_rows_with(isa, o, FloatRows::F32(xr), yr, &mut out32, out_stride).unwrap();
+                vec_dot_rows_with(isa, o, FloatRows::F16(xhr), yr, &mut out16, out_stride).unwrap();
                 for h in 0..y_rows {
                     let yh = &y[h * x_stride..][..n];
                     for i in 0..x_rows {
@@ -278,8 +278,8 @@ proptest! {
                 for (what, x, xh, y, out_len) in cases {
                     let mut out = vec![0.0f32; out_len];
                     for err in [
-                        vec_dot_f32_rows_with(isa, o, x, y, &mut out, rows).unwrap_err(),
-                        vec_dot_f16_f32_rows_with(isa, o, xh, y, &mut out, rows).unwrap_err(),
+                        vec_dot_rows_with(isa, o, FloatRows::F32(x), y, &mut out, rows).unwrap_err(),
+                        vec_dot_rows_with(isa, o, FloatRows::F16(xh), y, &mut out, rows).unwrap_err(),
                     ] {
                         prop_assert!(err.to_string().contains(what), "{}: {}", what, err);
                     }

@@ -2,6 +2,7 @@
 //! channel, positions contiguous), as llama.cpp lays it out without flash attention, in
 //! F32 or F16.
 
+use bitnet_kernels::float::{FloatRows, Rows};
 use half::f16;
 
 /// Element type of the KV cache; part of the numerics (an F16 cache rounds K and V, and
@@ -26,6 +27,46 @@ pub(crate) const KV_STEP: usize = 32;
 pub(crate) enum KvStore {
     F32 { k: Vec<f32>, vt: Vec<f32> },
     F16 { k: Vec<f16>, vt: Vec<f16> },
+}
+
+/// One matrix of a [`KvStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KvPart {
+    K,
+    /// V transposed.
+    Vt,
+}
+
+impl KvStore {
+    /// `rows` rows of `cols` elements of `part`, `stride` apart, from element `at` on (no
+    /// rows' data past the end of the store).
+    pub(crate) fn rows(
+        &self,
+        part: KvPart,
+        at: usize,
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    ) -> FloatRows<'_> {
+        fn view<T>(m: &[T], at: usize, rows: usize, cols: usize, stride: usize) -> Rows<'_, T> {
+            Rows {
+                data: m.get(at..).unwrap_or_default(),
+                rows,
+                cols,
+                stride,
+            }
+        }
+        match (self, part) {
+            (KvStore::F32 { k, .. }, KvPart::K) => FloatRows::F32(view(k, at, rows, cols, stride)),
+            (KvStore::F32 { vt, .. }, KvPart::Vt) => {
+                FloatRows::F32(view(vt, at, rows, cols, stride))
+            }
+            (KvStore::F16 { k, .. }, KvPart::K) => FloatRows::F16(view(k, at, rows, cols, stride)),
+            (KvStore::F16 { vt, .. }, KvPart::Vt) => {
+                FloatRows::F16(view(vt, at, rows, cols, stride))
+            }
+        }
+    }
 }
 
 /// Keys and values of every layer for up to `capacity` positions.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use bitnet_gguf::GgufFile;
 use bitnet_kernels::float::{
-    f16_to_f32_row, f32_to_f16_row, round_to_f16_row, vec_dot_f16_f32_rows, vec_dot_f32_rows, Rows,
+    f16_to_f32_row, f32_to_f16_row, round_to_f16_row, vec_dot_rows, FloatRows, Rows,
 };
 use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
 use bitnet_kernels::{KernelError, SumOrder};
@@ -13,7 +13,7 @@ use half::f16;
 
 use crate::config::{Config, FfnActivation};
 use crate::graph::Op;
-use crate::kv_cache::{KvCache, KvStore, KV_STEP};
+use crate::kv_cache::{KvCache, KvPart, KvStore, KV_STEP};
 use crate::matmul::{apply_scale, matmul, Activations, Linear};
 use crate::numerics::Numerics;
 use crate::ops::{
@@ -764,40 +764,12 @@ impl Head<'_> {
         // `rows` K rows (head_dim,) from cell `i` on, n_embd_kv apart (empty past the cache).
         let k_rows = |i: usize, rows: usize| {
             let at = (layer * cap + i) * nkv + g * hd;
-            let (rows, cols, stride) = (rows, hd, nkv);
-            match &kv.store {
-                KvStore::F32 { k, .. } => CacheRows::F32(Rows {
-                    data: k.get(at..).unwrap_or_default(),
-                    rows,
-                    cols,
-                    stride,
-                }),
-                KvStore::F16 { k, .. } => CacheRows::F16(Rows {
-                    data: k.get(at..).unwrap_or_default(),
-                    rows,
-                    cols,
-                    stride,
-                }),
-            }
+            kv.store.rows(KvPart::K, at, rows, hd, nkv)
         };
         // Vᵀ rows (head_dim of them) over the first `cols` cells, capacity apart.
         let vt_rows = |cols: usize| {
-            let at = (layer * nkv + g * hd) * cap;
-            let (rows, stride) = (hd, cap);
-            match &kv.store {
-                KvStore::F32 { vt, .. } => CacheRows::F32(Rows {
-                    data: &vt[at..],
-                    rows,
-                    cols,
-                    stride,
-                }),
-                KvStore::F16 { vt, .. } => CacheRows::F16(Rows {
-                    data: &vt[at..],
-                    rows,
-                    cols,
-                    stride,
-                }),
-            }
+            kv.store
+                .rows(KvPart::Vt, (layer * nkv + g * hd) * cap, hd, cols, cap)
         };
         for t in 0..n_tok {
             let n = self.n_past + t + 1;
@@ -818,7 +790,7 @@ impl Head<'_> {
                 stride: hd,
             };
             // kq[h][i] = k_i · q_h for the cells 0..n. Shape: att (m, capacity).
-            k_rows(0, n).dots(fdot, queries, att, cap).map_err(kerr)?;
+            cache_dots(k_rows(0, n), fdot, queries, att, cap).map_err(kerr)?;
             if let Some((kq, _, n_kv)) = capture.as_mut() {
                 // ggml's `kq` holds the product with every cell, masked or not; the cells
                 // past the causal position are computed here for the capture only.
@@ -826,8 +798,7 @@ impl Head<'_> {
                 dst[..n].copy_from_slice(&att[..n]);
                 let end = cap.min(*n_kv);
                 if n < end {
-                    k_rows(n, end - n)
-                        .dots(fdot, queries, &mut dst[n..end], 0)
+                    cache_dots(k_rows(n, end - n), fdot, queries, &mut dst[n..end], 0)
                         .map_err(kerr)?;
                 }
             }
@@ -850,45 +821,28 @@ impl Head<'_> {
                 stride: cap,
             };
             // out[h][t][d] = Vᵀ[d] · p_h over the cells rounded up to KV_STEP.
-            vt_rows(n_step)
-                .dots(fdot, probs, &mut out[t * hd..], n_tok * hd)
+            cache_dots(vt_rows(n_step), fdot, probs, &mut out[t * hd..], n_tok * hd)
                 .map_err(kerr)?;
         }
         Ok(())
     }
 }
 
-/// Rows of one matrix of the KV cache, in its element type.
-#[derive(Clone, Copy)]
-enum CacheRows<'a> {
-    F32(Rows<'a, f32>),
-    F16(Rows<'a, f16>),
-}
-
-impl CacheRows<'_> {
-    /// `out[h·out_stride + i] = m_i · y_h` for every cache row `m_i` and every `y_h`, in
-    /// `fdot`'s pairing: ggml's dots in one dispatch per call sharing each cache row's
-    /// loads between the `y` rows (an F16 matrix's partner already rounded to f16); ik's
-    /// one dot per pair.
-    fn dots(
-        self,
-        fdot: FloatDot,
-        y: Rows<'_, f32>,
-        out: &mut [f32],
-        out_stride: usize,
-    ) -> Result<(), KernelError> {
-        match (self, fdot) {
-            (CacheRows::F32(m), FloatDot::Ggml) => {
-                vec_dot_f32_rows(SumOrder::GgmlAvx2, m, y, out, out_stride)
-            }
-            (CacheRows::F16(m), FloatDot::Ggml) => {
-                vec_dot_f16_f32_rows(SumOrder::GgmlAvx2, m, y, out, out_stride)
-            }
-            (CacheRows::F32(m), FloatDot::IkGemm) => ik_pairs(m, y, out, out_stride, ik_dot_f32),
-            (CacheRows::F16(m), FloatDot::IkGemm) => {
-                ik_pairs(m, y, out, out_stride, ik_dot_f16_f32)
-            }
-        }
+/// `out[h·out_stride + i] = m_i · y_h` for every cache row `m_i` and every `y_h`, in
+/// `fdot`'s pairing: ggml's dots in one dispatch per call sharing each cache row's loads
+/// between the `y` rows (an F16 matrix's partner already rounded to f16); ik's one dot per
+/// pair.
+fn cache_dots(
+    m: FloatRows<'_>,
+    fdot: FloatDot,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    match (m, fdot) {
+        (m, FloatDot::Ggml) => vec_dot_rows(SumOrder::GgmlAvx2, m, y, out, out_stride),
+        (FloatRows::F32(m), FloatDot::IkGemm) => ik_pairs(m, y, out, out_stride, ik_dot_f32),
+        (FloatRows::F16(m), FloatDot::IkGemm) => ik_pairs(m, y, out, out_stride, ik_dot_f16_f32),
     }
 }
 
