@@ -191,7 +191,7 @@ pub fn bf16_to_f32_row(x: &[bf16], y: &mut [f32]) -> Result<(), KernelError> {
 }
 
 /// A stored float element that ggml widens to f32 before multiplying.
-trait Widen: Copy {
+pub(crate) trait Widen: Copy {
     fn widen(self) -> f32;
 }
 
@@ -361,7 +361,7 @@ pub struct Rows<'a, T> {
 impl<'a, T> Rows<'a, T> {
     /// Row `i`: `cols` elements. The caller has checked the matrix with [`Rows::fits`].
     #[inline(always)]
-    fn row(&self, i: usize) -> &'a [T] {
+    pub(crate) fn row(&self, i: usize) -> &'a [T] {
         &self.data[i * self.stride..][..self.cols]
     }
 
@@ -405,7 +405,7 @@ fn fits(
 
 /// Checks the operands of a many-rows dot: same row length, every row inside its data,
 /// and `out[h·out_stride + i]` inside `out` for every pair.
-fn check_rows<X>(
+pub(crate) fn check_rows<X>(
     format: GgmlType,
     x: &Rows<'_, X>,
     y: &Rows<'_, f32>,
@@ -425,7 +425,7 @@ fn check_rows<X>(
 
 /// `out[h·out_stride + i] = dot(x_i, y_h)` for every row `i` of `x` and `h` of `y`, one
 /// pair at a time (the scalar paths). Operands checked by [`check_rows`].
-fn each_pair<X: Widen>(
+pub(crate) fn each_pair<X: Widen>(
     x: &Rows<'_, X>,
     y: &Rows<'_, f32>,
     out: &mut [f32],

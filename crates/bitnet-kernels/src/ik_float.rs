@@ -11,7 +11,7 @@
 
 use half::f16;
 
-use crate::float::expect_len;
+use crate::float::{check_rows, each_pair, expect_len, FloatRows, Rows};
 use crate::gemm::{tile_rows, RowOrder, RowRecord, TILE_ROWS};
 use crate::{GgmlType, Isa, KernelError};
 
@@ -98,6 +98,59 @@ pub fn ik_dot_f32(x: &[f32], y: &[f32]) -> Result<f32, KernelError> {
 /// equal and a multiple of 4.
 pub fn ik_dot_f16_f32(x: &[f16], y: &[f32]) -> Result<f32, KernelError> {
     ik_dot_f16_f32_with(Isa::best(), x, y)
+}
+
+/// ik's dot of every row of `x` with every row of `y`, dispatched once:
+/// `out[h·out_stride + i] = x_i · y_h`, bit-identical to one [`ik_dot_f32`] (F32 rows) or
+/// [`ik_dot_f16_f32`] (F16 rows) per pair (attention under ik's numerics). Errors when row
+/// lengths differ or are not a multiple of 4, or a row runs past its data or `out`.
+pub fn ik_dot_rows_with(
+    isa: Isa,
+    x: FloatRows<'_>,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    match x {
+        FloatRows::F32(x) => check_rows(GgmlType::F32, &x, &y, out, out_stride)?,
+        FloatRows::F16(x) => check_rows(GgmlType::F16, &x, &y, out, out_stride)?,
+    }
+    let (format, cols) = match x {
+        FloatRows::F32(x) => (GgmlType::F32, x.cols),
+        FloatRows::F16(x) => (GgmlType::F16, x.cols),
+    };
+    if !cols.is_multiple_of(4) {
+        return Err(KernelError::NotBlockMultiple {
+            format,
+            len: cols,
+            block: 4,
+        });
+    }
+    match x {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: isa.runs_avx2() checked in the guard; operands checked above.
+        FloatRows::F32(x) if isa.runs_avx2() => unsafe { avx2::dot_pairs(&x, &y, out, out_stride) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        FloatRows::F16(x) if isa.runs_avx2() => unsafe { avx2::dot_pairs(&x, &y, out, out_stride) },
+        FloatRows::F32(x) => each_pair(&x, &y, out, out_stride, |r, yh| {
+            dot_generic(r.len(), |i| r[i], yh)
+        }),
+        FloatRows::F16(x) => each_pair(&x, &y, out, out_stride, |r, yh| {
+            dot_generic(r.len(), |i| r[i].to_f32(), yh)
+        }),
+    }
+    Ok(())
+}
+
+/// [`ik_dot_rows_with`] on [`Isa::best`].
+pub fn ik_dot_rows(
+    x: FloatRows<'_>,
+    y: Rows<'_, f32>,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<(), KernelError> {
+    ik_dot_rows_with(Isa::best(), x, y, out, out_stride)
 }
 
 /// Elements per chunk of a tile: one 8-lane load.
@@ -267,7 +320,7 @@ mod avx2 {
 
     use half::f16;
 
-    use super::{RowOrder, CHUNK, LANES, TILE_ROWS};
+    use super::{RowOrder, Rows, CHUNK, LANES, TILE_ROWS};
 
     /// An element type loaded as 8 or 4 f32 lanes.
     pub trait Load: Copy {
@@ -326,11 +379,34 @@ mod avx2 {
     ///
     /// # Safety
     /// `x.len() == y.len()`, a multiple of 4; the CPU must support AVX2, FMA and F16C.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot<X: Load>(x: &[X], y: &[f32]) -> f32 {
         // SAFETY: one row of `x.len()` elements in both, as the caller guarantees.
         let [s] = unsafe { dot_rows::<X, 1>(x.as_ptr(), x.len(), y.as_ptr(), x.len(), LANES) };
         s
+    }
+
+    /// [`dot`] of every row of `x` with every row of `y`: `out[h·out_stride + i]`.
+    ///
+    /// # Safety
+    /// Operands checked by `check_rows`, row length a multiple of 4; the CPU must support
+    /// AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_pairs<X: Load>(
+        x: &Rows<'_, X>,
+        y: &Rows<'_, f32>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        for h in 0..y.rows {
+            let yh = y.row(h);
+            for (i, o) in out[h * out_stride..][..x.rows].iter_mut().enumerate() {
+                // SAFETY: both rows hold `cols` elements, a multiple of 4; forwarded CPU
+                // contract.
+                *o = unsafe { dot(x.row(i), yh) };
+            }
+        }
     }
 
     /// `out[r · n_tok + t]` = [`dot`] of weight row r and activation row t, bit for bit:

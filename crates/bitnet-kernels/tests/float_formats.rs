@@ -288,6 +288,54 @@ proptest! {
         }
     }
 
+    /// ik's many-rows dots (attention under ik's numerics) equal ik's scalar dot per pair,
+    /// bit for bit, on every ISA; rows whose length is not a multiple of 4 are refused.
+    #[test]
+    fn ik_many_rows_dots_equal_the_scalar_dot_per_pair(
+        (n, stride, x_rows, y_rows, x, y) in (0usize..=20, 0usize..=9, 0usize..=5, 0usize..=6)
+            .prop_flat_map(|(quads, gap, x_rows, y_rows)| {
+                let (n, stride) = (4 * quads, 4 * quads + gap);
+                let span = |rows: usize| if rows == 0 { 0 } else { (rows - 1) * stride + n };
+                (
+                    Just(n),
+                    Just(stride),
+                    Just(x_rows),
+                    Just(y_rows),
+                    prop::collection::vec(any_value(), span(x_rows)),
+                    prop::collection::vec(any_value(), span(y_rows)),
+                )
+            })
+    ) {
+        use bitnet_kernels::ik_float::{ik_dot_f16_f32_generic, ik_dot_f32_generic, ik_dot_rows_with};
+        let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let xr = Rows { data: &x[..], rows: x_rows, cols: n, stride };
+        let xhr = Rows { data: &xh[..], rows: x_rows, cols: n, stride };
+        let yr = Rows { data: &y[..], rows: y_rows, cols: n, stride };
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for &isa in Isa::available() {
+            let mut out32 = vec![f32::NAN; y_rows * x_rows];
+            let mut out16 = out32.clone();
+            ik_dot_rows_with(isa, FloatRows::F32(xr), yr, &mut out32, x_rows).unwrap();
+            ik_dot_rows_with(isa, FloatRows::F16(xhr), yr, &mut out16, x_rows).unwrap();
+            for h in 0..y_rows {
+                let yh = &y[h * stride..][..n];
+                for i in 0..x_rows {
+                    let xi = i * stride..i * stride + n;
+                    let want32 = ik_dot_f32_generic(&x[xi.clone()], yh).unwrap();
+                    let want16 = ik_dot_f16_f32_generic(&xh[xi], yh).unwrap();
+                    prop_assert!(same(out32[h * x_rows + i], want32), "f32 x{} y{} {:?}", i, h, isa);
+                    prop_assert!(same(out16[h * x_rows + i], want16), "f16 x{} y{} {:?}", i, h, isa);
+                }
+            }
+            if x_rows > 0 && y_rows > 0 && n > 0 {
+                let odd = Rows { cols: n - 1, ..xr };
+                let odd_y = Rows { cols: n - 1, ..yr };
+                let err = ik_dot_rows_with(isa, FloatRows::F32(odd), odd_y, &mut out32, x_rows).unwrap_err();
+                prop_assert!(err.to_string().contains("multiple of the block size 4"), "{}", err);
+            }
+        }
+    }
+
     #[test]
     fn integer_valued_dots_are_exact_on_every_isa(
         (x, y) in (0usize..200).prop_flat_map(|n| (

@@ -6,7 +6,7 @@ use bitnet_gguf::GgufFile;
 use bitnet_kernels::float::{
     f16_to_f32_row, f32_to_f16_row, round_to_f16_row, vec_dot_rows, FloatRows, Rows,
 };
-use bitnet_kernels::ik_float::{ik_dot_f16_f32, ik_dot_f32};
+use bitnet_kernels::ik_float::ik_dot_rows;
 use bitnet_kernels::{KernelError, SumOrder};
 use bitnet_pool::Pool;
 use half::f16;
@@ -829,9 +829,8 @@ impl Head<'_> {
 }
 
 /// `out[h·out_stride + i] = m_i · y_h` for every cache row `m_i` and every `y_h`, in
-/// `fdot`'s pairing: ggml's dots in one dispatch per call sharing each cache row's loads
-/// between the `y` rows (an F16 matrix's partner already rounded to f16); ik's one dot per
-/// pair.
+/// `fdot`'s pairing (ggml's take an F16 matrix's partner already rounded to f16), one
+/// dispatch per call; ggml's share each cache row's loads between the `y` rows.
 fn cache_dots(
     m: FloatRows<'_>,
     fdot: FloatDot,
@@ -839,28 +838,10 @@ fn cache_dots(
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<(), KernelError> {
-    match (m, fdot) {
-        (m, FloatDot::Ggml) => vec_dot_rows(SumOrder::GgmlAvx2, m, y, out, out_stride),
-        (FloatRows::F32(m), FloatDot::IkGemm) => ik_pairs(m, y, out, out_stride, ik_dot_f32),
-        (FloatRows::F16(m), FloatDot::IkGemm) => ik_pairs(m, y, out, out_stride, ik_dot_f16_f32),
+    match fdot {
+        FloatDot::Ggml => vec_dot_rows(SumOrder::GgmlAvx2, m, y, out, out_stride),
+        FloatDot::IkGemm => ik_dot_rows(m, y, out, out_stride),
     }
-}
-
-/// `out[h·out_stride + i] = dot(m_i, y_h)`, one ik dot per pair.
-fn ik_pairs<X>(
-    m: Rows<'_, X>,
-    y: Rows<'_, f32>,
-    out: &mut [f32],
-    out_stride: usize,
-    dot: fn(&[X], &[f32]) -> Result<f32, KernelError>,
-) -> Result<(), KernelError> {
-    for h in 0..y.rows {
-        let yh = &y.data[h * y.stride..][..y.cols];
-        for i in 0..m.rows {
-            out[h * out_stride + i] = dot(&m.data[i * m.stride..][..m.cols], yh)?;
-        }
-    }
-    Ok(())
 }
 
 /// Per-session buffers: the KV cache and every activation of one batch.
