@@ -405,7 +405,7 @@ fn fits(
 
 /// Checks the operands of a many-rows dot: same row length, every row inside its data,
 /// and `out[h·out_stride + i]` inside `out` for every pair.
-pub(crate) fn check_rows<X>(
+fn check_rows<X>(
     format: GgmlType,
     x: &Rows<'_, X>,
     y: &Rows<'_, f32>,
@@ -486,6 +486,21 @@ pub enum FloatRows<'a> {
     F16(Rows<'a, f16>),
 }
 
+impl FloatRows<'_> {
+    /// [`check_rows`] for these rows against `y` and `out`.
+    pub(crate) fn check(
+        &self,
+        y: &Rows<'_, f32>,
+        out: &[f32],
+        out_stride: usize,
+    ) -> Result<(), KernelError> {
+        match self {
+            FloatRows::F32(x) => check_rows(GgmlType::F32, x, y, out, out_stride),
+            FloatRows::F16(x) => check_rows(GgmlType::F16, x, y, out, out_stride),
+        }
+    }
+}
+
 /// ggml's float dot of every row of `x` with every row of `y`, dispatched once and sharing
 /// each `x` row's loads between up to four `y` rows (attention: cached K rows and the query
 /// heads of one KV group; transposed V rows and their probability rows):
@@ -502,15 +517,10 @@ pub fn vec_dot_rows_with(
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<(), KernelError> {
+    x.check(&y, out, out_stride)?;
     match x {
-        FloatRows::F32(x) => {
-            check_rows(GgmlType::F32, &x, &y, out, out_stride)?;
-            dot_rows(isa, order, &x, &y, out, out_stride, Tail::Fma);
-        }
-        FloatRows::F16(x) => {
-            check_rows(GgmlType::F16, &x, &y, out, out_stride)?;
-            dot_rows(isa, order, &x, &y, out, out_stride, Tail::F64);
-        }
+        FloatRows::F32(x) => dot_rows(isa, order, &x, &y, out, out_stride, Tail::Fma),
+        FloatRows::F16(x) => dot_rows(isa, order, &x, &y, out, out_stride, Tail::F64),
     }
     Ok(())
 }

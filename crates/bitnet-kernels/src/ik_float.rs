@@ -11,7 +11,7 @@
 
 use half::f16;
 
-use crate::float::{check_rows, each_pair, expect_len, FloatRows, Rows};
+use crate::float::{each_pair, expect_len, FloatRows, Rows};
 use crate::gemm::{tile_rows, RowOrder, RowRecord, TILE_ROWS};
 use crate::{GgmlType, Isa, KernelError};
 
@@ -111,10 +111,7 @@ pub fn ik_dot_rows_with(
     out: &mut [f32],
     out_stride: usize,
 ) -> Result<(), KernelError> {
-    match x {
-        FloatRows::F32(x) => check_rows(GgmlType::F32, &x, &y, out, out_stride)?,
-        FloatRows::F16(x) => check_rows(GgmlType::F16, &x, &y, out, out_stride)?,
-    }
+    x.check(&y, out, out_stride)?;
     let (format, cols) = match x {
         FloatRows::F32(x) => (GgmlType::F32, x.cols),
         FloatRows::F16(x) => (GgmlType::F16, x.cols),
@@ -390,7 +387,7 @@ mod avx2 {
     /// [`dot`] of every row of `x` with every row of `y`: `out[h·out_stride + i]`.
     ///
     /// # Safety
-    /// Operands checked by `check_rows`, row length a multiple of 4; the CPU must support
+    /// Operands checked by `FloatRows::check`, row length a multiple of 4; the CPU must support
     /// AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_pairs<X: Load>(

@@ -47,6 +47,33 @@ fn magnitude(x: &[f32], y: &[f32]) -> f64 {
         .sum()
 }
 
+/// Operands of a many-rows dot: (row length, stride, x rows, y rows, x data, y data).
+type ManyRows = (usize, usize, usize, usize, Vec<f32>, Vec<f32>);
+
+/// [`ManyRows`] with row lengths `unit · 0..=max_units` and strides up to 9 past them.
+fn many_rows(unit: usize, max_units: usize) -> impl Strategy<Value = ManyRows> {
+    (0..=max_units, 0usize..=9, 0usize..=5, 0usize..=6).prop_flat_map(
+        move |(units, gap, x_rows, y_rows)| {
+            let (n, stride) = (unit * units, unit * units + gap);
+            let span = |rows: usize| {
+                if rows == 0 {
+                    0
+                } else {
+                    (rows - 1) * stride + n
+                }
+            };
+            (
+                Just(n),
+                Just(stride),
+                Just(x_rows),
+                Just(y_rows),
+                prop::collection::vec(any_value(), span(x_rows)),
+                prop::collection::vec(any_value(), span(y_rows)),
+            )
+        },
+    )
+}
+
 /// Allowed |fast − oracle| for an n-term float dot. The AVX2 path's longest f32 chain is one
 /// lane's n/32 FMAs plus the F32 tail's n%32; the oracle sums in f64. Each underflowing
 /// product may also lose up to one subnormal ulp (2⁻¹⁴⁹) in the oracle's f32 product.
@@ -216,19 +243,7 @@ proptest! {
     /// bit patterns, row counts past the four-at-a-time chunk and every tail length.
     #[test]
     fn many_rows_dots_equal_one_dot_per_pair_on_every_isa(
-        (n, x_stride, x_rows, y_rows, x, y) in (0usize..=80, 0usize..=9, 0usize..=5, 0usize..=6)
-            .prop_flat_map(|(n, gap, x_rows, y_rows)| {
-                let stride = n + gap;
-                let span = |rows: usize| if rows == 0 { 0 } else { (rows - 1) * stride + n };
-                (
-                    Just(n),
-                    Just(stride),
-                    Just(x_rows),
-                    Just(y_rows),
-                    prop::collection::vec(any_value(), span(x_rows)),
-                    prop::collection::vec(any_value(), span(y_rows)),
-                )
-            })
+        (n, x_stride, x_rows, y_rows, x, y) in many_rows(1, 80)
     ) {
         let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
         let rows = |data, rows| Rows { data, rows, cols: n, stride: x_stride };
@@ -292,19 +307,7 @@ proptest! {
     /// bit for bit, on every ISA; rows whose length is not a multiple of 4 are refused.
     #[test]
     fn ik_many_rows_dots_equal_the_scalar_dot_per_pair(
-        (n, stride, x_rows, y_rows, x, y) in (0usize..=20, 0usize..=9, 0usize..=5, 0usize..=6)
-            .prop_flat_map(|(quads, gap, x_rows, y_rows)| {
-                let (n, stride) = (4 * quads, 4 * quads + gap);
-                let span = |rows: usize| if rows == 0 { 0 } else { (rows - 1) * stride + n };
-                (
-                    Just(n),
-                    Just(stride),
-                    Just(x_rows),
-                    Just(y_rows),
-                    prop::collection::vec(any_value(), span(x_rows)),
-                    prop::collection::vec(any_value(), span(y_rows)),
-                )
-            })
+        (n, stride, x_rows, y_rows, x, y) in many_rows(4, 20)
     ) {
         use bitnet_kernels::ik_float::{ik_dot_f16_f32_generic, ik_dot_f32_generic, ik_dot_rows_with};
         let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
