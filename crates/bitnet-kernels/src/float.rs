@@ -191,7 +191,7 @@ pub fn bf16_to_f32_row(x: &[bf16], y: &mut [f32]) -> Result<(), KernelError> {
 }
 
 /// A stored float element that ggml widens to f32 before multiplying.
-pub(crate) trait Widen: Copy {
+trait Widen: Copy {
     fn widen(self) -> f32;
 }
 
@@ -277,7 +277,12 @@ fn dot_avx2_order<X: Widen, Y: Widen>(x: &[X], y: &[Y], lanes: LaneSum, tail: Ta
         LaneSum::Hadd => hsum8_hadd(v),
         LaneSum::Movehl => hsum8_ggml(v),
     };
-    let (xt, yt) = (&x[np..], &y[np..]);
+    add_tail(&x[np..], &y[np..], sum, tail)
+}
+
+/// The `n % 32` tail `xt · yt` added to the lane sum `sum` as `tail` says.
+#[inline]
+fn add_tail<X: Widen, Y: Widen>(xt: &[X], yt: &[Y], sum: f32, tail: Tail) -> f32 {
     match tail {
         Tail::Fma => xt
             .iter()
@@ -425,7 +430,7 @@ fn check_rows<X>(
 
 /// `out[h·out_stride + i] = dot(x_i, y_h)` for every row `i` of `x` and `h` of `y`, one
 /// pair at a time (the scalar paths). Operands checked by [`check_rows`].
-pub(crate) fn each_pair<X: Widen>(
+pub(crate) fn each_pair<X>(
     x: &Rows<'_, X>,
     y: &Rows<'_, f32>,
     out: &mut [f32],
@@ -536,11 +541,12 @@ pub fn vec_dot_rows(
     vec_dot_rows_with(Isa::best(), order, x, y, out, out_stride)
 }
 
-/// Rounds every element of `x` to f16 and back: `y[i] = f16(x[i])` as an f32, the
-/// rounding [`f32_to_f16_row`] does, through `scratch`. Errors when lengths differ.
-pub fn round_to_f16_row(x: &[f32], scratch: &mut [f16], y: &mut [f32]) -> Result<(), KernelError> {
+/// Rounds every element of `x` to f16 and back in place (`x[i] = f16(x[i])` as an f32,
+/// the rounding [`f32_to_f16_row`] does), through `scratch`: the operand that makes
+/// [`vec_dot_f16_f32_with`] give ggml's [`vec_dot_f16`]. Errors when lengths differ.
+pub fn round_to_f16_in_place(x: &mut [f32], scratch: &mut [f16]) -> Result<(), KernelError> {
     f32_to_f16_row(x, scratch)?;
-    f16_to_f32_row(scratch, y)
+    f16_to_f32_row(scratch, x)
 }
 
 /// BF16·BF16 dot in `order` on the scalar path (exact f32 products; f64 sum for
@@ -604,7 +610,7 @@ pub(crate) mod avx2 {
 
     use half::{bf16, f16};
 
-    use super::{f64_tail, Rows, Tail, Widen, STEP};
+    use super::{add_tail, f64_tail, Rows, Tail, Widen, STEP};
 
     /// An element type AVX2 widens to 8 f32 lanes in one load.
     pub(super) trait Load8: Widen {
@@ -745,7 +751,6 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
-    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
         // SAFETY: forwarded contract.
@@ -760,7 +765,6 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// `y.len() == x.len()`; the CPU must support AVX2, FMA and F16C.
-    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_f16(x: &[f16], y: &[f16]) -> f32 {
         // SAFETY: forwarded contract.
@@ -835,14 +839,7 @@ pub(crate) mod avx2 {
             for (h, (a, yh)) in acc.into_iter().zip(&ys).enumerate() {
                 // SAFETY: the caller's CPU contract (AVX2, FMA, F16C).
                 let sum = unsafe { hsum_hadd(merge4(a)) };
-                let (rt, yt) = (&r[np..], &yh[np..]);
-                out[(h0 + h) * out_stride + i] = match tail {
-                    Tail::Fma => rt
-                        .iter()
-                        .zip(yt)
-                        .fold(sum, |acc, (&a, &b)| a.widen().mul_add(b, acc)),
-                    Tail::F64 => f64_tail(rt, yt, sum),
-                };
+                out[(h0 + h) * out_stride + i] = add_tail(&r[np..], &yh[np..], sum, tail);
             }
         }
     }

@@ -239,33 +239,42 @@ proptest! {
     }
 
     /// The many-rows dots (attention's K and Vᵀ rows against a KV group's query heads)
-    /// equal one single dot per pair, bit for bit, on every ISA and in both orders, for any
-    /// bit patterns, row counts past the four-at-a-time chunk and every tail length.
+    /// equal the scalar oracle's dot per pair, bit for bit, on every ISA and in both orders,
+    /// for any bit patterns, row counts past the four-at-a-time chunk and every tail length;
+    /// with `y` rounded to f16 and back (`round_to_f16_in_place`), F16 rows give ggml's
+    /// F16·F16 dot, the pairing attention with an F16 cache reproduces.
     #[test]
     fn many_rows_dots_equal_one_dot_per_pair_on_every_isa(
         (n, x_stride, x_rows, y_rows, x, y) in many_rows(1, 80)
     ) {
         let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+        let mut y_rounded = y.clone();
+        round_to_f16_in_place(&mut y_rounded, &mut vec![f16::ZERO; y.len()]).unwrap();
+        let yh: Vec<f16> = y_rounded.iter().map(|&v| f16::from_f32(v)).collect();
         let rows = |data, rows| Rows { data, rows, cols: n, stride: x_stride };
-        let (xr, yr) = (rows(&x[..], x_rows), rows(&y[..], y_rows));
+        let (xr, yr, yrr) = (rows(&x[..], x_rows), rows(&y[..], y_rows), rows(&y_rounded[..], y_rows));
         let xhr = Rows { data: &xh[..], rows: x_rows, cols: n, stride: x_stride };
         let out_stride = x_rows + 3;
         let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
         for &isa in Isa::available() {
             for o in [G, A] {
                 let mut out32 = vec![f32::NAN; y_rows * out_stride];
-                let mut out16 = out32.clone();
+                let (mut out16, mut out_ggml16) = (out32.clone(), out32.clone());
                 vec_dot_rows_with(isa, o, FloatRows::F32(xr), yr, &mut out32, out_stride).unwrap();
                 vec_dot_rows_with(isa, o, FloatRows::F16(xhr), yr, &mut out16, out_stride).unwrap();
+                vec_dot_rows_with(isa, o, FloatRows::F16(xhr), yrr, &mut out_ggml16, out_stride).unwrap();
                 for h in 0..y_rows {
-                    let yh = &y[h * x_stride..][..n];
+                    let yi = h * x_stride..h * x_stride + n;
                     for i in 0..x_rows {
                         let xi = i * x_stride..i * x_stride + n;
-                        let want32 = vec_dot_f32_with(isa, o, &x[xi.clone()], yh).unwrap();
-                        let want16 = vec_dot_f16_f32_with(isa, o, &xh[xi], yh).unwrap();
-                        let (got32, got16) = (out32[h * out_stride + i], out16[h * out_stride + i]);
+                        let want32 = vec_dot_f32_generic(o, &x[xi.clone()], &y[yi.clone()]).unwrap();
+                        let want16 = vec_dot_f16_f32_generic(o, &xh[xi.clone()], &y[yi.clone()]).unwrap();
+                        let want_ggml16 = vec_dot_f16_generic(o, &xh[xi], &yh[yi.clone()]).unwrap();
+                        let at = h * out_stride + i;
+                        let (got32, got16, got_ggml16) = (out32[at], out16[at], out_ggml16[at]);
                         prop_assert!(same(got32, want32), "f32 x{} y{} {:?} {:?}: {:e} vs {:e}", i, h, isa, o, got32, want32);
                         prop_assert!(same(got16, want16), "f16·f32 x{} y{} {:?} {:?}: {:e} vs {:e}", i, h, isa, o, got16, want16);
+                        prop_assert!(same(got_ggml16, want_ggml16), "f16·f16 x{} y{} {:?} {:?}: {:e} vs {:e}", i, h, isa, o, got_ggml16, want_ggml16);
                     }
                 }
             }

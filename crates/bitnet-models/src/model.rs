@@ -3,9 +3,7 @@
 use std::path::Path;
 
 use bitnet_gguf::GgufFile;
-use bitnet_kernels::float::{
-    f16_to_f32_row, f32_to_f16_row, round_to_f16_row, vec_dot_rows, FloatRows, Rows,
-};
+use bitnet_kernels::float::{round_to_f16_in_place, vec_dot_rows, FloatRows, Rows};
 use bitnet_kernels::ik_float::ik_dot_rows;
 use bitnet_kernels::{KernelError, SumOrder};
 use bitnet_pool::Pool;
@@ -604,15 +602,6 @@ impl Pass<'_, '_, '_> {
             fdot: self.numerics.float_dot,
             q,
         };
-        let AttnScratch {
-            out,
-            att,
-            att16,
-            q16,
-            qr,
-        } = scratch;
-        // Shape: out: (n_head, n_tok, head_dim), head-major so that heads split into chunks.
-        let out = &mut out[..c.n_head * n_tok * hd];
         if self.tap.is_on() {
             // The reference's KV length for this batch (capture shapes only): the cache size
             // and the used cells each rounded up to `kv_pad`, the smaller, at least one pad.
@@ -624,19 +613,12 @@ impl Pass<'_, '_, '_> {
             // (n_head, n_tok, n_kv), masked cells 0.
             let mut kq = vec![0.0f32; n_kv * n_tok * c.n_head];
             let mut probs = kq.clone();
-            for (h, ((o, kqh), ph)) in out
-                .chunks_mut(n_tok * hd)
+            for (h, ((bufs, kqh), ph)) in scratch
+                .tasks(c.n_head, 1, n_tok, hd, cap)
                 .zip(kq.chunks_mut(n_tok * n_kv))
                 .zip(probs.chunks_mut(n_tok * n_kv))
                 .enumerate()
             {
-                let bufs = HeadBufs {
-                    out: o,
-                    att: &mut att[..cap],
-                    att16: &mut att16[..cap],
-                    q16: &mut q16[..hd],
-                    qr: &mut qr[..hd],
-                };
                 head.run(h, 1, bufs, Some((kqh, ph, n_kv)))?;
             }
             let shape = [n_kv, n_tok, c.n_head];
@@ -644,26 +626,12 @@ impl Pass<'_, '_, '_> {
             self.tap.show(Op::KqSoftMax, Some(layer), &shape, &probs);
         } else {
             let m = heads_per_task(c.n_head, c.n_head / c.n_head_kv, self.pool.threads());
-            let groups = out
-                .chunks_mut(m * n_tok * hd)
-                .zip(att.chunks_mut(m * cap))
-                .zip(att16.chunks_mut(m * cap))
-                .zip(q16.chunks_mut(m * hd))
-                .zip(qr.chunks_mut(m * hd))
-                .enumerate();
+            let tasks = scratch.tasks(c.n_head, m, n_tok, hd, cap).enumerate();
             self.pool
-                .try_for_each(groups, |(i, ((((out, att), att16), q16), qr))| {
-                    let bufs = HeadBufs {
-                        out,
-                        att,
-                        att16,
-                        q16,
-                        qr,
-                    };
-                    head.run(i * m, m, bufs, None)
-                })?;
+                .try_for_each(tasks, |(i, bufs)| head.run(i * m, m, bufs, None))?;
         }
         // (n_head, n_tok, head_dim) → (n_tok, n_head, head_dim).
+        let out = &scratch.out[..c.n_head * n_tok * hd];
         for (h, oh) in out.chunks_exact(n_tok * hd).enumerate() {
             for (t, ot) in oh.chunks_exact(hd).enumerate() {
                 kqv[t * nq + h * hd..t * nq + (h + 1) * hd].copy_from_slice(ot);
@@ -676,7 +644,7 @@ impl Pass<'_, '_, '_> {
 /// Query heads per attention task: the most heads of one KV group (at most
 /// [`MAX_HEADS_PER_TASK`], a divisor of the group size `n_rep`) that still give every thread
 /// the same number of tasks, or at least four each. Heads of a task share each cached K and
-/// V row's loads (`vec_dot_*_rows`); more tasks balance the threads.
+/// V row's loads (`vec_dot_rows`); more tasks balance the threads.
 fn heads_per_task(n_head: usize, n_rep: usize, threads: usize) -> usize {
     (1..=MAX_HEADS_PER_TASK.min(n_rep))
         .rev()
@@ -705,6 +673,33 @@ struct AttnScratch {
     q16: Vec<f16>,
     /// One query head rounded to f16 and widened back, per head: (n_head, head_dim).
     qr: Vec<f32>,
+}
+
+impl AttnScratch {
+    /// The buffers of every attention task of `m` of the `n_head` heads, in head order, for
+    /// a batch of `n_tok` tokens (the output head-major: (n_head, n_tok, head_dim)).
+    fn tasks(
+        &mut self,
+        n_head: usize,
+        m: usize,
+        n_tok: usize,
+        hd: usize,
+        cap: usize,
+    ) -> impl Iterator<Item = HeadBufs<'_>> + Send {
+        self.out[..n_head * n_tok * hd]
+            .chunks_mut(m * n_tok * hd)
+            .zip(self.att.chunks_mut(m * cap))
+            .zip(self.att16.chunks_mut(m * cap))
+            .zip(self.q16.chunks_mut(m * hd))
+            .zip(self.qr.chunks_mut(m * hd))
+            .map(|((((out, att), att16), q16), qr)| HeadBufs {
+                out,
+                att,
+                att16,
+                q16,
+                qr,
+            })
+    }
 }
 
 /// One attention task's slices of [`AttnScratch`], for its `m` heads. Shapes: out:
@@ -778,7 +773,8 @@ impl Head<'_> {
             // dot.
             let q_heads = &self.q[t * nq + h0 * hd..t * nq + (h0 + m) * hd];
             let q_heads: &[f32] = if ggml_f16 {
-                round_to_f16_row(q_heads, q16, qr).map_err(kerr)?;
+                qr.copy_from_slice(q_heads);
+                round_to_f16_in_place(qr, q16).map_err(kerr)?;
                 qr
             } else {
                 q_heads
@@ -810,8 +806,7 @@ impl Head<'_> {
                     probs[t * *n_kv..t * *n_kv + n].copy_from_slice(&row[..n]);
                 }
                 if ggml_f16 {
-                    f32_to_f16_row(row, &mut row16[..n_step]).map_err(kerr)?;
-                    f16_to_f32_row(&row16[..n_step], row).map_err(kerr)?;
+                    round_to_f16_in_place(row, &mut row16[..n_step]).map_err(kerr)?;
                 }
             }
             let probs = Rows {
