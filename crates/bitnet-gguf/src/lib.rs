@@ -33,6 +33,7 @@
 mod cursor;
 mod error;
 mod reader;
+mod strings;
 mod tensor;
 mod types;
 mod value;
@@ -40,6 +41,7 @@ mod writer;
 
 pub use error::GgufError;
 pub use reader::GgufFile;
+pub use strings::StringArray;
 pub use tensor::TensorInfo;
 pub use types::{GgmlType, TypeLayout};
 pub use value::{MetadataArray, MetadataType, MetadataValue};

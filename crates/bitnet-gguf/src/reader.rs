@@ -10,6 +10,7 @@ use memmap2::Mmap;
 
 use crate::cursor::Cursor;
 use crate::error::GgufError;
+use crate::strings::StringArray;
 use crate::tensor::{checked_tensor_size, TensorInfo};
 use crate::types::GgmlType;
 use crate::value::{MetadataArray, MetadataType, MetadataValue};
@@ -36,6 +37,23 @@ impl Storage {
         match self {
             Storage::Mapped(m, ..) => m,
             Storage::Owned(v) => v,
+        }
+    }
+
+    /// Takes the mapping's pages of bytes `..len` out of this process's resident set. Called
+    /// with the header once it is parsed into owned values: a Llama 3 vocabulary and its
+    /// merges are 7.5 MiB of header pages nothing reads again (a later read maps them back).
+    fn release_front(&self, len: u64) {
+        #[cfg(unix)]
+        if let Storage::Mapped(map, ..) = self {
+            let len = usize::try_from(len).map_or(map.len(), |len| len.min(map.len()));
+            // SAFETY: the mapping is a shared, read-only file mapping (`Mmap::map`).
+            // MADV_DONTNEED only drops its page-table entries: a later access maps the same
+            // file bytes back in, so no byte anyone can observe changes, and no borrow of
+            // the range outlives this call (the header was copied into owned values).
+            // A failure only leaves the pages resident, so it is ignored.
+            let _ =
+                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
         }
     }
 }
@@ -99,6 +117,7 @@ impl GgufFile {
 
     fn from_storage(storage: Storage) -> Result<GgufFile, GgufError> {
         let header = parse(storage.bytes())?;
+        storage.release_front(header.data_offset);
         Ok(GgufFile { storage, header })
     }
 
@@ -200,10 +219,10 @@ impl GgufFile {
     }
 
     /// A string array, e.g. `tokenizer.ggml.tokens` or `tokenizer.ggml.merges`.
-    pub fn get_str_array(&self, key: &str) -> Result<&[String], GgufError> {
+    pub fn get_str_array(&self, key: &str) -> Result<&StringArray, GgufError> {
         let v = self.require(key)?;
         v.as_array()
-            .and_then(MetadataArray::as_string_slice)
+            .and_then(MetadataArray::as_strings)
             .ok_or_else(|| wrong_type(key, "arr[str]", v))
     }
 
@@ -363,7 +382,7 @@ optional_getters!(
     get_bool_opt => get_bool -> bool,
     get_str_opt => get_str -> &str,
     get_array_opt => get_array -> &MetadataArray,
-    get_str_array_opt => get_str_array -> &[String],
+    get_str_array_opt => get_str_array -> &StringArray,
     get_f32_array_opt => get_f32_array -> &[f32],
     get_i32_array_opt => get_i32_array -> Cow<'_, [i32]>,
     get_u32_array_opt => get_u32_array -> Cow<'_, [u32]>,
@@ -744,7 +763,7 @@ mod tests {
     #[test]
     fn array_getters_borrow_exact_types_and_convert_integers() {
         let f = GgufFile::from_bytes(sample().to_bytes()).unwrap();
-        assert_eq!(f.get_str_array("tokens").unwrap(), ["<s>", "a", "b"]);
+        assert_eq!(*f.get_str_array("tokens").unwrap(), ["<s>", "a", "b"]);
         assert_eq!(f.get_f32_array("scores").unwrap(), [0.0, -1.0, -2.0]);
         let exact = f.get_i32_array("types_i32").unwrap();
         assert!(matches!(exact, Cow::Borrowed(_)));

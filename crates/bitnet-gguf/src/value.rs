@@ -4,6 +4,7 @@ use std::fmt;
 
 use crate::cursor::{Cursor, Le};
 use crate::error::GgufError;
+use crate::strings::StringArray;
 use crate::{MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_STRING_LEN};
 
 /// A GGUF metadata value type, with the id written into files.
@@ -124,8 +125,8 @@ pub enum MetadataValue {
     F64(f64),
 }
 
-/// A typed array: one `Vec` per element type, so a 128k-entry vocabulary is one
-/// allocation of `String`s rather than 128k enum values.
+/// A typed array: one `Vec` per element type (strings in one [`StringArray`]), so a
+/// 128k-entry vocabulary is two allocations rather than 128k enum values.
 ///
 /// `Array` holds nested arrays; each inner array has its own element type. llama.cpp
 /// itself refuses nested arrays, so files meant for it must not use them.
@@ -139,7 +140,7 @@ pub enum MetadataArray {
     I32(Vec<i32>),
     F32(Vec<f32>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(StringArray),
     Array(Vec<MetadataArray>),
     U64(Vec<u64>),
     I64(Vec<i64>),
@@ -204,10 +205,8 @@ impl MetadataValue {
     }
 
     /// An array of strings, e.g. `tokenizer.ggml.tokens`.
-    pub fn string_array<S: Into<String>>(items: impl IntoIterator<Item = S>) -> MetadataValue {
-        MetadataValue::Array(MetadataArray::String(
-            items.into_iter().map(Into::into).collect(),
-        ))
+    pub fn string_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> MetadataValue {
+        MetadataValue::Array(MetadataArray::String(items.into_iter().collect()))
     }
 
     /// Appends the value's payload (without its type id) in GGUF encoding.
@@ -331,7 +330,7 @@ impl MetadataArray {
         }
     }
 
-    pub fn as_string_slice(&self) -> Option<&[String]> {
+    pub fn as_strings(&self) -> Option<&StringArray> {
         match self {
             MetadataArray::String(v) => Some(v),
             _ => None,
@@ -393,7 +392,7 @@ impl MetadataArray {
             ));
         }
         match self {
-            MetadataArray::String(v) => v.iter().find_map(|s| string_unwritable_reason(s)),
+            MetadataArray::String(v) => v.iter().find_map(string_unwritable_reason),
             MetadataArray::Array(v) => {
                 // An array of arrays declares a deeper level even when empty.
                 if depth >= MAX_ARRAY_DEPTH {
@@ -452,11 +451,15 @@ impl MetadataArray {
                     .map(|_| decode_bool(cur, key))
                     .collect::<Result<_, _>>()?,
             ),
-            MetadataType::String => MetadataArray::String(
-                (0..len)
-                    .map(|_| cur.string(MAX_STRING_LEN, what).map(str::to_owned))
-                    .collect::<Result<_, _>>()?,
-            ),
+            MetadataType::String => {
+                // `len` fits in the bytes left (checked above), so reserving it is bounded.
+                let mut strings = StringArray::with_capacity(len as usize);
+                for _ in 0..len {
+                    strings.push(cur.string(MAX_STRING_LEN, what)?);
+                }
+                strings.shrink_to_fit();
+                MetadataArray::String(strings)
+            }
             MetadataType::Array => MetadataArray::Array(
                 (0..len)
                     .map(|_| MetadataArray::decode(cur, key, depth + 1))
@@ -523,9 +526,44 @@ macro_rules! impl_from {
 }
 impl_from!(
     u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32, f32 => F32,
-    bool => Bool, String => String, u64 => U64, i64 => I64, f64 => F64,
-    MetadataArray => Array,
+    bool => Bool, u64 => U64, i64 => I64, f64 => F64, MetadataArray => Array,
 );
+
+impl From<String> for MetadataValue {
+    fn from(v: String) -> Self {
+        MetadataValue::String(v)
+    }
+}
+
+impl From<StringArray> for MetadataArray {
+    fn from(v: StringArray) -> Self {
+        MetadataArray::String(v)
+    }
+}
+
+impl From<StringArray> for MetadataValue {
+    fn from(v: StringArray) -> Self {
+        MetadataValue::Array(MetadataArray::String(v))
+    }
+}
+
+impl From<Vec<String>> for MetadataArray {
+    fn from(v: Vec<String>) -> Self {
+        MetadataArray::String(v.into_iter().collect())
+    }
+}
+
+impl From<Vec<String>> for MetadataValue {
+    fn from(v: Vec<String>) -> Self {
+        MetadataValue::string_array(v)
+    }
+}
+
+impl From<&[String]> for MetadataValue {
+    fn from(v: &[String]) -> Self {
+        MetadataValue::string_array(v)
+    }
+}
 
 impl From<&str> for MetadataValue {
     fn from(v: &str) -> Self {
@@ -590,7 +628,7 @@ mod tests {
         let nested = MetadataArray::Array(vec![
             MetadataArray::U8(vec![1, 2]),
             MetadataArray::Array(vec![MetadataArray::Bool(vec![true, false])]),
-            MetadataArray::String(vec![]),
+            MetadataArray::String(StringArray::default()),
         ]);
         for v in [
             MetadataValue::from(-3i8),

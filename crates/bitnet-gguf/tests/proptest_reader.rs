@@ -162,7 +162,7 @@ fn leaf_array() -> impl Strategy<Value = MetadataArray> {
         vec(any::<i32>(), 0..N).prop_map(MetadataArray::I32),
         vec(f32_bits(), 0..N).prop_map(MetadataArray::F32),
         vec(any::<bool>(), 0..N).prop_map(MetadataArray::Bool),
-        vec("\\PC{0,8}", 0..N).prop_map(MetadataArray::String),
+        vec("\\PC{0,8}", 0..N).prop_map(MetadataArray::from),
         vec(any::<u64>(), 0..N).prop_map(MetadataArray::U64),
         vec(any::<i64>(), 0..N).prop_map(MetadataArray::I64),
         vec(f64_bits(), 0..N).prop_map(MetadataArray::F64),

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 use half::{bf16, f16};
 
 use crate::cpu::Isa;
@@ -803,17 +803,20 @@ impl ActBuffers {
     pub fn new(kinds: &[ActFormat], n_tok: usize, k_max: usize) -> ActBuffers {
         let n = n_tok * k_max;
         let sized = |k: ActFormat, len: usize| if kinds.contains(&k) { len } else { 0 };
+        // Zeroed allocations: pages are touched only by the rows a product quantizes (the
+        // head's F16 activations are one row at a time in decode and in a prompt's last
+        // position), not by a fill at creation.
         ActBuffers {
-            f16: vec![f16::ZERO; sized(ActFormat::F16, n)],
-            f16_wide: vec![0.0; sized(ActFormat::F16, n)],
-            bf16: vec![bf16::ZERO; sized(ActFormat::Bf16, n)],
-            q8_0: vec![BlockQ8_0::zeroed(); sized(ActFormat::Q8_0, n / QK8_0)],
-            q8_1: vec![BlockQ8_1::zeroed(); sized(ActFormat::Q8_1, n / QK8_0)],
-            q8k: vec![BlockQ8K::zeroed(); sized(ActFormat::Q8K, n / QK_K)],
-            i8s: vec![0; sized(ActFormat::I8s, n)],
+            f16: bytemuck::zeroed_vec(sized(ActFormat::F16, n)),
+            f16_wide: bytemuck::zeroed_vec(sized(ActFormat::F16, n)),
+            bf16: bytemuck::zeroed_vec(sized(ActFormat::Bf16, n)),
+            q8_0: bytemuck::zeroed_vec(sized(ActFormat::Q8_0, n / QK8_0)),
+            q8_1: bytemuck::zeroed_vec(sized(ActFormat::Q8_1, n / QK8_0)),
+            q8k: bytemuck::zeroed_vec(sized(ActFormat::Q8K, n / QK_K)),
+            i8s: bytemuck::zeroed_vec(sized(ActFormat::I8s, n)),
             i8s_meta: vec![I8sRowMeta { scale: 0.0, sum: 0 }; sized(ActFormat::I8s, n_tok)],
-            q8k64: vec![0; sized(ActFormat::Q8K64, n)],
-            q8k64_head: vec![Q8K64Header::zeroed(); sized(ActFormat::Q8K64, n_tok)],
+            q8k64: bytemuck::zeroed_vec(sized(ActFormat::Q8K64, n)),
+            q8k64_head: bytemuck::zeroed_vec(sized(ActFormat::Q8K64, n_tok)),
         }
     }
 

@@ -11,7 +11,7 @@
 //! the order of the references' x86 AVX2 builds (`SumOrder::GgmlAvx2`) on every ISA, so
 //! `BITNET_FORCE_SCALAR=1` changes the speed, never the result.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::format::{
@@ -336,9 +336,23 @@ impl Activations {
     }
 }
 
-/// `out = W · x` for `n_tok` activation rows (without the `.scale`, see [`apply_scale`]): x: (n_tok, k), out: (n_tok, n). `tmp` holds at
-/// least `n · n_tok` floats (rows are computed as (n, n_tok) so that one thread walks one
-/// weight row across every token, then transposed).
+/// Weight rows per task of a product with `n` outputs on `threads` threads: enough tasks
+/// to balance the pool, each a run of whole weight rows starting on a whole tile of ik's
+/// tiled layout.
+fn rows_per_task(n: usize, threads: usize) -> usize {
+    n.div_ceil(threads * 8).next_multiple_of(TILE_ROWS)
+}
+
+/// Floats of [`matmul`]'s `tmp` for products of up to `n` outputs and `n_tok` tokens on
+/// `threads` threads: one slot of (rows per task, n_tok) per thread.
+pub(crate) fn matmul_scratch_len(n: usize, n_tok: usize, threads: usize) -> usize {
+    rows_per_task(n, threads) * n_tok * threads
+}
+
+/// `out = W · x` for `n_tok` activation rows (without the `.scale`, see [`apply_scale`]):
+/// x: (n_tok, k), out: (n_tok, n). `tmp` holds [`matmul_scratch_len`] floats: a task
+/// computes its rows as (rows, n_tok), so that one thread walks one weight row across
+/// every token, into a slot of `tmp`, then transposes them into `out`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     file: &GgufFile,
@@ -376,9 +390,7 @@ pub(crate) fn matmul(
     };
     let isa = Isa::best();
     let rows = |r0: usize, out: &mut [f32]| gemm(isa, &product, r0..r0 + out.len() / n_tok, out);
-    // Rows per task: enough tasks to balance the pool, each a run of whole weight rows
-    // starting on a whole tile of ik's tiled layout.
-    let rows_per_task = n.div_ceil(pool.threads() * 8).next_multiple_of(TILE_ROWS);
+    let rows_per_task = rows_per_task(n, pool.threads());
     if n_tok == 1 {
         // Shape: out (n) = (n, 1), weight row-major.
         return pool
@@ -387,9 +399,12 @@ pub(crate) fn matmul(
             })
             .map_err(kerr);
     }
-    // Several tokens: each task computes its rows' outputs as (rows, n_tok) into its part
-    // of `tmp`, then, while that is still in cache, writes them to its columns of `out`
-    // (n_tok, n): one segment of every token's row.
+    // Several tokens: each task computes its rows' outputs as (rows, n_tok) into a slot of
+    // `tmp`, then, while that is still in cache, writes them to its columns of `out`
+    // (n_tok, n): one segment of every token's row. At most `pool.threads()` tasks run at
+    // once, so one slot per thread is enough (should none be free, a task allocates one:
+    // slower, never wrong). The slots keep the scratch to what runs at once, not all of
+    // `n · n_tok` (3.5 MB of a 128-token batch through 2B-4T's FFN).
     let n_tasks = n.div_ceil(rows_per_task);
     let mut columns: Vec<Vec<&mut [f32]>> =
         (0..n_tasks).map(|_| Vec::with_capacity(n_tok)).collect();
@@ -398,10 +413,23 @@ pub(crate) fn matmul(
             task.push(segment);
         }
     }
-    let tasks = tmp[..n * n_tok]
-        .chunks_mut(rows_per_task * n_tok)
-        .zip(columns);
-    pool.try_for_each(tasks.enumerate(), |(c, (o, segments))| {
+    let slot_len = rows_per_task * n_tok;
+    let slots: Vec<Mutex<&mut [f32]>> = tmp
+        .chunks_exact_mut(slot_len)
+        .take(pool.threads())
+        .map(Mutex::new)
+        .collect();
+    pool.try_for_each(columns.into_iter().enumerate(), |(c, segments)| {
+        let len = segments.first().map_or(0, |s| s.len()) * n_tok;
+        let mut slot = slots.iter().find_map(|s| s.try_lock().ok());
+        let mut own = Vec::new();
+        let o = match slot.as_deref_mut() {
+            Some(slot) => &mut slot[..len],
+            None => {
+                own.resize(len, 0.0);
+                &mut own[..]
+            }
+        };
         rows(c * rows_per_task, o)?;
         // Shape: o (rows, n_tok) → segments[t][r].
         for (t, segment) in segments.into_iter().enumerate() {

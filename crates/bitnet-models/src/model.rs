@@ -12,7 +12,7 @@ use half::f16;
 use crate::config::{Config, FfnActivation};
 use crate::graph::Op;
 use crate::kv_cache::{KvCache, KvPart, KvStore, KV_STEP};
-use crate::matmul::{apply_scale, matmul, Activations, Linear};
+use crate::matmul::{apply_scale, matmul, matmul_scratch_len, Activations, Linear};
 use crate::numerics::Numerics;
 use crate::ops::{
     relu_sqr_mul, rms_norm, rope_cache, rope_head, softmax_scaled_row, swiglu, FloatDot,
@@ -148,7 +148,10 @@ impl Model {
                 hb: vec![0.0; n_batch * c.n_ff],
                 hb2: vec![0.0; n_batch * c.n_ff],
                 logits: vec![0.0; n_batch * c.n_vocab],
-                tmp: vec![0.0; n_batch * n_out_max],
+                tmp: vec![
+                    0.0;
+                    matmul_scratch_len(n_out_max, n_batch, pool.threads()).max(c.n_embd)
+                ],
                 rope: vec![0.0; c.n_rot],
                 attn: AttnScratch {
                     out: vec![0.0; c.n_head * n_batch * c.head_dim],
@@ -872,7 +875,8 @@ struct Buffers {
     hb2: Vec<f32>,
     /// (n_batch, n_vocab).
     logits: Vec<f32>,
-    /// Matmul transpose buffer: (max(n_ff, n_embd, n_vocab), n_batch).
+    /// Matmul transpose slots, one per thread ([`matmul_scratch_len`] of the widest
+    /// product), or one embedding row read as bytes.
     tmp: Vec<f32>,
     /// RoPE cos/sin of one position: (n_rot,).
     rope: Vec<f32>,

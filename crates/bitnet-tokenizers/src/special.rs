@@ -127,7 +127,7 @@ mod tests {
     fn vocab(tokens: &[(&str, i32)]) -> Vocab {
         let texts: Vec<String> = tokens.iter().map(|(t, _)| t.to_string()).collect();
         let types: Vec<i32> = tokens.iter().map(|&(_, t)| t).collect();
-        Vocab::new(&texts, None, Some(&types)).unwrap()
+        Vocab::new(&texts.iter().collect(), None, Some(&types)).unwrap()
     }
 
     fn show(text: &str, f: &[Fragment]) -> Vec<String> {

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::ops::{BitOr, BitOrAssign};
 
+use bitnet_gguf::StringArray;
+
 use crate::error::TokenizerError;
 
 /// A token's attributes: llama.cpp's `llama_token_attr` bit set, derived from
@@ -90,7 +92,7 @@ impl Vocab {
     /// token (checked by the caller). An empty text becomes `[EMPTY_<id>]`, as in llama.cpp,
     /// so that no token can match empty text.
     pub(crate) fn new(
-        tokens: &[String],
+        tokens: &StringArray,
         scores: Option<Vec<f32>>,
         types: Option<&[i32]>,
     ) -> Result<Vocab, TokenizerError> {
@@ -110,7 +112,7 @@ impl Vocab {
             let text = if text.is_empty() {
                 format!("[EMPTY_{id}]")
             } else {
-                text.clone()
+                text.to_owned()
             };
             if let Some(&first_id) = ids.get(&text) {
                 return Err(TokenizerError::DuplicateToken { id, first_id, text });
@@ -204,8 +206,8 @@ pub(crate) fn parse_byte_token(text: &str) -> Option<u8> {
 mod tests {
     use super::*;
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn strings(v: &[&str]) -> StringArray {
+        v.iter().collect()
     }
 
     #[test]
@@ -223,7 +225,7 @@ mod tests {
             })
         ));
         assert!(matches!(
-            Vocab::new(&[], None, None),
+            Vocab::new(&StringArray::default(), None, None),
             Err(TokenizerError::EmptyVocab)
         ));
     }

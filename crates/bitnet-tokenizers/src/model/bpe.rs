@@ -6,6 +6,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use bitnet_gguf::StringArray;
+
 use crate::error::{MergeProblem, TokenizerError};
 use crate::pre_tokenizer::{PreConfig, PreTokenizer, PreTokenizerPasses};
 use crate::unicode::byte_to_char;
@@ -47,14 +49,14 @@ impl Bpe {
     /// its index is its rank (the first occurrence of a pair wins, as in llama.cpp).
     pub(crate) fn new(
         vocab: &Vocab,
-        merges: &[String],
+        merges: &StringArray,
         config: &PreConfig,
     ) -> Result<Bpe, TokenizerError> {
         let mut table = HashMap::with_capacity(merges.len());
         for (index, merge) in merges.iter().enumerate() {
             let bad = |problem| TokenizerError::BadMerge {
                 index,
-                merge: merge.clone(),
+                merge: merge.to_owned(),
                 problem,
             };
             let spaces = merge.bytes().filter(|&b| b == b' ').count();
@@ -208,8 +210,8 @@ impl Bpe {
 mod tests {
     use super::*;
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn strings(v: &[&str]) -> StringArray {
+        v.iter().collect()
     }
 
     fn gpt2_config() -> PreConfig {

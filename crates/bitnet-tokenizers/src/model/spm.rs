@@ -116,7 +116,7 @@ mod tests {
         all.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
         let mut scores: Vec<f32> = scores;
         scores.resize(all.len(), 0.0);
-        Vocab::new(&all, Some(scores), None).unwrap()
+        Vocab::new(&all.iter().collect(), Some(scores), None).unwrap()
     }
 
     #[test]

@@ -123,9 +123,8 @@ mod tests {
 
     #[test]
     fn longest_match_then_unknown_for_the_whole_word() {
-        let texts: Vec<String> = ["[UNK]", "▁hel", "lo", "▁x", "▁hello"]
-            .iter()
-            .map(|s| s.to_string())
+        let texts: bitnet_gguf::StringArray = ["[UNK]", "▁hel", "lo", "▁x", "▁hello"]
+            .into_iter()
             .collect();
         let vocab = Vocab::new(&texts, None, None).unwrap();
         let wpm = Wpm {
