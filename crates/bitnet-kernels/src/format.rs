@@ -16,7 +16,7 @@ use half::{bf16, f16};
 use crate::cpu::Isa;
 use crate::float::{
     expect_len, f16_to_f32_row, f32_to_bf16_row, f32_to_f16_row, vec_dot_bf16_with,
-    vec_dot_f16_f32_with, vec_dot_f32_with,
+    vec_dot_f16_f32_with, vec_dot_f32_with, vec_dot_rows_with, FloatRows, Rows,
 };
 use crate::gemm::RowOrder;
 use crate::i2_s::{gemm_i2_s_i8_s_with, i2_s_dot_to_f32, quantize_i2_s_ref, I2sTensor, QK_I2_S};
@@ -489,12 +489,24 @@ trait RowDot: Pod {
     type Act: 'static;
     fn acts(a: Acts<'_>) -> Option<&[Self::Act]>;
     fn dot(isa: Isa, w: &[Self], a: &[Self::Act]) -> Result<f32, KernelError>;
+    /// The dots of every row of `w` (rows of `k`) with the one activation row `a`, in one
+    /// many-rows call, for the formats that have one (F32, F16).
+    fn dot_rows(
+        _isa: Isa,
+        _w: &[Self],
+        _a: &[Self::Act],
+        _k: usize,
+        _out: &mut [f32],
+    ) -> Option<Result<(), KernelError>> {
+        None
+    }
 }
 
 /// One [`RowDot`] entry: weight type, format, weights per element, activation type, the
 /// [`Acts`] variant that carries it, and the dot on a given ISA.
 macro_rules! row_dot {
-    ($w:ty, $format:ident, $weights:expr, $act:ty, $variant:ident, $dot:path) => {
+    ($w:ty, $format:ident, $weights:expr, $act:ty, $variant:ident, $dot:path
+        $(, rows: $rows:ident)?) => {
         impl RowDot for $w {
             const FORMAT: GgmlType = GgmlType::$format;
             const WEIGHTS: usize = $weights;
@@ -508,12 +520,26 @@ macro_rules! row_dot {
             fn dot(isa: Isa, w: &[$w], a: &[$act]) -> Result<f32, KernelError> {
                 $dot(isa, ORDER, w, a)
             }
+            $(
+                fn dot_rows(
+                    isa: Isa,
+                    w: &[$w],
+                    a: &[f32],
+                    k: usize,
+                    out: &mut [f32],
+                ) -> Option<Result<(), KernelError>> {
+                    let (rows, cols, stride) = (out.len(), k, k);
+                    let x = FloatRows::$rows(Rows { data: w, rows, cols, stride });
+                    let y = Rows { data: a, rows: 1, cols, stride };
+                    Some(vec_dot_rows_with(isa, ORDER, x, y, out, rows))
+                }
+            )?
         }
     };
 }
 
-row_dot!(f32, F32, 1, f32, F32, vec_dot_f32_with);
-row_dot!(f16, F16, 1, f32, F16Wide, vec_dot_f16_f32_with);
+row_dot!(f32, F32, 1, f32, F32, vec_dot_f32_with, rows: F32);
+row_dot!(f16, F16, 1, f32, F16Wide, vec_dot_f16_f32_with, rows: F16);
 row_dot!(bf16, BF16, 1, bf16, Bf16, vec_dot_bf16_with);
 row_dot!(
     BlockQ8_0,
@@ -551,6 +577,13 @@ fn gemm_dots<W: RowDot>(
     let per = p.k / W::WEIGHTS;
     let w: &[W] = row_blocks(W::FORMAT, p, &rows, per)?;
     expect_len(W::FORMAT, "outputs", out.len(), rows.len() * p.n_tok)?;
+    // One token (decode, and a prompt's head): one call for all the rows where the format
+    // has it, not one dispatched dot per row (the tied head's 128k rows per token).
+    if p.n_tok == 1 {
+        if let Some(done) = W::dot_rows(isa, w, a, per, out) {
+            return done;
+        }
+    }
     // Shape: out (rows, n_tok).
     for (wr, o) in w.chunks_exact(per).zip(out.chunks_exact_mut(p.n_tok)) {
         for (ar, y) in a.chunks_exact(per).zip(o.iter_mut()) {
@@ -1021,6 +1054,22 @@ mod tests {
                         f.ggml_type
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn one_token_products_equal_the_first_token_of_a_batch() {
+        // Every batch starts with the same activation row (`values` is one stream), and
+        // one token takes its own path in some products (F32/F16: one many-rows dot).
+        for f in &FORMATS {
+            for &isa in Isa::available() {
+                let batch = outputs(f, 5, isa);
+                let first: Vec<Vec<f32>> = batch
+                    .iter()
+                    .map(|out| out.iter().step_by(5).copied().collect())
+                    .collect();
+                assert_eq!(outputs(f, 1, isa), first, "{:?} on {isa:?}", f.ggml_type);
             }
         }
     }
