@@ -384,8 +384,107 @@ mod avx2 {
         n_tok: usize,
         out: &mut [f32],
     ) {
-        // SAFETY: this function's precondition covers `gemm`'s (AVX2, FMA, F16C, lengths).
-        unsafe { gemm::<B, EVEX_TILE_TOKENS>(order, x, y, nb, n_tok, out) }
+        if order == SumOrder::GgmlAvx2 && bsums_cannot_wrap(y) {
+            // SAFETY: this function's precondition covers `gemm_by`'s (AVX2, FMA, F16C,
+            // lengths) and `Vnni`'s (AVX-512 VL and VNNI).
+            unsafe { gemm_by::<B, EVEX_TILE_TOKENS, Vnni>(order, x, y, nb, n_tok, out) }
+        } else {
+            // SAFETY: this function's precondition covers `gemm_by`'s.
+            unsafe { gemm_by::<B, EVEX_TILE_TOKENS, Maddubs>(order, x, y, nb, n_tok, out) }
+        }
+    }
+
+    /// Largest `|bsum|` for which none of ggml's 16-bit lanes can wrap: a lane holds at
+    /// most 6144 in magnitude before the subtraction (see [`block_lanes`]), and
+    /// 6144 + 26623 = 32767. Our quantizer's bsums are at most 16 · 128 = 2048.
+    const NO_WRAP_BSUM: u16 = 32767 - 6144;
+
+    /// No 16-bit lane of any block of `y` can wrap, so [`Vnni`]'s 32-bit lanes equal
+    /// ggml's: true for every activation our quantizer writes.
+    fn bsums_cannot_wrap(y: &[BlockQ8K]) -> bool {
+        y.iter()
+            .all(|b| b.bsums.iter().all(|s| s.unsigned_abs() <= NO_WRAP_BSUM))
+    }
+
+    /// How one block's eight ggml lanes are computed from its decoded codes, one chunk of
+    /// 32 elements at a time: [`tile_lanes`] steps every token of a tile through chunk `c`
+    /// before chunk `c + 1`, so that the tokens' chains overlap.
+    trait Lanes {
+        /// The accumulator before the first chunk of activation block `y`.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA, F16C and the implementation's instructions.
+        unsafe fn start(y: &BlockQ8K) -> __m256i;
+        /// `acc` plus the products of one chunk of codes and activations.
+        ///
+        /// # Safety
+        /// As [`Lanes::start`].
+        unsafe fn step(acc: __m256i, codes: __m256i, q: __m256i) -> __m256i;
+        /// The eight i32 lanes of `acc` after the last chunk of `y`.
+        ///
+        /// # Safety
+        /// As [`Lanes::start`].
+        unsafe fn finish(acc: __m256i, y: &BlockQ8K) -> __m256i;
+    }
+
+    /// ggml's own instructions (see [`block_lanes`]): `maddubs` into 16-bit lanes, the
+    /// bsums subtracted there with its wrap, `madd` into 32-bit lanes. Exact for any bsums.
+    struct Maddubs;
+
+    impl Lanes for Maddubs {
+        #[inline(always)]
+        unsafe fn start(_: &BlockQ8K) -> __m256i {
+            // SAFETY: the caller's CPU contract.
+            unsafe { _mm256_setzero_si256() }
+        }
+
+        #[inline(always)]
+        unsafe fn step(acc: __m256i, codes: __m256i, q: __m256i) -> __m256i {
+            // Exact in 16 bits: a `maddubs` lane is at most 2 · 3 · 128 in magnitude and
+            // eight chunks add up to 6144 (the 16-bit sums need no particular order).
+            // SAFETY: the caller's CPU contract.
+            unsafe { _mm256_add_epi16(acc, _mm256_maddubs_epi16(codes, q)) }
+        }
+
+        #[inline(always)]
+        unsafe fn finish(acc: __m256i, y: &BlockQ8K) -> __m256i {
+            // SAFETY: the caller's CPU contract; bsums is 16 i16 = 32 readable bytes and
+            // `loadu` takes any alignment.
+            unsafe {
+                let bsums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                _mm256_madd_epi16(_mm256_sub_epi16(acc, bsums), _mm256_set1_epi16(1))
+            }
+        }
+    }
+
+    /// `vpdpbusd`: code·q of four adjacent bytes straight into 32-bit lane `k` (elements
+    /// `4k..4k + 4` of every chunk, the lane `madd` gives), starting from minus the lane's
+    /// two bsums: ggml's lanes exactly when none of its 16-bit lanes could wrap
+    /// ([`bsums_cannot_wrap`]). Needs AVX-512 VL and VNNI.
+    struct Vnni;
+
+    impl Lanes for Vnni {
+        #[inline(always)]
+        unsafe fn start(y: &BlockQ8K) -> __m256i {
+            // SAFETY: the caller's CPU contract; bsums is 16 i16 = 32 readable bytes and
+            // `loadu` takes any alignment.
+            unsafe {
+                let bsums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                _mm256_madd_epi16(bsums, _mm256_set1_epi16(-1))
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn step(acc: __m256i, codes: __m256i, q: __m256i) -> __m256i {
+            // Exact: a lane holds at most 2 · 32767 + 8 · 4 · 3 · 128 in magnitude.
+            // SAFETY: the caller's CPU contract (AVX-512 VL and VNNI).
+            unsafe { _mm256_dpbusd_epi32(acc, codes, q) }
+        }
+
+        #[inline(always)]
+        unsafe fn finish(acc: __m256i, _: &BlockQ8K) -> __m256i {
+            acc
+        }
     }
 
     /// Every weight row × every activation row, `TILE_TOKENS` activation rows per weight
@@ -394,9 +493,25 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; `x.len() = out.len() / n_tok · nb`,
     /// `y.len() = n_tok · nb`, `nb > 0`.
-    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gemm<B: TernaryBlock, const TILE_TOKENS: usize>(
+        order: SumOrder,
+        x: &[B],
+        y: &[BlockQ8K],
+        nb: usize,
+        n_tok: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { gemm_by::<B, TILE_TOKENS, Maddubs>(order, x, y, nb, n_tok, out) }
+    }
+
+    /// [`gemm`] with the block lanes of `L`, inlined into each ISA's wrapper.
+    ///
+    /// # Safety
+    /// As [`gemm`], and the CPU must support `L`'s instructions.
+    #[inline(always)]
+    unsafe fn gemm_by<B: TernaryBlock, const TILE_TOKENS: usize, L: Lanes>(
         order: SumOrder,
         x: &[B],
         y: &[BlockQ8K],
@@ -419,13 +534,16 @@ mod avx2 {
                     for t0 in full {
                         // SAFETY: as above; every activation row has nb blocks.
                         let sums = unsafe {
-                            tile_lanes::<B, TILE_TOKENS>(row, std::array::from_fn(|i| act(t0 + i)))
+                            tile_lanes::<B, TILE_TOKENS, L>(
+                                row,
+                                std::array::from_fn(|i| act(t0 + i)),
+                            )
                         };
                         o[t0..t0 + TILE_TOKENS].copy_from_slice(&sums);
                     }
                     for t in rest {
                         // SAFETY: as above.
-                        o[t] = unsafe { tile_lanes::<B, 1>(row, [act(t)]) }[0];
+                        o[t] = unsafe { tile_lanes::<B, 1, L>(row, [act(t)]) }[0];
                     }
                 }
             }
@@ -453,43 +571,59 @@ mod avx2 {
     /// final horizontal sum.
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C; every `y[t]` has `x.len()` blocks.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_lanes<B: TernaryBlock, const N: usize>(
+    /// The CPU must support AVX2, FMA, F16C and `L`'s instructions; every `y[t]` has
+    /// `x.len()` blocks.
+    #[inline(always)]
+    unsafe fn tile_lanes<B: TernaryBlock, const N: usize, L: Lanes>(
         x: &[B],
         y: [&[BlockQ8K]; N],
     ) -> [f32; N] {
-        let mut acc = [_mm256_setzero_ps(); N];
-        for (b, xb) in x.iter().enumerate() {
-            // The weights stream from memory once: ask for them ahead of use (a hint: it
-            // never faults, whatever the address).
-            let ahead = std::ptr::from_ref(xb)
-                .cast::<i8>()
-                .wrapping_add(PREFETCH_BYTES);
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-            // SAFETY: this function's own precondition (AVX2, FMA, F16C).
-            let codes = unsafe { xb.codes_avx2() };
-            // x.d widened with F16C (exact, as `f16::to_f32`), once per block.
-            let xd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-                xb.scale().to_bits(),
-            ))));
-            for (a, yt) in acc.iter_mut().zip(&y) {
-                let yb = &yt[b];
-                // SAFETY: as above.
-                let lanes = unsafe { block_lanes(codes, yb) };
-                // `block_scale`: y.d · x.d.
-                let d = _mm256_set1_ps(yb.d * xd);
-                *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
+        // SAFETY: the caller's CPU contract (AVX2, FMA, F16C and `L`'s instructions) covers
+        // every intrinsic; prefetches are hints that never fault; qs is 256 bytes = 8 chunks
+        // of 32, and `loadu` takes any alignment.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (b, xb) in x.iter().enumerate() {
+                // The weights stream from memory once: ask for them ahead of use.
+                let ahead = std::ptr::from_ref(xb)
+                    .cast::<i8>()
+                    .wrapping_add(PREFETCH_BYTES);
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                let codes = xb.codes_avx2();
+                // x.d widened with F16C (exact, as `f16::to_f32`) into every lane, once per
+                // block.
+                let xd = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+                    xb.scale().to_bits(),
+                ))));
+                // Shape: N tokens' lanes, stepped chunk by chunk (8 chunks of 32 elements).
+                let mut lanes = [_mm256_setzero_si256(); N];
+                for (l, yt) in lanes.iter_mut().zip(&y) {
+                    *l = L::start(&yt[b]);
+                }
+                for (c, &code) in codes.iter().enumerate() {
+                    for (l, yt) in lanes.iter_mut().zip(&y) {
+                        let q = yt[b].qs.as_ptr().cast::<__m256i>();
+                        *l = L::step(*l, code, _mm256_loadu_si256(q.add(c)));
+                    }
+                }
+                for ((a, l), yt) in acc.iter_mut().zip(lanes).zip(&y) {
+                    let yb = &yt[b];
+                    let lanes = L::finish(l, yb);
+                    // `block_scale`: y.d · x.d, the same f32 product in every lane.
+                    let d = _mm256_mul_ps(_mm256_broadcast_ss(&yb.d), xd);
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
+                }
             }
+            let mut sums = [0.0f32; N];
+            for (sum, v) in sums.iter_mut().zip(acc) {
+                let mut a = [0.0f32; 8];
+                // `a` is 8 f32 = 32 writable bytes.
+                _mm256_storeu_ps(a.as_mut_ptr(), v);
+                *sum = hsum8_ggml(a);
+            }
+            sums
         }
-        acc.map(|v| {
-            let mut a = [0.0f32; 8];
-            // SAFETY: `a` is 8 f32 = 32 writable bytes; storeu has no alignment requirement.
-            unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
-            hsum8_ggml(a)
-        })
     }
 
     /// One block's eight i32 lane sums (see `block_lanes_scalar` for the lane layout).
@@ -501,28 +635,15 @@ mod avx2 {
     pub(super) unsafe fn block_lanes(codes: [__m256i; 8], y: &BlockQ8K) -> __m256i {
         // (8 chunks, 32 bytes) of int8 activations.
         let q = y.qs.as_ptr().cast::<__m256i>();
-        // Two i16 accumulators for instruction-level parallelism. Bounds: a maddubs lane is
-        // c0·q0 + c1·q1 with codes <= 3 and |q| <= 128, so |.| <= 768 (never saturates), and
-        // 8 chunks sum to <= 6144 per lane: 16-bit sums are exact.
-        let mut even = _mm256_setzero_si256();
-        let mut odd = _mm256_setzero_si256();
-        for c in (0..8).step_by(2) {
-            // SAFETY: qs is 256 bytes = 8 chunks of 32 and c + 1 < 8; loadu has no alignment
-            // requirement.
-            let (q0, q1) = unsafe {
-                (
-                    _mm256_loadu_si256(q.add(c)),
-                    _mm256_loadu_si256(q.add(c + 1)),
-                )
-            };
-            even = _mm256_add_epi16(even, _mm256_maddubs_epi16(codes[c], q0));
-            odd = _mm256_add_epi16(odd, _mm256_maddubs_epi16(codes[c + 1], q1));
+        // SAFETY: this function's CPU contract (AVX2, FMA, F16C); qs is 256 bytes = 8 chunks
+        // of 32, and `loadu` takes any alignment.
+        unsafe {
+            let mut acc = Maddubs::start(y);
+            for (c, &code) in codes.iter().enumerate() {
+                acc = Maddubs::step(acc, code, _mm256_loadu_si256(q.add(c)));
+            }
+            Maddubs::finish(acc, y)
         }
-        // SAFETY: bsums is 16 i16 = 32 readable bytes; loadu has no alignment requirement.
-        let bsums = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
-        // Consistent bsums are within ±2048, so the i16 subtraction stays exact too.
-        let sums16 = _mm256_sub_epi16(_mm256_add_epi16(even, odd), bsums);
-        _mm256_madd_epi16(sums16, _mm256_set1_epi16(1))
     }
 
     /// Sum of the eight i32 lanes (wrapping, like the scalar lane sum it replaces).
@@ -701,12 +822,19 @@ mod tests {
         /// Activations whose `bsums` disagree with their codes (a block built by hand) make
         /// ggml's AVX2 i16 lanes wrap; in that order every ISA still gives the scalar
         /// reference's bits. (The generic order ignores `bsums`, so it is only defined for
-        /// consistent ones, see `gemm_ternary`.)
+        /// consistent ones, see `gemm_ternary`.) Bsums within ±26623 cannot wrap and take
+        /// the AVX-512 path's 32-bit lanes; one beyond sends the call to ggml's instructions.
         #[test]
         fn hostile_bsums_keep_every_isa_on_the_oracle(
             (t1, t2) in any_blocks(),
             y in any_q8k(),
-            bsums in prop::array::uniform16(any::<i16>()),
+            bsums in prop_oneof![
+                prop::array::uniform16(any::<i16>()),
+                prop::array::uniform16(-26623i16..=26623),
+                prop::array::uniform16(prop::sample::select(
+                    vec![26623i16, -26623, 26624, -26624, i16::MAX, i16::MIN, 0],
+                )),
+            ],
             n_tok in prop::sample::select(vec![1usize, 9]),
         ) {
             let mut y = y;
@@ -723,6 +851,40 @@ mod tests {
                 gemm_ternary(Isa::Scalar, order, &[t2], &ys, n_tok, &mut want2).unwrap();
                 prop_assert_eq!(bits(&got1), bits(&want1), "TQ1_0 {:?}", isa);
                 prop_assert_eq!(bits(&got2), bits(&want2), "TQ2_0 {:?}", isa);
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_lanes_at_the_wrap_edge_match_the_oracle() {
+        // Every code 3 and every q at ±127/-128 fill ggml's 16-bit lanes to ±6096/-6144
+        // before the bsums; bsums around ∓26623 then sit on both sides of the wrap (and of
+        // the AVX-512 path's no-wrap bound): every ISA must give the scalar bits.
+        let x = BlockTQ2_0 {
+            qs: [0xFF; 64],
+            d: half::f16::ONE,
+        };
+        for (q, edges) in [
+            (127i8, [-26623i16, -26624, -26672, -26673]),
+            (-128, [26623, 26624, 26625, 26700]),
+        ] {
+            for b in edges {
+                let y = BlockQ8K {
+                    d: 1.0,
+                    qs: [q; QK_K],
+                    bsums: [b; QK_K / 16],
+                };
+                let mut want = [0.0f32];
+                gemm_ternary(Isa::Scalar, SumOrder::GgmlAvx2, &[x], &[y], 1, &mut want).unwrap();
+                for &isa in Isa::available() {
+                    let mut got = [0.0f32];
+                    gemm_ternary(isa, SumOrder::GgmlAvx2, &[x], &[y], 1, &mut got).unwrap();
+                    assert_eq!(
+                        got[0].to_bits(),
+                        want[0].to_bits(),
+                        "q {q}, bsums {b}, {isa:?}"
+                    );
+                }
             }
         }
     }
