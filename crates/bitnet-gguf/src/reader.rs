@@ -55,6 +55,8 @@ impl Storage {
             let _ =
                 unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
         }
+        #[cfg(not(unix))]
+        let _ = (self, len);
     }
 }
 

@@ -421,25 +421,31 @@ pub(crate) fn matmul(
         .collect();
     pool.try_for_each(columns.into_iter().enumerate(), |(c, segments)| {
         let len = segments.first().map_or(0, |s| s.len()) * n_tok;
-        let mut slot = slots.iter().find_map(|s| s.try_lock().ok());
-        let mut own = Vec::new();
-        let o = match slot.as_deref_mut() {
-            Some(slot) => &mut slot[..len],
-            None => {
-                own.resize(len, 0.0);
-                &mut own[..]
+        with_slot(&slots, len, |o| {
+            rows(c * rows_per_task, o)?;
+            // Shape: o (rows, n_tok) → segments[t][r].
+            for (t, segment) in segments.into_iter().enumerate() {
+                for (r, y) in segment.iter_mut().enumerate() {
+                    *y = o[r * n_tok + t];
+                }
             }
-        };
-        rows(c * rows_per_task, o)?;
-        // Shape: o (rows, n_tok) → segments[t][r].
-        for (t, segment) in segments.into_iter().enumerate() {
-            for (r, y) in segment.iter_mut().enumerate() {
-                *y = o[r * n_tok + t];
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     })
     .map_err(kerr)
+}
+
+/// Runs `f` on `len` floats of the first free slot long enough, or of a fresh buffer
+/// should there be none (never with one slot per running task; slower, never wrong).
+fn with_slot<R>(slots: &[Mutex<&mut [f32]>], len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let free = slots
+        .iter()
+        .filter_map(|s| s.try_lock().ok())
+        .find(|s| s.len() >= len);
+    match free {
+        Some(mut slot) => f(&mut slot[..len]),
+        None => f(&mut vec![0.0; len]),
+    }
 }
 
 /// Multiplies a matmul output by the weight's `.scale`, if it has one (`ggml_mul` with a
@@ -448,6 +454,45 @@ pub(crate) fn apply_scale(w: &Linear, out: &mut [f32]) {
     if let Some(s) = w.scale {
         for y in out {
             *y *= s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_takes_a_free_slot_or_its_own_buffer() {
+        let (mut a, mut b) = ([0.0f32; 4], [0.0f32; 2]);
+        {
+            let slots = [Mutex::new(&mut a[..]), Mutex::new(&mut b[..])];
+            // The first slot is free and long enough.
+            with_slot(&slots, 3, |o| o.fill(1.0));
+            // The first slot taken: the second is too short, so a fresh buffer serves.
+            let held = slots[0].lock().unwrap();
+            let len = with_slot(&slots, 3, |o| {
+                o.fill(2.0);
+                o.len()
+            });
+            assert_eq!(len, 3);
+            // Short enough for the second slot, with the first still taken.
+            with_slot(&slots, 2, |o| o.fill(3.0));
+            drop(held);
+        }
+        assert_eq!(a, [1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(b, [3.0, 3.0]);
+    }
+
+    #[test]
+    fn the_scratch_holds_one_slot_per_thread_of_the_widest_product() {
+        // 2B-4T's FFN (6912 rows) in a 128-token batch: 864 rows per task on one thread.
+        assert_eq!(rows_per_task(6912, 1), 864);
+        assert_eq!(matmul_scratch_len(6912, 128, 1), 864 * 128);
+        // Wider products never need smaller slots.
+        for threads in 1..5 {
+            assert!(rows_per_task(128_256, threads) >= rows_per_task(6912, threads));
+            assert_eq!(rows_per_task(100, threads) % TILE_ROWS, 0);
         }
     }
 }
