@@ -363,6 +363,10 @@ mod avx2 {
     use super::{block_scale, hsum8_ggml, BlockQ8K, SumOrder, TernaryBlock};
     use crate::gemm::{tiles, PREFETCH_BYTES};
 
+    /// Weight rows that take each token tile in turn (16 rows of 27 TQ2_0 blocks: 28 KB,
+    /// about L1).
+    const ROW_TILE: usize = 16;
+
     /// Tokens per weight decode in [`gemm_evex`]: eight accumulators and eight code vectors
     /// fit AVX-512's 32 vector registers (AVX2's 16 take `crate::gemm::TILE_TOKENS`).
     const EVEX_TILE_TOKENS: usize = 8;
@@ -520,32 +524,41 @@ mod avx2 {
         n_tok: usize,
         out: &mut [f32],
     ) {
-        // Shape: x (rows, nb); y (n_tok, nb); out (rows, n_tok).
-        for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n_tok)) {
-            let act = |t: usize| &y[t * nb..(t + 1) * nb];
-            match order {
-                SumOrder::GgmlGeneric => {
-                    for (t, v) in o.iter_mut().enumerate() {
-                        // SAFETY: this function's own precondition (AVX2, FMA, F16C).
-                        *v = unsafe { row_generic(row, act(t)) };
-                    }
+        let act = |t: usize| &y[t * nb..(t + 1) * nb];
+        if order == SumOrder::GgmlGeneric {
+            // Shape: x (rows, nb); y (n_tok, nb); out (rows, n_tok).
+            for (row, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(n_tok)) {
+                for (t, v) in o.iter_mut().enumerate() {
+                    // SAFETY: this function's own precondition (AVX2, FMA, F16C).
+                    *v = unsafe { row_generic(row, act(t)) };
                 }
-                SumOrder::GgmlAvx2 => {
-                    let (full, rest) = tiles(n_tok, TILE_TOKENS);
-                    for t0 in full {
-                        // SAFETY: as above; every activation row has nb blocks.
-                        let sums = unsafe {
-                            tile_lanes::<B, TILE_TOKENS, L>(
-                                row,
-                                std::array::from_fn(|i| act(t0 + i)),
-                            )
-                        };
-                        o[t0..t0 + TILE_TOKENS].copy_from_slice(&sums);
-                    }
-                    for t in rest {
-                        // SAFETY: as above.
-                        o[t] = unsafe { tile_lanes::<B, 1, L>(row, [act(t)]) }[0];
-                    }
+            }
+            return;
+        }
+        // Shape: x (rows, nb) in tiles of ROW_TILE rows; y (n_tok, nb) in tiles of
+        // TILE_TOKENS; out (rows, n_tok). A token tile's activations (8 tokens × 27 blocks
+        // = 63 KB at K = 6912) are read once per row tile from L2, not once per row from
+        // L3: a 128-token prompt's are 1 MB, more than L2, and two cores streaming them
+        // per row from the shared L3 scaled badly.
+        let (full, rest) = tiles(n_tok, TILE_TOKENS);
+        for (rows, outs) in x
+            .chunks(ROW_TILE * nb)
+            .zip(out.chunks_mut(ROW_TILE * n_tok))
+        {
+            for t0 in full.clone() {
+                for (row, o) in rows.chunks_exact(nb).zip(outs.chunks_exact_mut(n_tok)) {
+                    // SAFETY: this function's own precondition (AVX2, FMA, F16C, `L`'s
+                    // instructions); every activation row has nb blocks.
+                    let sums = unsafe {
+                        tile_lanes::<B, TILE_TOKENS, L>(row, std::array::from_fn(|i| act(t0 + i)))
+                    };
+                    o[t0..t0 + TILE_TOKENS].copy_from_slice(&sums);
+                }
+            }
+            for t in rest.clone() {
+                for (row, o) in rows.chunks_exact(nb).zip(outs.chunks_exact_mut(n_tok)) {
+                    // SAFETY: as above.
+                    o[t] = unsafe { tile_lanes::<B, 1, L>(row, [act(t)]) }[0];
                 }
             }
         }

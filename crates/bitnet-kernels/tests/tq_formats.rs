@@ -238,9 +238,13 @@ proptest! {
 
     /// The many-row, many-token products equal each row's dot with each token, bit for
     /// bit, on every ISA and in both orders: token counts on both sides of the 4- and 8-token
-    /// tiles.
+    /// tiles, row counts on both sides of the 16-row tile.
     #[test]
-    fn gemm_matches_single_dots((w, a) in row_pair(2), rows in 1usize..4, n_tok in 1usize..11) {
+    fn gemm_matches_single_dots(
+        (w, a) in row_pair(2),
+        rows in prop::sample::select(vec![1usize, 3, 16, 17, 35]),
+        n_tok in 1usize..11,
+    ) {
         // `rows` weight rows and `n_tok` activation rows: the same rows, scaled differently
         // so each result differs.
         let nb = a.len() / QK_K;
