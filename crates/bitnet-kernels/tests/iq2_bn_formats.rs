@@ -76,10 +76,14 @@ proptest! {
 
     /// The many-row, many-token product is each row's dot with each token, bit for bit, on
     /// every ISA: raw code bytes in file layout (scale prefix included), row and token
-    /// counts on both sides of the 4-row and 4-token register tiles.
+    /// counts on both sides of the 4-row and 4-token register tiles, up to 35 rows.
     #[test]
     fn gemm_every_isa_matches_row_dots(
-        (rows, nb, w, x) in (1usize..=9, blocks(), 1usize..=9).prop_flat_map(|(r, nb, t)| (
+        (rows, nb, w, x) in (
+            prop::sample::select(vec![1usize, 3, 4, 5, 9, 16, 17, 21, 35]),
+            blocks(),
+            1usize..=9,
+        ).prop_flat_map(|(r, nb, t)| (
             Just(r),
             Just(nb),
             prop::collection::vec(any::<u8>(), r * (4 + nb * 16)),
