@@ -9,7 +9,7 @@
 
 use half::f16;
 
-use crate::q8_k::{self, BlockQ8K, SumOrder, TernaryBlock, QK_K};
+use crate::q8_k::{self, BlockQ8K, PairedCodes, SumOrder, TernaryBlock, QK_K};
 use crate::{GgmlType, Isa, KernelError};
 
 /// One TQ2_0 block: 2.0625 bits per weight (64 code bytes + f16 scale per 256 weights).
@@ -123,7 +123,7 @@ pub fn gemm_tq2_0_q8_k_with(
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    q8_k::gemm_ternary(isa, order, x, y, n_tok, out)
+    q8_k::gemm_ternary_paired(isa, order, x, y, n_tok, out)
 }
 
 impl TernaryBlock for BlockTQ2_0 {
@@ -163,6 +163,29 @@ impl TernaryBlock for BlockTQ2_0 {
             codes[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask);
         }
         codes
+    }
+}
+
+impl PairedCodes for BlockTQ2_0 {
+    /// Byte `j` of the 64 bytes holds chunk `f`'s element `j` (low half) or chunk
+    /// `f + 4`'s (high half) at bits `2f`: one shift and mask per vector.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_paired(&self) -> [std::arch::x86_64::__m512i; 4] {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's CPU contract (AVX-512 F and BW); qs is 64 readable bytes and
+        // loadu has no alignment requirement.
+        unsafe {
+            let v = _mm512_loadu_si512(self.qs.as_ptr().cast());
+            let mask = _mm512_set1_epi8(3);
+            // The 16-bit shifts pull bits in from the neighbouring byte, which the mask drops.
+            [
+                _mm512_and_si512(v, mask),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(v), mask),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask),
+                _mm512_and_si512(_mm512_srli_epi16::<6>(v), mask),
+            ]
+        }
     }
 }
 

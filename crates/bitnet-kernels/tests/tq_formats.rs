@@ -242,8 +242,8 @@ proptest! {
     #[test]
     fn gemm_matches_single_dots(
         (w, a) in row_pair(2),
-        rows in prop::sample::select(vec![1usize, 3, 16, 17, 35]),
-        n_tok in 1usize..11,
+        rows in prop::sample::select(vec![1usize, 3, 4, 16, 17, 35]),
+        n_tok in prop_oneof![Just(1usize), 1usize..11],
     ) {
         // `rows` weight rows and `n_tok` activation rows: the same rows, scaled differently
         // so each result differs.
