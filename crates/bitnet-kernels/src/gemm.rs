@@ -22,6 +22,44 @@ pub const TILE_TOKENS: usize = 4;
 /// +5%, 256 B: none).
 pub(crate) const PREFETCH_BYTES: usize = 4096;
 
+/// The weight stream of a kernel that reads a tile of rows side by side (one block of
+/// every row per step): the tile's bytes are contiguous but read in `rows` places at once,
+/// so the hardware sees no single stream. [`TileStream::prefetch`] asks for the run of bytes
+/// after the tile at the kernel's pace, at least a whole tile (and [`PREFETCH_BYTES`]) ahead,
+/// so the next tile is in L1 when it starts. A per-row prefetch ahead of each row instead
+/// halved a four-row TQ2_0 decode kernel's speed from memory (25 -> 9.5 GB/s).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct TileStream {
+    start: *const i8,
+    lead: usize,
+    step_bytes: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TileStream {
+    /// The stream of `tile`, read `step_bytes` per step.
+    #[inline(always)]
+    pub(crate) fn new<T>(tile: &[T], step_bytes: usize) -> Self {
+        Self {
+            start: tile.as_ptr().cast(),
+            lead: size_of_val(tile).max(PREFETCH_BYTES),
+            step_bytes,
+        }
+    }
+
+    /// Prefetches the bytes step `step` of the kernel will need a lead from now.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, step: usize) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let ahead = self.start.wrapping_add(self.lead + step * self.step_bytes);
+        for line in 0..self.step_bytes.div_ceil(64) {
+            // SAFETY: a prefetch is a hint that never faults, whatever the address; SSE is
+            // part of x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
+        }
+    }
+}
+
 /// The shape of a `gemm_*` call, checked against its buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct GemmShape {

@@ -402,7 +402,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{block_scale, hsum8_ggml, BlockQ8K, PairedCodes, SumOrder, TernaryBlock};
-    use crate::gemm::{tiles, PREFETCH_BYTES};
+    use crate::gemm::{tiles, TileStream, PREFETCH_BYTES};
 
     /// Weight rows that take each token tile in turn (16 rows of 27 TQ2_0 blocks: 28 KB,
     /// about L1).
@@ -522,7 +522,7 @@ mod avx2 {
         y: &[BlockQ8K],
     ) -> [f32; R] {
         let nb = y.len();
-        let lead = size_of_val(x).max(PREFETCH_BYTES);
+        let stream = TileStream::new(x, R * size_of::<B>());
         // SAFETY: the caller's CPU contract covers every intrinsic; prefetches are hints
         // that never fault; `PairedBlock` fields are 64-byte aligned and whole.
         unsafe {
@@ -537,17 +537,7 @@ mod avx2 {
                 ];
                 let start = _mm512_load_si512(pb.start.as_ptr().cast());
                 let yd = _mm256_broadcast_ss(&yb.d);
-                // The weights stream from memory once. The R rows are read side by side, so
-                // ask for the run of bytes after them as one stream at the same pace (R
-                // blocks per step), at least a whole tile ahead: the next tile's rows are
-                // all in L1 by the time it starts.
-                let ahead = x
-                    .as_ptr()
-                    .cast::<i8>()
-                    .wrapping_add(lead + b * R * size_of::<B>());
-                for line in 0..(R * size_of::<B>()).div_ceil(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-                }
+                stream.prefetch(b);
                 for (r, a) in acc.iter_mut().enumerate() {
                     let xb = &x[r * nb + b];
                     let codes = xb.codes_paired();
