@@ -213,7 +213,7 @@ pub(crate) trait TernaryBlock: Copy {
 }
 
 /// A ternary block whose codes decode straight into 64-byte vectors (TQ2_0): these run
-/// one token through [`gemm_ternary_paired`]'s 512-bit kernel.
+/// through [`gemm_ternary_paired`]'s 512-bit kernels.
 pub(crate) trait PairedCodes: TernaryBlock {
     /// [`TernaryBlock::codes_avx2`] as four 64-byte vectors: vector `f` holds chunk `f` in
     /// its low half and chunk `f + 4` in its high half.
@@ -304,10 +304,10 @@ pub(crate) fn gemm_ternary<B: TernaryBlock>(
     Ok(())
 }
 
-/// [`gemm_ternary`], with one token under AVX-512 VNNI in ggml's AVX2 order run 64 bytes
-/// at a time ([`PairedCodes`]): the same lanes, so the same result bit for bit (TQ2_0
-/// decode on Zen 4, 6912x2560 in cache: 19.4 -> 25.5 GB/s; 69120x2560 from memory: 19.0 ->
-/// 25.1 GB/s).
+/// [`gemm_ternary`], under AVX-512 VNNI in ggml's AVX2 order run 64 bytes
+/// at a time ([`PairedCodes`]): the same lanes, so the same result bit for bit (TQ2_0 on
+/// Zen 4: decode 6912x2560 in cache 19.4 -> 25.5 GB/s, 69120x2560 from memory 19.0 -> 25.1
+/// GB/s; a 128-token prompt against 864 rows of 6912 / 2560, 92 / 113 -> 135 / 136 GMAC/s).
 pub(crate) fn gemm_ternary_paired<B: PairedCodes>(
     isa: Isa,
     order: SumOrder,
@@ -317,18 +317,20 @@ pub(crate) fn gemm_ternary_paired<B: PairedCodes>(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     #[cfg(target_arch = "x86_64")]
-    if n_tok == 1
-        && order == SumOrder::GgmlAvx2
-        && isa == Isa::Avx512Vnni
-        && isa.is_supported()
-        && !y.is_empty()
-        && y.len().checked_mul(out.len()) == Some(x.len())
-        && avx2::bsums_cannot_wrap(y)
-    {
-        // SAFETY: AVX-512 VNNI (with F/BW/VL, AVX2, FMA, F16C) checked just above; x is
-        // out.len() rows of y.len() blocks; no bsum of y can wrap.
-        unsafe { avx2::gemv_evex(x, y, out) };
-        return Ok(());
+    if order == SumOrder::GgmlAvx2 && isa == Isa::Avx512Vnni && isa.is_supported() {
+        let shape = GemmShape::new(B::FORMAT, x.len(), 1, y.len(), out.len(), n_tok)?;
+        let nb = shape.k;
+        if nb > 0 && avx2::bsums_cannot_wrap(y) {
+            if n_tok == 1 {
+                // SAFETY: AVX-512 VNNI (with F/BW/VL, AVX2, FMA, F16C) checked above; the
+                // shape check gives x out.len() rows of nb blocks; no bsum can wrap.
+                unsafe { avx2::gemv_evex(x, y, out) };
+            } else {
+                // SAFETY: as above, with y n_tok rows of nb blocks.
+                unsafe { avx2::gemm_paired_evex(x, y, nb, n_tok, out) };
+            }
+            return Ok(());
+        }
     }
     gemm_ternary(isa, order, x, y, n_tok, out)
 }
@@ -483,11 +485,7 @@ mod avx2 {
     /// ([`bsums_cannot_wrap`]).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn gemv_evex<B: PairedCodes>(x: &[B], y: &[BlockQ8K], out: &mut [f32]) {
-        let mut paired = Vec::with_capacity(y.len());
-        for yb in y {
-            // SAFETY: this function's CPU contract.
-            paired.push(unsafe { PairedBlock::of(yb) });
-        }
+        let paired = pair_blocks(y);
         let nb = y.len();
         // Shape: x (rows, nb) in tiles of GEMV_ROWS rows; y (nb) blocks; out (rows).
         let mut tiles = x.chunks_exact(GEMV_ROWS * nb);
@@ -505,6 +503,193 @@ mod avx2 {
             // SAFETY: as above, one row.
             *o = unsafe { rows_paired::<B, 1>(row, &paired, y) }[0];
         }
+    }
+
+    /// Every block of `y` as a [`PairedBlock`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn pair_blocks(y: &[BlockQ8K]) -> Vec<PairedBlock> {
+        let mut paired = Vec::with_capacity(y.len());
+        for yb in y {
+            // SAFETY: this function's CPU contract (AVX2).
+            paired.push(unsafe { PairedBlock::of(yb) });
+        }
+        paired
+    }
+
+    /// One weight block's eight ggml lanes against one paired activation block: four
+    /// 512-bit `vpdpbusd` in two chains from [`Vnni::start`], the 16 lanes folded to eight
+    /// (lane `k` of both halves covers elements `4k..4k + 4` of a chunk) by an exact add.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI and AVX2.
+    #[inline(always)]
+    unsafe fn paired_lanes(codes: &[__m512i; 4], pb: &PairedBlock) -> __m256i {
+        // SAFETY: the caller's CPU contract; `PairedBlock`'s fields are 64-byte aligned.
+        unsafe {
+            let q = |f: usize| _mm512_load_si512(pb.q[f].as_ptr().cast());
+            let mut even = _mm512_load_si512(pb.start.as_ptr().cast());
+            let mut odd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes[1], q(1));
+            even = _mm512_dpbusd_epi32(even, codes[0], q(0));
+            even = _mm512_dpbusd_epi32(even, codes[2], q(2));
+            odd = _mm512_dpbusd_epi32(odd, codes[3], q(3));
+            let s = _mm512_add_epi32(even, odd);
+            _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+        }
+    }
+
+    /// `x.d` widened with F16C (exact, as `f16::to_f32`) into every lane.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[inline(always)]
+    unsafe fn scale_lanes<B: TernaryBlock>(xb: &B) -> __m256 {
+        // SAFETY: the caller's CPU contract.
+        unsafe {
+            _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+                xb.scale().to_bits(),
+            ))))
+        }
+    }
+
+    /// Every weight row × every token (two or more), [`paired_lanes`] per block: each tile
+    /// of [`PAIRED_TILE_TOKENS`] tokens is laid out as [`PairedBlock`]s (35 KB at
+    /// K = 6912, in L2) and every group of [`PAIRED_ROWS`] rows takes it in turn, each
+    /// weight block decoded once per tile and each activation load shared by the group.
+    /// The rows of a call are read once per token tile, from L3 after the first.
+    ///
+    /// # Safety
+    /// As [`gemv_evex`], with `y` n_tok rows of `nb` blocks and `out` (rows, n_tok).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn gemm_paired_evex<B: PairedCodes>(
+        x: &[B],
+        y: &[BlockQ8K],
+        nb: usize,
+        n_tok: usize,
+        out: &mut [f32],
+    ) {
+        // Shape: x (rows, nb) in pairs of rows; y (n_tok, nb) in tiles of
+        // PAIRED_TILE_TOKENS; out (rows, n_tok).
+        let (full, rest) = tiles(n_tok, PAIRED_TILE_TOKENS);
+        for t0 in full {
+            // SAFETY: this function's contract.
+            unsafe { token_tile::<B, PAIRED_TILE_TOKENS>(x, y, nb, n_tok, t0, out) };
+        }
+        for t in rest {
+            // SAFETY: this function's contract.
+            unsafe { token_tile::<B, 1>(x, y, nb, n_tok, t, out) };
+        }
+    }
+
+    /// Tokens per tile of [`gemm_paired_evex`].
+    const PAIRED_TILE_TOKENS: usize = 4;
+
+    /// Rows per register tile of [`gemm_paired_evex`]: 3 rows × 4 tokens keep 12 code
+    /// vectors and 12 accumulators in the 32 vector registers (6912 rows × K, 128 tokens,
+    /// Zen 4, GMAC/s at K = 6912 / 2560: 1 × 8 tokens 71 / 109, 2 × 4 127 / 135, 2 × 6
+    /// 129 / 141, 3 × 4 135 / 136, 4 × 2 124 / 122).
+    const PAIRED_ROWS: usize = 3;
+
+    /// Tokens `t0..t0 + N` of [`gemm_paired_evex`] against every row.
+    ///
+    /// # Safety
+    /// As [`gemm_paired_evex`], with `t0 + N <= n_tok`.
+    #[inline(always)]
+    unsafe fn token_tile<B: PairedCodes, const N: usize>(
+        x: &[B],
+        y: &[BlockQ8K],
+        nb: usize,
+        n_tok: usize,
+        t0: usize,
+        out: &mut [f32],
+    ) {
+        let ys = &y[t0 * nb..(t0 + N) * nb];
+        // SAFETY: the caller's CPU contract (AVX2).
+        let paired = unsafe { pair_blocks(ys) };
+        let tile: [_; N] =
+            std::array::from_fn(|i| (&paired[i * nb..(i + 1) * nb], &ys[i * nb..(i + 1) * nb]));
+        let mut groups = x.chunks_exact(PAIRED_ROWS * nb);
+        let mut outs = out.chunks_exact_mut(PAIRED_ROWS * n_tok);
+        for (rows, o) in (&mut groups).zip(&mut outs) {
+            let rows: [&[B]; PAIRED_ROWS] = std::array::from_fn(|i| &rows[i * nb..(i + 1) * nb]);
+            // SAFETY: the caller's contract; every token has nb blocks.
+            let sums = unsafe { rows_tokens::<B, PAIRED_ROWS, N>(rows, tile) };
+            for (o, s) in o.chunks_exact_mut(n_tok).zip(sums) {
+                o[t0..t0 + N].copy_from_slice(&s);
+            }
+        }
+        for (row, o) in groups
+            .remainder()
+            .chunks_exact(nb)
+            .zip(outs.into_remainder().chunks_exact_mut(n_tok))
+        {
+            // SAFETY: as above.
+            let [s] = unsafe { rows_tokens::<B, 1, N>([row], tile) };
+            o[t0..t0 + N].copy_from_slice(&s);
+        }
+    }
+
+    /// `R` weight rows against `N` tokens (paired blocks and their Q8_K blocks, for `d`):
+    /// ggml's lane-wise FMA accumulation and final horizontal sum per (row, token).
+    ///
+    /// # Safety
+    /// As [`gemv_evex`]; every row and token has `x[0].len()` blocks.
+    #[inline(always)]
+    unsafe fn rows_tokens<B: PairedCodes, const R: usize, const N: usize>(
+        x: [&[B]; R],
+        y: [(&[PairedBlock], &[BlockQ8K]); N],
+    ) -> [[f32; N]; R] {
+        let nb = x[0].len();
+        // Every slice cut to nb blocks, so that indexing by block needs no checks.
+        let x = x.map(|row| &row[..nb]);
+        let y = y.map(|(p, q)| (&p[..nb], &q[..nb]));
+        let stream = TileStream::new(x[0], R * size_of::<B>());
+        // SAFETY: the caller's CPU contract covers every intrinsic.
+        unsafe {
+            // Shape: acc (N tokens, R rows) of eight f32 lanes.
+            let mut acc = [[_mm256_setzero_ps(); R]; N];
+            for b in 0..nb {
+                stream.prefetch(b);
+                let mut codes = [[_mm512_setzero_si512(); 4]; R];
+                let mut xd = [_mm256_setzero_ps(); R];
+                for ((c, d), row) in codes.iter_mut().zip(&mut xd).zip(&x) {
+                    *c = row[b].codes_paired();
+                    *d = scale_lanes(&row[b]);
+                }
+                for (acc_t, (pt, yt)) in acc.iter_mut().zip(&y) {
+                    let yd = _mm256_broadcast_ss(&yt[b].d);
+                    for ((a, c), d) in acc_t.iter_mut().zip(&codes).zip(&xd) {
+                        let lanes = paired_lanes(c, &pt[b]);
+                        // `block_scale`: y.d · x.d, the same f32 product in every lane.
+                        let d = _mm256_mul_ps(yd, *d);
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
+                    }
+                }
+            }
+            let mut sums = [[0.0f32; N]; R];
+            for (t, acc_t) in acc.into_iter().enumerate() {
+                for (row, v) in sums.iter_mut().zip(lane_sums(acc_t)) {
+                    row[t] = v;
+                }
+            }
+            sums
+        }
+    }
+
+    /// ggml's horizontal sum of each token's eight f32 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX.
+    #[inline(always)]
+    unsafe fn lane_sums<const N: usize>(acc: [__m256; N]) -> [f32; N] {
+        let mut sums = [0.0f32; N];
+        for (sum, v) in sums.iter_mut().zip(acc) {
+            let mut a = [0.0f32; 8];
+            // SAFETY: the caller's CPU contract; `a` is 8 f32 = 32 writable bytes.
+            unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+            *sum = hsum8_ggml(a);
+        }
+        sums
     }
 
     /// Weight rows that share each activation load in [`gemv_evex`] (6912x2560 in cache,
@@ -529,43 +714,17 @@ mod avx2 {
             let mut acc = [_mm256_setzero_ps(); R];
             // Shape: R rows × nb blocks, each block 4 × 64 elements.
             for (b, (pb, yb)) in paired.iter().zip(y).enumerate() {
-                let q = [
-                    _mm512_load_si512(pb.q[0].as_ptr().cast()),
-                    _mm512_load_si512(pb.q[1].as_ptr().cast()),
-                    _mm512_load_si512(pb.q[2].as_ptr().cast()),
-                    _mm512_load_si512(pb.q[3].as_ptr().cast()),
-                ];
-                let start = _mm512_load_si512(pb.start.as_ptr().cast());
                 let yd = _mm256_broadcast_ss(&yb.d);
                 stream.prefetch(b);
                 for (r, a) in acc.iter_mut().enumerate() {
                     let xb = &x[r * nb + b];
-                    let codes = xb.codes_paired();
-                    let mut even = _mm512_dpbusd_epi32(start, codes[0], q[0]);
-                    let mut odd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes[1], q[1]);
-                    even = _mm512_dpbusd_epi32(even, codes[2], q[2]);
-                    odd = _mm512_dpbusd_epi32(odd, codes[3], q[3]);
-                    let s = _mm512_add_epi32(even, odd);
-                    let lanes = _mm256_add_epi32(
-                        _mm512_castsi512_si256(s),
-                        _mm512_extracti64x4_epi64::<1>(s),
-                    );
-                    let xd = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-                        xb.scale().to_bits(),
-                    ))));
+                    let lanes = paired_lanes(&xb.codes_paired(), pb);
                     // `block_scale`: y.d · x.d, the same f32 product in every lane.
-                    let d = _mm256_mul_ps(yd, xd);
+                    let d = _mm256_mul_ps(yd, scale_lanes(xb));
                     *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
                 }
             }
-            let mut sums = [0.0f32; R];
-            for (sum, v) in sums.iter_mut().zip(acc) {
-                let mut a = [0.0f32; 8];
-                // `a` is 8 f32 = 32 writable bytes.
-                _mm256_storeu_ps(a.as_mut_ptr(), v);
-                *sum = hsum8_ggml(a);
-            }
-            sums
+            lane_sums(acc)
         }
     }
 
