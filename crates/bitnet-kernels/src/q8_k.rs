@@ -402,6 +402,7 @@ mod avx2 {
     //! through `bsums` once per block instead of per element.
 
     use std::arch::x86_64::*;
+    use std::cell::Cell;
 
     use super::{block_scale, hsum8_ggml, BlockQ8K, PairedCodes, SumOrder, TernaryBlock};
     use crate::gemm::{tiles, TileStream, PREFETCH_BYTES};
@@ -503,13 +504,22 @@ mod avx2 {
             // SAFETY: as above, one row.
             *o = unsafe { rows_paired::<B, 1>(row, &paired, y) }[0];
         }
+        PAIRED.set(paired);
     }
 
-    /// Every block of `y` as a [`PairedBlock`].
+    thread_local! {
+        /// Each thread's [`PairedBlock`]s, reused from call to call: once it has grown to
+        /// a model's largest call, a decode step allocates nothing.
+        static PAIRED: Cell<Vec<PairedBlock>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// Every block of `y` as a [`PairedBlock`], in this thread's buffer (hand it back to
+    /// [`PAIRED`] after use).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn pair_blocks(y: &[BlockQ8K]) -> Vec<PairedBlock> {
-        let mut paired = Vec::with_capacity(y.len());
+        let mut paired = PAIRED.take();
+        paired.clear();
         for yb in y {
             // SAFETY: this function's CPU contract (AVX2).
             paired.push(unsafe { PairedBlock::of(yb) });
@@ -627,6 +637,7 @@ mod avx2 {
             let [s] = unsafe { rows_tokens::<B, 1, N>([row], tile) };
             o[t0..t0 + N].copy_from_slice(&s);
         }
+        PAIRED.set(paired);
     }
 
     /// `R` weight rows against `N` tokens (paired blocks and their Q8_K blocks, for `d`):

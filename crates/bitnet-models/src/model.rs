@@ -75,8 +75,9 @@ impl Model {
     pub fn quantize_head(&mut self) -> Result<(), ModelError> {
         let head = &mut self.weights.output;
         head.repacked = Some(crate::matmul::quantize_q8_0(&self.file, head)?);
-        // Its float copy for ik's products (if a state made one) is no longer read.
+        // Its float copies (if a state made them) are no longer read.
         head.ik_tiled = std::sync::OnceLock::new();
+        head.in_memory = std::sync::OnceLock::new();
         Ok(())
     }
 
@@ -113,10 +114,9 @@ impl Model {
                 "n_ctx, n_batch and the thread count must be positive".into(),
             ));
         }
-        if numerics.float_dot == FloatDot::IkGemm {
-            for w in self.weights.linears() {
-                w.prepare_ik_tiles(&self.file)?;
-            }
+        let ik = numerics.float_dot == FloatDot::IkGemm;
+        for w in self.weights.linears() {
+            w.prepare_copies(&self.file, ik)?;
         }
         let pool = Pool::new(threads)
             .map_err(|e| ModelError::InvalidArgument(format!("starting {threads} threads: {e}")))?;
@@ -1032,9 +1032,42 @@ fn fault_ffn_activation(activation: FfnActivation) -> FfnActivation {
     activation
 }
 
+/// The fixture writer the integration tests share.
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 #[cfg(test)]
 mod tests {
-    use super::heads_per_task;
+    use bitnet_gguf::GgmlType;
+
+    use super::common::{write_tiny, Tiny};
+    use super::{heads_per_task, Model};
+    use crate::numerics::{Numerics, Reference};
+    use crate::ops::FloatDot;
+
+    #[test]
+    fn every_state_reads_its_weights_from_memory_not_the_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        for ty in [GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::F16] {
+            let model = Model::load(write_tiny(dir.path(), &Tiny::new("bitnet", ty))).unwrap();
+            for reference in [Reference::LlamaCpp, Reference::IkLlamaCpp] {
+                let numerics = Numerics::for_reference(reference);
+                let ik = numerics.float_dot == FloatDot::IkGemm;
+                model.new_state(16, 4, numerics, 1).unwrap();
+                for w in model.weights.linears() {
+                    let copied = w.repacked.is_some()
+                        || w.in_memory.get().is_some()
+                        || (ik && w.ik_tiled.get().is_some());
+                    assert!(
+                        copied,
+                        "{ty:?}, {reference:?}: {} read from the mapping",
+                        w.name
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn attention_tasks_share_a_kv_group_and_balance_the_threads() {
