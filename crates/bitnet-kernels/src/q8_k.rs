@@ -210,10 +210,17 @@ pub(crate) trait TernaryBlock: Copy {
     /// The CPU must support AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn codes_avx2(&self) -> [std::arch::x86_64::__m256i; 8];
+
+    /// The 512-bit kernels of a format whose codes decode into 64-byte vectors
+    /// ([`PairedCodes`]); the others run ggml's lanes from 256-bit chunks.
+    #[cfg(target_arch = "x86_64")]
+    fn paired() -> Option<PairedKernels<Self>> {
+        None
+    }
 }
 
-/// A ternary block whose codes decode straight into 64-byte vectors (TQ2_0): these run
-/// through [`gemm_ternary_paired`]'s 512-bit kernels.
+/// A ternary block whose codes decode straight into 64-byte vectors (TQ2_0): its
+/// [`TernaryBlock::paired`] are [`paired_kernels`].
 pub(crate) trait PairedCodes: TernaryBlock {
     /// [`TernaryBlock::codes_avx2`] as four 64-byte vectors: vector `f` holds chunk `f` in
     /// its low half and chunk `f + 4` in its high half.
@@ -304,35 +311,24 @@ pub(crate) fn gemm_ternary<B: TernaryBlock>(
     Ok(())
 }
 
-/// [`gemm_ternary`], under AVX-512 VNNI in ggml's AVX2 order run 64 bytes
-/// at a time ([`PairedCodes`]): the same lanes, so the same result bit for bit (TQ2_0 on
-/// Zen 4: decode 6912x2560 in cache 19.4 -> 25.5 GB/s, 69120x2560 from memory 19.0 -> 25.1
-/// GB/s; a 128-token prompt against 864 rows of 6912 / 2560, 92 / 113 -> 135 / 136 GMAC/s).
-pub(crate) fn gemm_ternary_paired<B: PairedCodes>(
-    isa: Isa,
-    order: SumOrder,
-    x: &[B],
-    y: &[BlockQ8K],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    #[cfg(target_arch = "x86_64")]
-    if order == SumOrder::GgmlAvx2 && isa == Isa::Avx512Vnni && isa.is_supported() {
-        let shape = GemmShape::new(B::FORMAT, x.len(), 1, y.len(), out.len(), n_tok)?;
-        let nb = shape.k;
-        if nb > 0 && avx2::bsums_cannot_wrap(y) {
-            if n_tok == 1 {
-                // SAFETY: AVX-512 VNNI (with F/BW/VL, AVX2, FMA, F16C) checked above; the
-                // shape check gives x out.len() rows of nb blocks; no bsum can wrap.
-                unsafe { avx2::gemv_evex(x, y, out) };
-            } else {
-                // SAFETY: as above, with y n_tok rows of nb blocks.
-                unsafe { avx2::gemm_paired_evex(x, y, nb, n_tok, out) };
-            }
-            return Ok(());
-        }
+/// The 512-bit one-token and prompt kernels of a [`PairedCodes`] format, which AVX-512 VNNI
+/// runs in ggml's AVX2 order whenever no bsum can wrap: 64 bytes at a time, the same lanes,
+/// so the same result bit for bit (TQ2_0 on Zen 4: decode 6912x2560 in cache 19.4 -> 25.5
+/// GB/s, 69120x2560 from memory 19.0 -> 25.1 GB/s; a 128-token prompt against 864 rows of
+/// 6912 / 2560, 92 / 113 -> 135 / 136 GMAC/s).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct PairedKernels<B> {
+    gemv: unsafe fn(&[B], &[BlockQ8K], &mut [f32]),
+    gemm: unsafe fn(&[B], &[BlockQ8K], usize, usize, &mut [f32]),
+}
+
+/// [`PairedKernels`] for `B`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn paired_kernels<B: PairedCodes>() -> PairedKernels<B> {
+    PairedKernels {
+        gemv: avx2::gemv_evex::<B>,
+        gemm: avx2::gemm_paired_evex::<B>,
     }
-    gemm_ternary(isa, order, x, y, n_tok, out)
 }
 
 /// ggml's `ggml_vec_dot_tq*_q8_K_generic` block sum: `Σ (code - 1) · q`.
@@ -419,7 +415,8 @@ mod avx2 {
     /// [`EVEX_TILE_TOKENS`] tokens' accumulators beside a block's eight code vectors: twice
     /// the tokens per weight decode (6912x2560 x 128 tokens on Zen 4: TQ2_0 77.6 -> 81
     /// GMAC/s, TQ1_0 60 -> 65-73), and the block lanes from [`Vnni`] whenever
-    /// [`bsums_cannot_wrap`] (TQ2_0 81 -> 88 GMAC/s, decode in cache 17.3 -> 19.0 GB/s).
+    /// [`bsums_cannot_wrap`] (TQ2_0 81 -> 88 GMAC/s, decode in cache 17.3 -> 19.0 GB/s);
+    /// then a format with 64-byte codes runs its [`TernaryBlock::paired`] kernels instead.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C
@@ -434,9 +431,18 @@ mod avx2 {
         out: &mut [f32],
     ) {
         if order == SumOrder::GgmlAvx2 && bsums_cannot_wrap(y) {
-            // SAFETY: this function's precondition covers `gemm_by`'s (AVX2, FMA, F16C,
-            // lengths) and `Vnni`'s (AVX-512 VL and VNNI).
-            unsafe { gemm_by::<B, EVEX_TILE_TOKENS, Vnni>(order, x, y, nb, n_tok, out) }
+            match (B::paired(), n_tok) {
+                // SAFETY: this function's precondition is the paired kernels' (one token of
+                // nb blocks), and no bsum can wrap.
+                (Some(k), 1) => unsafe { (k.gemv)(x, y, out) },
+                // SAFETY: as above, n_tok tokens of nb blocks.
+                (Some(k), _) => unsafe { (k.gemm)(x, y, nb, n_tok, out) },
+                // SAFETY: this function's precondition covers `gemm_by`'s (AVX2, FMA, F16C,
+                // lengths) and `Vnni`'s (AVX-512 VL and VNNI).
+                (None, _) => unsafe {
+                    gemm_by::<B, EVEX_TILE_TOKENS, Vnni>(order, x, y, nb, n_tok, out)
+                },
+            }
         } else {
             // SAFETY: this function's precondition covers `gemm_by`'s.
             unsafe { gemm_by::<B, EVEX_TILE_TOKENS, Maddubs>(order, x, y, nb, n_tok, out) }
@@ -1201,7 +1207,7 @@ mod tests {
                 gemm_ternary(isa, order, &[t1], &ys, n_tok, &mut got1).unwrap();
                 gemm_ternary(Isa::Scalar, order, &[t1], &ys, n_tok, &mut want1).unwrap();
                 let (mut got2, mut want2) = (vec![0.0; n_tok], vec![0.0; n_tok]);
-                gemm_ternary_paired(isa, order, &[t2], &ys, n_tok, &mut got2).unwrap();
+                gemm_ternary(isa, order, &[t2], &ys, n_tok, &mut got2).unwrap();
                 gemm_ternary(Isa::Scalar, order, &[t2], &ys, n_tok, &mut want2).unwrap();
                 prop_assert_eq!(bits(&got1), bits(&want1), "TQ1_0 {:?}", isa);
                 prop_assert_eq!(bits(&got2), bits(&want2), "TQ2_0 {:?}", isa);
@@ -1231,17 +1237,13 @@ mod tests {
                 let mut want = [0.0f32];
                 gemm_ternary(Isa::Scalar, SumOrder::GgmlAvx2, &[x], &[y], 1, &mut want).unwrap();
                 for &isa in Isa::available() {
-                    let (mut got, mut paired) = ([0.0f32], [0.0f32]);
+                    let mut got = [0.0f32];
                     gemm_ternary(isa, SumOrder::GgmlAvx2, &[x], &[y], 1, &mut got).unwrap();
-                    gemm_ternary_paired(isa, SumOrder::GgmlAvx2, &[x], &[y], 1, &mut paired)
-                        .unwrap();
-                    for (path, v) in [("rows", got[0]), ("paired", paired[0])] {
-                        assert_eq!(
-                            v.to_bits(),
-                            want[0].to_bits(),
-                            "q {q}, bsums {b}, {isa:?}, {path}"
-                        );
-                    }
+                    assert_eq!(
+                        got[0].to_bits(),
+                        want[0].to_bits(),
+                        "q {q}, bsums {b}, {isa:?}"
+                    );
                 }
             }
         }

@@ -123,7 +123,7 @@ pub fn gemm_tq2_0_q8_k_with(
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    q8_k::gemm_ternary_paired(isa, order, x, y, n_tok, out)
+    q8_k::gemm_ternary(isa, order, x, y, n_tok, out)
 }
 
 impl TernaryBlock for BlockTQ2_0 {
@@ -163,6 +163,11 @@ impl TernaryBlock for BlockTQ2_0 {
             codes[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask);
         }
         codes
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn paired() -> Option<q8_k::PairedKernels<Self>> {
+        Some(q8_k::paired_kernels())
     }
 }
 
