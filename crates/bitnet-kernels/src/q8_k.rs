@@ -492,25 +492,8 @@ mod avx2 {
     /// ([`bsums_cannot_wrap`]).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn gemv_evex<B: PairedCodes>(x: &[B], y: &[BlockQ8K], out: &mut [f32]) {
-        let paired = pair_blocks(y);
-        let nb = y.len();
-        // Shape: x (rows, nb) in tiles of GEMV_ROWS rows; y (nb) blocks; out (rows).
-        let mut tiles = x.chunks_exact(GEMV_ROWS * nb);
-        let mut outs = out.chunks_exact_mut(GEMV_ROWS);
-        for (rows, o) in (&mut tiles).zip(&mut outs) {
-            // SAFETY: this function's CPU contract; `rows` is GEMV_ROWS rows of nb blocks.
-            let sums = unsafe { rows_paired::<B, GEMV_ROWS>(rows, &paired, y) };
-            o.copy_from_slice(&sums);
-        }
-        for (row, o) in tiles
-            .remainder()
-            .chunks_exact(nb)
-            .zip(outs.into_remainder())
-        {
-            // SAFETY: as above, one row.
-            *o = unsafe { rows_paired::<B, 1>(row, &paired, y) }[0];
-        }
-        PAIRED.set(paired);
+        // SAFETY: this function's contract, as one token of y.len() blocks.
+        unsafe { token_tile::<B, GEMV_ROWS, 1>(x, y, y.len(), 1, 0, out) }
     }
 
     thread_local! {
@@ -589,11 +572,11 @@ mod avx2 {
         let (full, rest) = tiles(n_tok, PAIRED_TILE_TOKENS);
         for t0 in full {
             // SAFETY: this function's contract.
-            unsafe { token_tile::<B, PAIRED_TILE_TOKENS>(x, y, nb, n_tok, t0, out) };
+            unsafe { token_tile::<B, PAIRED_ROWS, PAIRED_TILE_TOKENS>(x, y, nb, n_tok, t0, out) };
         }
         for t in rest {
             // SAFETY: this function's contract.
-            unsafe { token_tile::<B, 1>(x, y, nb, n_tok, t, out) };
+            unsafe { token_tile::<B, PAIRED_ROWS, 1>(x, y, nb, n_tok, t, out) };
         }
     }
 
@@ -606,12 +589,13 @@ mod avx2 {
     /// 129 / 141, 3 × 4 135 / 136, 4 × 2 124 / 122).
     const PAIRED_ROWS: usize = 3;
 
-    /// Tokens `t0..t0 + N` of [`gemm_paired_evex`] against every row.
+    /// Tokens `t0..t0 + N` (laid out as [`PairedBlock`]s once) against every row, `R` rows
+    /// at a time: [`gemv_evex`] and [`gemm_paired_evex`].
     ///
     /// # Safety
     /// As [`gemm_paired_evex`], with `t0 + N <= n_tok`.
     #[inline(always)]
-    unsafe fn token_tile<B: PairedCodes, const N: usize>(
+    unsafe fn token_tile<B: PairedCodes, const R: usize, const N: usize>(
         x: &[B],
         y: &[BlockQ8K],
         nb: usize,
@@ -624,12 +608,12 @@ mod avx2 {
         let paired = unsafe { pair_blocks(ys) };
         let tile: [_; N] =
             std::array::from_fn(|i| (&paired[i * nb..(i + 1) * nb], &ys[i * nb..(i + 1) * nb]));
-        let mut groups = x.chunks_exact(PAIRED_ROWS * nb);
-        let mut outs = out.chunks_exact_mut(PAIRED_ROWS * n_tok);
+        // Shape: x (rows, nb) in groups of R rows; out (rows, n_tok), columns t0..t0 + N.
+        let mut groups = x.chunks_exact(R * nb);
+        let mut outs = out.chunks_exact_mut(R * n_tok);
         for (rows, o) in (&mut groups).zip(&mut outs) {
-            let rows: [&[B]; PAIRED_ROWS] = std::array::from_fn(|i| &rows[i * nb..(i + 1) * nb]);
             // SAFETY: the caller's contract; every token has nb blocks.
-            let sums = unsafe { rows_tokens::<B, PAIRED_ROWS, N>(rows, tile) };
+            let sums = unsafe { rows_tokens::<B, R, N>(rows, tile) };
             for (o, s) in o.chunks_exact_mut(n_tok).zip(sums) {
                 o[t0..t0 + N].copy_from_slice(&s);
             }
@@ -640,27 +624,28 @@ mod avx2 {
             .zip(outs.into_remainder().chunks_exact_mut(n_tok))
         {
             // SAFETY: as above.
-            let [s] = unsafe { rows_tokens::<B, 1, N>([row], tile) };
+            let [s] = unsafe { rows_tokens::<B, 1, N>(row, tile) };
             o[t0..t0 + N].copy_from_slice(&s);
         }
         PAIRED.set(paired);
     }
 
-    /// `R` weight rows against `N` tokens (paired blocks and their Q8_K blocks, for `d`):
-    /// ggml's lane-wise FMA accumulation and final horizontal sum per (row, token).
+    /// `R` weight rows (`tile`: `R` rows of the tokens' block count, one run of memory
+    /// read as one [`TileStream`]) against `N` tokens (paired blocks and their Q8_K blocks,
+    /// for `d`): ggml's lane-wise FMA accumulation and final horizontal sum per (row, token).
     ///
     /// # Safety
-    /// As [`gemv_evex`]; every row and token has `x[0].len()` blocks.
+    /// As [`gemv_evex`]; every token has `tile.len() / R` blocks.
     #[inline(always)]
     unsafe fn rows_tokens<B: PairedCodes, const R: usize, const N: usize>(
-        x: [&[B]; R],
+        tile: &[B],
         y: [(&[PairedBlock], &[BlockQ8K]); N],
     ) -> [[f32; N]; R] {
-        let nb = x[0].len();
+        let nb = tile.len() / R;
         // Every slice cut to nb blocks, so that indexing by block needs no checks.
-        let x = x.map(|row| &row[..nb]);
+        let x: [&[B]; R] = std::array::from_fn(|r| &tile[r * nb..(r + 1) * nb]);
         let y = y.map(|(p, q)| (&p[..nb], &q[..nb]));
-        let stream = TileStream::new(x[0], R * size_of::<B>());
+        let stream = TileStream::new(tile, R * size_of::<B>());
         // SAFETY: the caller's CPU contract covers every intrinsic.
         unsafe {
             // Shape: acc (N tokens, R rows) of eight f32 lanes.
@@ -712,38 +697,6 @@ mod avx2 {
     /// Weight rows that share each activation load in [`gemv_evex`] (6912x2560 in cache,
     /// Zen 4: one row 19.8 GB/s, two 24.1, four 25.2).
     const GEMV_ROWS: usize = 4;
-
-    /// [`gemv_evex`] for `R` rows (`x` is `R` rows of `y.len()` blocks).
-    ///
-    /// # Safety
-    /// As [`gemv_evex`].
-    #[inline(always)]
-    unsafe fn rows_paired<B: PairedCodes, const R: usize>(
-        x: &[B],
-        paired: &[PairedBlock],
-        y: &[BlockQ8K],
-    ) -> [f32; R] {
-        let nb = y.len();
-        let stream = TileStream::new(x, R * size_of::<B>());
-        // SAFETY: the caller's CPU contract covers every intrinsic; prefetches are hints
-        // that never fault; `PairedBlock` fields are 64-byte aligned and whole.
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); R];
-            // Shape: R rows × nb blocks, each block 4 × 64 elements.
-            for (b, (pb, yb)) in paired.iter().zip(y).enumerate() {
-                let yd = _mm256_broadcast_ss(&yb.d);
-                stream.prefetch(b);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let xb = &x[r * nb + b];
-                    let lanes = paired_lanes(&xb.codes_paired(), pb);
-                    // `block_scale`: y.d · x.d, the same f32 product in every lane.
-                    let d = _mm256_mul_ps(yd, scale_lanes(xb));
-                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), d, *a);
-                }
-            }
-            lane_sums(acc)
-        }
-    }
 
     /// Largest `|bsum|` for which none of ggml's 16-bit lanes can wrap: a lane holds at
     /// most 6144 in magnitude before the subtraction (see [`block_lanes`]), and

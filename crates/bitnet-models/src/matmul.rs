@@ -95,16 +95,11 @@ fn tiled_from_file(file: &GgufFile, w: &Linear, tile: TileFn) -> Result<AlignedB
     Ok(out)
 }
 
-/// Bytes read per chunk while copying a tensor into memory.
-const COPY_CHUNK_BYTES: usize = 1 << 20;
-
-/// A tensor's bytes as they are in the file, read through the file in chunks so the
-/// mapping's pages never enter the resident set.
+/// A tensor's bytes as they are in the file (its extent checked at load), read through the
+/// file so the mapping's pages never enter the resident set.
 fn copied_from_file(file: &GgufFile, info: &TensorInfo) -> Result<AlignedBytes, ModelError> {
-    let mut out = AlignedBytes::zeroed(usize::try_from(info.size).unwrap_or(usize::MAX));
-    for (c, dst) in out.as_bytes_mut().chunks_mut(COPY_CHUNK_BYTES).enumerate() {
-        file.read_tensor_range(info, (c * COPY_CHUNK_BYTES) as u64, dst)?;
-    }
+    let mut out = AlignedBytes::zeroed(file.tensor_data(info).len());
+    file.read_tensor_range(info, 0, out.as_bytes_mut())?;
     Ok(out)
 }
 
