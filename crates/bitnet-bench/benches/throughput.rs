@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use bitnet_bench::bandwidth::{read_bandwidth, touched_buffer, PROBE_BYTES, PROBE_REPEATS};
+use bitnet_bench::bandwidth::{read_bandwidth, touched_buffer, words, PROBE_BYTES, PROBE_REPEATS};
 use bitnet_bench::memory::{kv_cache_bytes, peak_rss, rss_budget};
 use bitnet_bench::model::{decode_limit, WeightBytes};
 use bitnet_bench::plan::{
@@ -446,7 +446,7 @@ fn main() -> Result<()> {
     {
         let buf = touched_buffer(PROBE_BYTES);
         for &t in &settings.threads {
-            let gb_per_s = read_bandwidth(&buf, t as usize, PROBE_REPEATS);
+            let gb_per_s = read_bandwidth(words(&buf), t as usize, PROBE_REPEATS);
             progress.say(format_args!(
                 "read bandwidth, {}: {gb_per_s:.1} GB/s",
                 threads_label(t)

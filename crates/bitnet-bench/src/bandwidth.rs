@@ -2,6 +2,8 @@
 //! once, cannot beat.
 
 use std::hint::black_box;
+
+use bitnet_kernels::format::AlignedBytes;
 use std::time::Instant;
 
 /// Size of the probe's buffer: far larger than any cache, and about the size of the
@@ -11,9 +13,20 @@ pub const PROBE_BYTES: usize = 1 << 30;
 pub const PROBE_REPEATS: usize = 5;
 
 /// A buffer of `bytes` (rounded down to whole `u64`s) with every page written, so the
-/// probe measures reads of resident memory rather than page faults.
-pub fn touched_buffer(bytes: usize) -> Vec<u64> {
-    (0..bytes / 8).map(|i| i as u64).collect()
+/// probe measures reads of resident memory rather than page faults. It is allocated as the
+/// engine's weight copies are ([`AlignedBytes`]: huge pages where the kernel grants them),
+/// so the limit is for the same kind of memory the weights stream from.
+pub fn touched_buffer(bytes: usize) -> AlignedBytes {
+    let mut buf = AlignedBytes::zeroed(bytes / 8 * 8);
+    for (i, w) in buf.as_bytes_mut().chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(i as u64).to_ne_bytes());
+    }
+    buf
+}
+
+/// The words of a [`touched_buffer`] (its storage is 8-byte aligned and whole words).
+pub fn words(buf: &AlignedBytes) -> &[u64] {
+    bytemuck::cast_slice(buf.as_bytes())
 }
 
 /// Wrapping sum of `v` over eight independent lanes, so the loop is bound by loads rather
@@ -75,15 +88,17 @@ mod tests {
     #[test]
     fn a_touched_buffer_holds_its_indices() {
         let b = touched_buffer(8 * 10 + 5);
-        assert_eq!(b.len(), 10);
-        assert_eq!(sum_words(&b), 45);
+        assert_eq!(words(&b).len(), 10);
+        assert_eq!(sum_words(words(&b)), 45);
     }
 
     #[test]
     fn the_probe_reports_a_positive_finite_rate() {
-        let b = touched_buffer(1 << 20);
+        // Large enough to be a mapping of its own (huge pages) rather than a heap block.
+        let b = touched_buffer(4 << 20);
+        assert_eq!(sum_words(words(&b)), (0..(4u64 << 17)).sum::<u64>());
         for threads in [1, 2, 3] {
-            let gb = read_bandwidth(&b, threads, 2);
+            let gb = read_bandwidth(words(&b), threads, 2);
             assert!(gb.is_finite() && gb > 0.0, "{threads} threads: {gb}");
         }
     }

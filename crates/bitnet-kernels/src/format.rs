@@ -227,26 +227,59 @@ impl WeightFormat {
 }
 
 /// Bytes aligned for every block type (8), for quantized and tiled copies of tensors.
-#[derive(Clone, Default, PartialEq, Eq)]
+///
+/// A copy of [`HUGE_PAGE_BYTES`] or more is its own anonymous mapping, advised to be backed
+/// by transparent huge pages (Linux `MADV_HUGEPAGE`; many kernels grant them only on
+/// request): a decode step streams every weight once, and with 4 KiB pages each page is a
+/// TLB miss (2B-4T TQ2_0 decode, Zen 4, 1 thread, alternating runs: see docs/DESIGN.md §9).
+/// Where the advice is refused the mapping keeps small pages; where the mapping itself
+/// fails the bytes are an ordinary allocation.
 pub struct AlignedBytes {
-    words: Vec<u64>,
+    storage: Storage,
     len: usize,
 }
 
+enum Storage {
+    Heap(Vec<u64>),
+    Mapped(memmap2::MmapMut),
+}
+
+/// The size of a transparent huge page on x86-64 (and the smallest copy worth mapping as
+/// one): smaller copies stay on the heap.
+pub const HUGE_PAGE_BYTES: usize = 2 << 20;
+
 impl AlignedBytes {
     pub fn zeroed(len: usize) -> AlignedBytes {
-        AlignedBytes {
-            words: vec![0; len.div_ceil(8)],
-            len,
-        }
+        let storage = if len >= HUGE_PAGE_BYTES {
+            // Page-aligned and zero-filled by the kernel; advised before the first write,
+            // so that the faults that populate it can take whole huge pages.
+            match memmap2::MmapMut::map_anon(len) {
+                Ok(map) => {
+                    #[cfg(target_os = "linux")]
+                    // Only advice: memory without huge pages works the same, slower.
+                    let _ = map.advise(memmap2::Advice::HugePage);
+                    Storage::Mapped(map)
+                }
+                Err(_) => Storage::Heap(vec![0; len.div_ceil(8)]),
+            }
+        } else {
+            Storage::Heap(vec![0; len.div_ceil(8)])
+        };
+        AlignedBytes { storage, len }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
+        match &self.storage {
+            Storage::Heap(words) => &bytemuck::cast_slice(words)[..self.len],
+            Storage::Mapped(map) => &map[..self.len],
+        }
     }
 
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+        match &mut self.storage {
+            Storage::Heap(words) => &mut bytemuck::cast_slice_mut(words)[..self.len],
+            Storage::Mapped(map) => &mut map[..self.len],
+        }
     }
 }
 
@@ -974,6 +1007,28 @@ mod tests {
 
     const K: usize = 512;
     const N: usize = 13;
+
+    #[test]
+    fn aligned_bytes_are_zeroed_writable_and_8_aligned_on_the_heap_and_mapped() {
+        // Below, at and above the size from which a copy is a huge-page mapping; odd
+        // lengths, so that the tail past the last whole word is covered.
+        for len in [
+            0,
+            13,
+            HUGE_PAGE_BYTES - 3,
+            HUGE_PAGE_BYTES,
+            3 * HUGE_PAGE_BYTES + 5,
+        ] {
+            let mut b = AlignedBytes::zeroed(len);
+            assert_eq!(b.as_bytes().len(), len);
+            assert!(b.as_bytes().iter().all(|&x| x == 0), "{len}");
+            assert_eq!(b.as_bytes().as_ptr() as usize % 8, 0, "{len}");
+            for (i, x) in b.as_bytes_mut().iter_mut().enumerate() {
+                *x = i as u8;
+            }
+            assert!(b.as_bytes().iter().enumerate().all(|(i, &x)| x == i as u8));
+        }
+    }
 
     /// Deterministic values in about [-2, 2] (xorshift).
     fn values(n: usize, seed: u64) -> Vec<f32> {
