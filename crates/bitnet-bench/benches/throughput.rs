@@ -11,14 +11,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use bitnet_bench::bandwidth::{read_bandwidth, touched_buffer, words, PROBE_BYTES, PROBE_REPEATS};
 use bitnet_bench::memory::{kv_cache_bytes, peak_rss, rss_budget};
-use bitnet_bench::model::{decode_limit, WeightBytes};
+use bitnet_bench::model::WeightBytes;
 use bitnet_bench::plan::{
     numerics_name, numerics_of, plan_of, synthetic_prompt, FormatPlan, RefConfig, Settings, OURS,
     OURS_Q8_0_HEAD,
 };
 use bitnet_bench::report::{
-    context_table, cpu_model, engines_table, summary_table, svg, Bandwidth, ContextPoint, Machine,
-    ModelEntry, Phase, Report, Row,
+    context_table, cpu_model, engines_table, summary_table, svg, ContextPoint, Machine, ModelEntry,
+    Phase, Report, Row,
 };
 use bitnet_bench::stats::{first_difference, median, tokens_per_second};
 use bitnet_models::Reference as Numerics;
@@ -287,12 +287,10 @@ fn rows_of(
     plan: &FormatPlan,
     threads: u32,
     facts: &ModelFacts,
-    gb_per_s: f64,
     n_prompt: usize,
     n_decode: u32,
 ) -> Result<Vec<Row>> {
     let bytes_per_token = facts.weights.per_token();
-    let limit = decode_limit(gb_per_s, bytes_per_token);
     let mut rows = Vec::new();
     for w in workers {
         let diff = first_difference(&w.ours_ids, &w.tokens);
@@ -317,8 +315,9 @@ fn rows_of(
                 rss_budget_bytes: facts.budget,
                 model_bytes: facts.file_bytes,
                 bytes_per_token: decode.then_some(bytes_per_token),
-                decode_limit_tok_s: decode.then_some(limit),
-                percent_of_limit: decode.then_some(100.0 * m / limit),
+                // Set once every probe has run (`Machine::apply_limits`).
+                decode_limit_tok_s: None,
+                percent_of_limit: None,
                 numerics: numerics_name(w.numerics).to_owned(),
                 tokens_match_ours: (!is_ours).then_some(diff.is_none()),
                 first_token_difference: diff,
@@ -440,23 +439,18 @@ fn main() -> Result<()> {
         read_bandwidth: Vec::new(),
     };
     progress.say(format_args!(
-        "read-bandwidth probe: {} MiB buffer, best of {PROBE_REPEATS}",
+        "read-bandwidth probe: {} MiB buffer, best of {PROBE_REPEATS}, before each group of runs",
         PROBE_BYTES >> 20
     ));
-    {
-        let buf = touched_buffer(PROBE_BYTES);
-        for &t in &settings.threads {
-            let gb_per_s = read_bandwidth(words(&buf), t as usize, PROBE_REPEATS);
-            progress.say(format_args!(
-                "read bandwidth, {}: {gb_per_s:.1} GB/s",
-                threads_label(t)
-            ));
-            machine.read_bandwidth.push(Bandwidth {
-                threads: t,
-                gb_per_s,
-            });
-        }
-    }
+    let probe_buf = touched_buffer(PROBE_BYTES);
+    let probe = |machine: &mut Machine, threads: u32| {
+        let gb_per_s = read_bandwidth(words(&probe_buf), threads as usize, PROBE_REPEATS);
+        progress.say(format_args!(
+            "read bandwidth, {}: {gb_per_s:.1} GB/s",
+            threads_label(threads)
+        ));
+        machine.record_bandwidth(threads, gb_per_s);
+    };
 
     let mut models = Vec::new();
     let mut rows = Vec::new();
@@ -483,6 +477,7 @@ fn main() -> Result<()> {
         for &threads in &settings.threads {
             let label = format!("{} × {}", plan.name, threads_label(threads));
             let config = settings.session(threads);
+            probe(&mut machine, threads);
             let mut workers = start_workers(plan, &path, &settings, threads, &progress)?;
             let info = workers[0].session.info().clone();
             let bos = u32::try_from(info.bos).context("the model has no BOS token")?;
@@ -496,17 +491,12 @@ fn main() -> Result<()> {
                 settings.n_decode,
                 &progress,
             )?;
-            let gb_per_s = machine
-                .read_bandwidth
-                .iter()
-                .find(|b| b.threads == threads)
-                .map_or(0.0, |b| b.gb_per_s);
+            probe(&mut machine, threads);
             rows.extend(rows_of(
                 &workers,
                 plan,
                 threads,
                 &facts,
-                gb_per_s,
                 prompt.len(),
                 settings.n_decode,
             )?);
@@ -525,6 +515,8 @@ fn main() -> Result<()> {
             context_points.extend(context_curve(plan, &path, &settings, threads, &progress)?);
         }
     }
+
+    machine.apply_limits(&mut rows);
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -565,7 +557,15 @@ fn main() -> Result<()> {
         .machine
         .read_bandwidth
         .iter()
-        .map(|b| format!("{:.1} GB/s ({})", b.gb_per_s, threads_label(b.threads)))
+        .map(|b| {
+            format!(
+                "{:.1} GB/s ({}; best of {} probes, lowest {:.1})",
+                b.gb_per_s,
+                threads_label(b.threads),
+                b.readings.len(),
+                b.readings.iter().copied().fold(f64::INFINITY, f64::min)
+            )
+        })
         .collect();
     println!(
         "machine: {}, {} logical CPUs; read bandwidth {}",

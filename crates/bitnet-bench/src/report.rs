@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::model::decode_limit;
 use crate::plan::{Settings, OURS, OURS_Q8_0_HEAD};
 
 /// Which part of a run a row measures.
@@ -65,7 +66,13 @@ pub struct Row {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bandwidth {
     pub threads: u32,
+    /// The best of [`Bandwidth::readings`]: the limit decode rows are measured against.
     pub gb_per_s: f64,
+    /// Every probe of the run, in order: the bench probes before each group of runs,
+    /// because a shared machine's bandwidth drifts (Zen 4 cloud host, 2026-12-07: 25.2 to
+    /// 32.6 GB/s on 1 thread within an hour), and a single early probe that caught a slow
+    /// moment put decode rows above 100% of their "limit".
+    pub readings: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -74,6 +81,44 @@ pub struct Machine {
     pub cpu_model: String,
     pub logical_cpus: usize,
     pub read_bandwidth: Vec<Bandwidth>,
+}
+
+impl Machine {
+    /// Adds a probe reading of `gb_per_s` with `threads` threads.
+    pub fn record_bandwidth(&mut self, threads: u32, gb_per_s: f64) {
+        match self
+            .read_bandwidth
+            .iter_mut()
+            .find(|b| b.threads == threads)
+        {
+            Some(b) => {
+                b.readings.push(gb_per_s);
+                b.gb_per_s = b.gb_per_s.max(gb_per_s);
+            }
+            None => self.read_bandwidth.push(Bandwidth {
+                threads,
+                gb_per_s,
+                readings: vec![gb_per_s],
+            }),
+        }
+    }
+
+    /// Sets every decode row's bandwidth limit and share of it from the best reading at
+    /// its thread count (no reading: no limit).
+    pub fn apply_limits(&self, rows: &mut [Row]) {
+        for row in rows {
+            let Some(bytes) = row.bytes_per_token else {
+                continue;
+            };
+            let limit = self
+                .read_bandwidth
+                .iter()
+                .find(|b| b.threads == row.threads)
+                .map(|b| decode_limit(b.gb_per_s, bytes));
+            row.decode_limit_tok_s = limit;
+            row.percent_of_limit = limit.map(|l| 100.0 * row.tok_s_median / l);
+        }
+    }
 }
 
 /// What the bench read from each model file.
@@ -582,6 +627,52 @@ mod tests {
             v.push(row("bitnet.cpp", 1, phase, bitnet));
         }
         v
+    }
+
+    #[test]
+    fn decode_limits_come_from_the_best_probe_at_the_rows_thread_count() {
+        let mut machine = Machine {
+            cpu_model: "test".into(),
+            logical_cpus: 2,
+            read_bandwidth: Vec::new(),
+        };
+        for (threads, gb) in [(1, 9.0), (2, 14.0), (1, 11.9), (1, 10.0)] {
+            machine.record_bandwidth(threads, gb);
+        }
+        assert_eq!(
+            machine.read_bandwidth,
+            vec![
+                Bandwidth {
+                    threads: 1,
+                    gb_per_s: 11.9,
+                    readings: vec![9.0, 11.9, 10.0],
+                },
+                Bandwidth {
+                    threads: 2,
+                    gb_per_s: 14.0,
+                    readings: vec![14.0],
+                },
+            ]
+        );
+        let mut rows = vec![
+            row(OURS, 1, Phase::Decode, 7.0),
+            row(OURS, 1, Phase::Prefill, 25.0),
+            row(OURS, 3, Phase::Decode, 9.0),
+        ];
+        machine.apply_limits(&mut rows);
+        // 11.9 GB/s over 1.19 GB per token: 10 tok/s, of which 7 is 70%.
+        let limit = rows[0]
+            .decode_limit_tok_s
+            .expect("a decode row has a limit");
+        assert!((limit - 10.0).abs() < 1e-9, "{limit}");
+        let pct = rows[0].percent_of_limit.expect("and a share of it");
+        assert!((pct - 70.0).abs() < 1e-9, "{pct}");
+        // Prefill has none; a thread count never probed has none.
+        assert_eq!(rows[1].decode_limit_tok_s, None);
+        assert_eq!(
+            (rows[2].decode_limit_tok_s, rows[2].percent_of_limit),
+            (None, None)
+        );
     }
 
     #[test]
