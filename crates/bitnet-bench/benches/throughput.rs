@@ -560,7 +560,7 @@ fn main() -> Result<()> {
         .map(|b| {
             format!(
                 "{:.1} GB/s ({}; best of {} probes, lowest {:.1})",
-                b.gb_per_s,
+                b.best(),
                 threads_label(b.threads),
                 b.readings.len(),
                 b.readings.iter().copied().fold(f64::INFINITY, f64::min)

@@ -2,9 +2,9 @@
 //! once, cannot beat.
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use bitnet_kernels::format::AlignedBytes;
-use std::time::Instant;
 
 /// Size of the probe's buffer: far larger than any cache, and about the size of the
 /// weights a 2B-4T decode step reads.
@@ -18,8 +18,11 @@ pub const PROBE_REPEATS: usize = 5;
 /// so the limit is for the same kind of memory the weights stream from.
 pub fn touched_buffer(bytes: usize) -> AlignedBytes {
     let mut buf = AlignedBytes::zeroed(bytes / 8 * 8);
-    for (i, w) in buf.as_bytes_mut().chunks_exact_mut(8).enumerate() {
-        w.copy_from_slice(&(i as u64).to_ne_bytes());
+    for (i, w) in bytemuck::cast_slice_mut::<u8, u64>(buf.as_bytes_mut())
+        .iter_mut()
+        .enumerate()
+    {
+        *w = i as u64;
     }
     buf
 }
@@ -75,6 +78,8 @@ pub fn read_bandwidth(buf: &[u64], threads: usize, repeats: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use bitnet_kernels::format::HUGE_PAGE_BYTES;
+
     use super::*;
 
     #[test]
@@ -95,8 +100,9 @@ mod tests {
     #[test]
     fn the_probe_reports_a_positive_finite_rate() {
         // Large enough to be a mapping of its own (huge pages) rather than a heap block.
-        let b = touched_buffer(4 << 20);
-        assert_eq!(sum_words(words(&b)), (0..(4u64 << 17)).sum::<u64>());
+        let bytes = 2 * HUGE_PAGE_BYTES;
+        let b = touched_buffer(bytes);
+        assert_eq!(sum_words(words(&b)), (0..bytes as u64 / 8).sum::<u64>());
         for threads in [1, 2, 3] {
             let gb = read_bandwidth(words(&b), threads, 2);
             assert!(gb.is_finite() && gb > 0.0, "{threads} threads: {gb}");

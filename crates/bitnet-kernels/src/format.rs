@@ -1020,6 +1020,8 @@ mod tests {
             3 * HUGE_PAGE_BYTES + 5,
         ] {
             let mut b = AlignedBytes::zeroed(len);
+            let mapped = matches!(b.storage, Storage::Mapped(_));
+            assert_eq!(mapped, len >= HUGE_PAGE_BYTES, "{len}");
             assert_eq!(b.as_bytes().len(), len);
             assert!(b.as_bytes().iter().all(|&x| x == 0), "{len}");
             assert_eq!(b.as_bytes().as_ptr() as usize % 8, 0, "{len}");
