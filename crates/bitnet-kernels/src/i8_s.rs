@@ -12,7 +12,8 @@
 //! product `x·s` rounded once to the nearest integer, ties to even — not the f32 product
 //! rounded again (the two differ near .5, see the `fma_contracted_rounding` test).
 
-use crate::KernelError;
+use crate::round::ROUND_F64;
+use crate::{Isa, KernelError};
 use bitnet_gguf::GgmlType;
 
 /// Floor of the row's max |x| (C: `double min = 0.00001`), keeping `s` finite for zero rows.
@@ -27,13 +28,19 @@ pub struct I8sRowMeta {
     pub sum: i32,
 }
 
-/// 1.5·2^52: adding and subtracting it rounds an f64 with |v| < 2^51 to an integer, ties to
-/// even, with a single rounding.
-const ROUND_F64: f64 = 6_755_399_441_055_744.0;
-
 /// Quantizes one activation row to I8_S exactly as bitnet.cpp does; `out.len()` must equal
-/// `x.len()`.
+/// `x.len()`. Runs the AVX-512 path where the CPU has it; every path writes the same bytes.
 pub fn quantize_row_i8_s(x: &[f32], out: &mut [i8]) -> Result<I8sRowMeta, KernelError> {
+    quantize_row_i8_s_with(Isa::best(), x, out)
+}
+
+/// [`quantize_row_i8_s`] on `isa` (the scalar oracle where `isa` has no path or is not
+/// supported here).
+pub(crate) fn quantize_row_i8_s_with(
+    isa: Isa,
+    x: &[f32],
+    out: &mut [i8],
+) -> Result<I8sRowMeta, KernelError> {
     if out.len() != x.len() {
         return Err(KernelError::LengthMismatch {
             format: GgmlType::I8_S,
@@ -42,7 +49,19 @@ pub fn quantize_row_i8_s(x: &[f32], out: &mut [i8]) -> Result<I8sRowMeta, Kernel
             expected: x.len(),
         });
     }
-    // C's `MAX(a, b)` is `a > b ? a : b`, folded left to right in double.
+    Ok(match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512Vnni.is_supported()` checked by the match guard; the lengths
+        // are equal.
+        Isa::Avx512Vnni if isa.is_supported() => unsafe { avx512::quantize(x, out) },
+        _ => quantize_generic(x, out),
+    })
+}
+
+/// The scalar oracle; `out.len() == x.len()`.
+fn quantize_generic(x: &[f32], out: &mut [i8]) -> I8sRowMeta {
+    // C's `MAX(a, b)` is `a > b ? a : b`, folded left to right in double: a NaN replaces
+    // the running max, and the next value replaces the NaN.
     let amax = x.iter().fold(I8S_MIN_AMAX, |m, &v| {
         let a = f64::from(v.abs());
         if m > a {
@@ -64,7 +83,60 @@ pub fn quantize_row_i8_s(x: &[f32], out: &mut [i8]) -> Result<I8sRowMeta, Kernel
         sum = sum.wrapping_add(q);
         *o = q as i8;
     }
-    Ok(I8sRowMeta { scale, sum })
+    I8sRowMeta { scale, sum }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{quantize_generic, I8sRowMeta, I8S_MIN_AMAX};
+    use crate::round::ROUND_F32;
+    use std::arch::x86_64::*;
+
+    /// [`super::quantize_generic`] 16 values a vector (the tail masked). Rows with a NaN or
+    /// an infinity, whose max the C folds in order, run the oracle itself; for every other
+    /// row the max is order-free, and each quant is the oracle's single rounding of the
+    /// exact product (an FMA with [`ROUND_F32`]), saturated to int8 as its clamp does.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI (`Isa::Avx512Vnni.is_supported()`);
+    /// `out.len() == x.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn quantize(x: &[f32], out: &mut [i8]) -> I8sRowMeta {
+        let n = x.len();
+        let lanes = |i: usize| -> __mmask16 { (1u32 << (n - i).min(16)).wrapping_sub(1) as u16 };
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let mut m = _mm512_setzero_ps();
+        let mut non_finite: __mmask16 = 0;
+        // Shape: x (n) in vectors of 16, the last one masked.
+        for i in (0..n).step_by(16) {
+            // SAFETY: the masked lanes are within x; masked-off lanes are not read.
+            let a = _mm512_abs_ps(unsafe { _mm512_maskz_loadu_ps(lanes(i), x.as_ptr().add(i)) });
+            // Not less than infinity, or unordered: ±inf or NaN.
+            non_finite |= _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(a, inf);
+            m = _mm512_max_ps(m, a);
+        }
+        if non_finite != 0 {
+            return quantize_generic(x, out);
+        }
+        // Without NaNs the C's fold from 1e-5 is the larger of 1e-5 and the max.
+        let scale = (127.0 / I8S_MIN_AMAX.max(f64::from(_mm512_reduce_max_ps(m)))) as f32;
+        let (s, round) = (_mm512_set1_ps(scale), _mm512_set1_ps(ROUND_F32));
+        let mut sums = _mm512_setzero_si512();
+        for i in (0..n).step_by(16) {
+            let k = lanes(i);
+            // SAFETY: as in the first loop.
+            let v = unsafe { _mm512_maskz_loadu_ps(k, x.as_ptr().add(i)) };
+            let r = _mm512_sub_ps(_mm512_fmadd_ps(v, s, round), round);
+            let q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r));
+            // SAFETY: the masked lanes are within out (same length as x).
+            unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(i), k, q) };
+            sums = _mm512_add_epi32(sums, _mm512_cvtepi8_epi32(q));
+        }
+        I8sRowMeta {
+            scale,
+            sum: _mm512_reduce_add_epi32(sums),
+        }
+    }
 }
 
 /// Expands an I8_S row back to f32 (`q / scale`), for tests and diagnostics.
@@ -145,5 +217,55 @@ mod tests {
         let mut out = [0f32; 2];
         let meta = I8sRowMeta { scale: 1.0, sum: 0 };
         assert!(dequantize_row_i8_s(&q, &meta, &mut out).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    /// Rows of finite values, each from one mix (ordinary; below the 1e-5 floor; any
+    /// magnitude, normal, subnormal, zero or huge), with up to two infinities or NaNs put
+    /// in.
+    fn any_row() -> impl Strategy<Value = Vec<f32>> {
+        let finite = |mix: u8| match mix {
+            0 => (-4.0f32..4.0).boxed(),
+            1 => (-1e-5f32..1e-5).boxed(),
+            _ => prop_oneof![
+                prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL | prop::num::f32::ZERO,
+                prop::sample::select(vec![0.0, -0.0, 1e-40, -1e-40, 3e38]),
+            ]
+            .boxed(),
+        };
+        let special = prop::sample::select(vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        (
+            (0..3u8).prop_flat_map(move |mix| prop::collection::vec(finite(mix), 0..300)),
+            prop::collection::vec((any::<prop::sample::Index>(), special), 0..=2),
+        )
+            .prop_map(|(mut x, put)| {
+                if !x.is_empty() {
+                    for (i, v) in put {
+                        let i = i.index(x.len());
+                        x[i] = v;
+                    }
+                }
+                x
+            })
+    }
+
+    proptest! {
+        /// Every ISA writes the scalar oracle's quants, scale and sum, whatever the row
+        /// (lengths off the vector width included).
+        #[test]
+        fn every_isa_matches_the_scalar_quantizer(
+            x in any_row(),
+        ) {
+            let mut want = vec![0i8; x.len()];
+            let m = quantize_row_i8_s_with(Isa::Scalar, &x, &mut want).unwrap();
+            for &isa in Isa::available() {
+                let mut got = vec![0i8; x.len()];
+                let g = quantize_row_i8_s_with(isa, &x, &mut got).unwrap();
+                prop_assert_eq!(&got, &want, "{:?}", isa);
+                prop_assert_eq!(g.scale.to_bits(), m.scale.to_bits(), "{:?} scale", isa);
+                prop_assert_eq!(g.sum, m.sum, "{:?} sum", isa);
+            }
+        }
     }
 }

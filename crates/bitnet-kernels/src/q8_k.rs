@@ -3,8 +3,8 @@
 //!
 //! Upstream llama.cpp's x86 CPU backend quantizes activations with the reference quantizer
 //! itself (`quantize_row_q8_K` only calls `quantize_row_q8_K_ref`, in both upstream and
-//! bitnet.cpp's fork), so [`quantize_row_q8_k`] and `quantize_row_q8_k_ref` are one
-//! function. bitnet.cpp compiles that same C with FMA contraction, which rounds some
+//! bitnet.cpp's fork), so [`quantize_row_q8_k`] is that reference quantizer, bit for bit
+//! (its AVX-512 path writes the same blocks). bitnet.cpp compiles that same C with FMA contraction, which rounds some
 //! near-ties the other way: [`quantize_row_q8_k_fma`] is its activation quantizer.
 //!
 //! This module also holds the ternary × Q8_K dot-product driver both TQ formats share
@@ -17,7 +17,7 @@ use half::f16;
 
 use crate::gemm::GemmShape;
 use crate::order::hsum8_ggml;
-use crate::round::nearest_int;
+use crate::round::{nearest_int, ROUND_F64};
 use crate::{GgmlType, Isa, KernelError};
 
 /// Values per Q8_K, TQ1_0 and TQ2_0 block (ggml's `QK_K`).
@@ -64,29 +64,22 @@ pub(crate) fn check_blocks(
     Ok(())
 }
 
-/// ggml's `quantize_row_q8_K_ref`, bit for bit: per block, `max` is the signed value of
-/// largest magnitude (the first one on ties), `iscale = -127/max`,
+/// The activation quantizer ggml's x86 CPU backend runs (`from_float` of Q8_K), which is
+/// the reference quantizer: no SIMD variant with different rounding exists upstream. So
+/// this is ggml's `quantize_row_q8_K_ref`, bit for bit: per block, `max` is the signed
+/// value of largest magnitude (the first one on ties), `iscale = -127/max`,
 /// `qs = min(127, nearest_int(iscale·x))`, `d = 1/iscale`. An all-zero block gets `d = 0`,
 /// `qs = 0` and `bsums = 0` (ggml leaves that block's `bsums` unwritten; zero is what its
-/// dot products need).
+/// dot products need). Runs the AVX-512 path where the CPU has it; every path writes the
+/// same blocks.
 ///
 /// `x.len()` must be a multiple of 256 and `y.len() == x.len() / 256`.
-pub(crate) fn quantize_row_q8_k_ref(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
-    check_blocks(GgmlType::Q8_K, x.len(), y.len(), "output blocks")?;
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-        *yb = quantize_block(xb);
-    }
-    Ok(())
-}
-
-/// The activation quantizer ggml's x86 CPU backend runs (`from_float` of Q8_K). It is the
-/// reference quantizer: no SIMD variant with different rounding exists upstream.
 pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
-    quantize_row_q8_k_ref(x, y)
+    quantize_row_q8_k_with(Isa::best(), Rounding::Product, x, y)
 }
 
 /// bitnet.cpp's Q8_K activation quantizer as its x86 build runs it. Same C as
-/// `quantize_row_q8_k_ref`, but bitnet.cpp's CMake applies `GGML_FMA` (`-mfma`) to every
+/// [`quantize_row_q8_k`], but bitnet.cpp's CMake applies `GGML_FMA` (`-mfma`) to every
 /// ggml source, ggml-quants.c included (upstream applies it to ggml-cpu only), and GCC's
 /// default `-ffp-contract=fast` fuses the inlined `nearest_int(iscale*x[j])`, i.e.
 /// `iscale*x + 12582912.f`, into one FMA. So each quant is the exact product `iscale·x`
@@ -94,13 +87,41 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelErro
 /// The two differ when the f32 product rounds onto a .5 tie the exact one is not on: with
 /// `max = -60000` (`iscale` = f32(127/60000)) and `x = -30000` the exact product is
 /// -63.4999992 → -63 here, while the f32 product -63.5 → -64 in the reference quantizer.
-/// Scales and `bsums` are computed as in `quantize_row_q8_k_ref`.
+/// Scales and `bsums` are computed as in [`quantize_row_q8_k`].
 ///
 /// `x.len()` must be a multiple of 256 and `y.len() == x.len() / 256`.
 pub fn quantize_row_q8_k_fma(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), KernelError> {
+    quantize_row_q8_k_with(Isa::best(), Rounding::Fma, x, y)
+}
+
+/// How a Q8_K quant rounds `iscale·x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rounding {
+    /// The f32 product, then `nearest_int` ([`q8_code`]): ggml's own build.
+    Product,
+    /// The exact product rounded once ([`q8_code_fma`]): bitnet.cpp's build.
+    Fma,
+}
+
+/// The Q8_K quantizers on `isa` (the scalar oracle where `isa` has no path or is not
+/// supported here).
+pub(crate) fn quantize_row_q8_k_with(
+    isa: Isa,
+    rounding: Rounding,
+    x: &[f32],
+    y: &mut [BlockQ8K],
+) -> Result<(), KernelError> {
     check_blocks(GgmlType::Q8_K, x.len(), y.len(), "output blocks")?;
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-        *yb = quantize_block_with(xb, q8_code_fma);
+    let x: &[[f32; QK_K]] = bytemuck::cast_slice(x);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512Vnni.is_supported()` checked by the match guard.
+        Isa::Avx512Vnni if isa.is_supported() => unsafe { avx512::quantize(x, y, rounding) },
+        _ => {
+            for (xb, yb) in x.iter().zip(y) {
+                *yb = quantize_block(xb, rounding);
+            }
+        }
     }
     Ok(())
 }
@@ -116,13 +137,8 @@ pub fn dequantize_row_q8_k(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), KernelEr
     Ok(())
 }
 
-/// One block of `quantize_row_q8_k_ref`; `x` has 256 values.
-fn quantize_block(x: &[f32]) -> BlockQ8K {
-    quantize_block_with(x, |iscale, v| q8_code(iscale * v))
-}
-
-/// One Q8_K block, with `code(iscale, x)` turning each value into its quant.
-fn quantize_block_with(x: &[f32], code: impl Fn(f32, f32) -> i8) -> BlockQ8K {
+/// One block of the scalar oracle.
+fn quantize_block(x: &[f32; QK_K], rounding: Rounding) -> BlockQ8K {
     // `>` keeps the first of equal magnitudes; NaNs never win the comparison.
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
@@ -141,7 +157,10 @@ fn quantize_block_with(x: &[f32], code: impl Fn(f32, f32) -> i8) -> BlockQ8K {
         bsums: [0; QK_K / 16],
     };
     for (q, &v) in block.qs.iter_mut().zip(x) {
-        *q = code(iscale, v);
+        *q = match rounding {
+            Rounding::Product => q8_code(iscale * v),
+            Rounding::Fma => q8_code_fma(iscale, v),
+        };
     }
     for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
         // 16 · 128 = 2048 fits in i16.
@@ -165,10 +184,6 @@ fn q8_code(v: f32) -> i8 {
     }
 }
 
-/// 1.5·2^52: adding and subtracting it rounds an f64 with |v| < 2^51 to an integer, ties
-/// to even, in one rounding.
-const ROUND_F64: f64 = 6_755_399_441_055_744.0;
-
 /// [`q8_code`] of `fma(iscale, x, 12582912.f)`: the product of two f32 is exact in f64 and
 /// 12582912 = 1.5·2^23 is even, so the single rounding of the FMA is the exact product
 /// rounded to the nearest integer, ties to even. Non-finite products (infinite `iscale`,
@@ -180,6 +195,84 @@ fn q8_code_fma(iscale: f32, x: f32) -> i8 {
         (((p + ROUND_F64) - ROUND_F64) as i32).min(127) as i8
     } else {
         0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{BlockQ8K, Rounding, QK_K};
+    use crate::round::ROUND_F32;
+    use bytemuck::Zeroable;
+    use std::arch::x86_64::*;
+
+    /// [`super::quantize_block`] 16 values a vector, one vector per `bsums` group. The
+    /// blocks the oracle's degenerate cases reach (a NaN or an infinity among the values,
+    /// an infinite `iscale`) run the oracle itself; in every other block each product is
+    /// below 128 in magnitude, where `cvtps_epi32` rounds ties to even as `nearest_int`
+    /// does, and the saturating narrowing is the oracle's `min(127)`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI (`Isa::Avx512Vnni.is_supported()`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn quantize(x: &[[f32; QK_K]], y: &mut [BlockQ8K], rounding: Rounding) {
+        for (xb, yb) in x.iter().zip(y) {
+            *yb = quantize_block(xb, rounding);
+        }
+    }
+
+    /// One block of [`quantize`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn quantize_block(x: &[f32; QK_K], rounding: Rounding) -> BlockQ8K {
+        // Shape: x (256) as 16 vectors of 16.
+        // SAFETY: x is 256 f32, so vector j's 64 bytes are readable; loadu takes any
+        // alignment.
+        let v: [__m512; QK_K / 16] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(x.as_ptr().add(16 * j)) });
+        let mut m = _mm512_setzero_ps();
+        let mut nan: __mmask16 = 0;
+        for &vj in &v {
+            // `max_ps` returns its second operand when either is NaN: NaNs never win, as
+            // in the oracle.
+            m = _mm512_max_ps(_mm512_abs_ps(vj), m);
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(vj, vj);
+        }
+        let amax = _mm512_reduce_max_ps(m);
+        if amax == 0.0 {
+            return BlockQ8K::zeroed();
+        }
+        // The oracle's max is the first value of that magnitude.
+        let am = _mm512_set1_ps(amax);
+        let first = v.iter().enumerate().find_map(|(j, &vj)| {
+            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(vj), am);
+            (hit != 0).then(|| 16 * j + hit.trailing_zeros() as usize)
+        });
+        let iscale = first.map_or(f32::NAN, |i| -127.0 / x[i]);
+        if nan != 0 || !amax.is_finite() || !iscale.is_finite() {
+            return super::quantize_block(x, rounding);
+        }
+        let mut block = BlockQ8K {
+            d: 1.0 / iscale,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
+        let (s, round) = (_mm512_set1_ps(iscale), _mm512_set1_ps(ROUND_F32));
+        for ((&vj, qs), bsum) in v
+            .iter()
+            .zip(block.qs.chunks_exact_mut(16))
+            .zip(&mut block.bsums)
+        {
+            let r = match rounding {
+                Rounding::Product => _mm512_mul_ps(s, vj),
+                Rounding::Fma => _mm512_sub_ps(_mm512_fmadd_ps(s, vj, round), round),
+            };
+            let q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r));
+            // SAFETY: a group of qs is 16 writable bytes; storeu takes any alignment.
+            unsafe { _mm_storeu_si128(qs.as_mut_ptr().cast(), q) };
+            // 16 · 128 = 2048 fits in i16.
+            *bsum = _mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(q)) as i16;
+        }
+        block
     }
 }
 
@@ -980,7 +1073,7 @@ mod tests {
 
     fn quantize(x: &[f32]) -> Vec<BlockQ8K> {
         let mut y = vec![BlockQ8K::zeroed(); x.len() / QK_K];
-        quantize_row_q8_k_ref(x, &mut y).expect("whole blocks");
+        quantize_row_q8_k(x, &mut y).expect("whole blocks");
         y
     }
 
@@ -1265,6 +1358,71 @@ mod tests {
             }
             for (j, g) in f.qs.chunks_exact(16).enumerate() {
                 prop_assert_eq!(f.bsums[j], g.iter().map(|&q| i16::from(q)).sum::<i16>());
+            }
+        }
+    }
+
+    /// Finite values, each row drawn from one mix: ordinary ones with .5 ties of
+    /// `iscale·x` (multiples of 30000/127 against a max of 60000) and equal magnitudes of
+    /// both signs; or any magnitude (normal, subnormal, zero, huge), where one huge value
+    /// sets the scale of its block.
+    fn any_finite(mix: u8) -> BoxedStrategy<f32> {
+        match mix {
+            0 | 1 => prop_oneof![
+                6 => -4.0f32..4.0,
+                2 => (-254i32..=254).prop_map(|k| k as f32 * 236.22047),
+                1 => prop::sample::select(vec![60000.0, -60000.0, 4.0, -4.0]),
+            ]
+            .boxed(),
+            _ => prop_oneof![
+                prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL | prop::num::f32::ZERO,
+                prop::sample::select(vec![0.0, -0.0, 1e-40, -1e-40, 3e38, -3e38]),
+            ]
+            .boxed(),
+        }
+    }
+
+    /// `n` blocks of [`any_finite`] values with up to three infinities or NaNs put in.
+    fn any_row(n: usize) -> impl Strategy<Value = Vec<f32>> {
+        let special = prop::sample::select(vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        (
+            (0..3u8).prop_flat_map(move |mix| prop::collection::vec(any_finite(mix), n * QK_K)),
+            prop::collection::vec((0..n * QK_K, special), 0..=3),
+        )
+            .prop_map(|(mut x, put)| {
+                for (i, v) in put {
+                    x[i] = v;
+                }
+                x
+            })
+    }
+
+    proptest! {
+        /// Every ISA writes the scalar oracle's blocks (scale bits, quants, bsums) in both
+        /// roundings, whatever the values; blocks of zeros and NaNs too.
+        #[test]
+        fn every_isa_matches_the_scalar_quantizer(
+            x in (1usize..=4).prop_flat_map(any_row),
+            zeroed_block in any::<bool>(),
+        ) {
+            let mut x = x;
+            if zeroed_block {
+                x[..QK_K].iter_mut().enumerate().for_each(|(i, v)| {
+                    *v = if i % 7 == 0 { f32::NAN } else { 0.0 };
+                });
+            }
+            for rounding in [Rounding::Product, Rounding::Fma] {
+                let mut want = vec![BlockQ8K::zeroed(); x.len() / QK_K];
+                quantize_row_q8_k_with(Isa::Scalar, rounding, &x, &mut want).unwrap();
+                for &isa in Isa::available() {
+                    let mut got = vec![BlockQ8K::zeroed(); x.len() / QK_K];
+                    quantize_row_q8_k_with(isa, rounding, &x, &mut got).unwrap();
+                    prop_assert_eq!(
+                        bytemuck::cast_slice::<_, u8>(&got),
+                        bytemuck::cast_slice::<_, u8>(&want),
+                        "{:?} {:?}", isa, rounding
+                    );
+                }
             }
         }
     }
