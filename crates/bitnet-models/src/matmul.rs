@@ -449,16 +449,31 @@ pub(crate) fn matmul(
         let len = segments.first().map_or(0, |s| s.len()) * n_tok;
         with_slot(&slots, len, |o| {
             rows(c * rows_per_task, o)?;
-            // Shape: o (rows, n_tok) → segments[t][r].
-            for (t, segment) in segments.into_iter().enumerate() {
-                for (r, y) in segment.iter_mut().enumerate() {
-                    *y = o[r * n_tok + t];
-                }
-            }
+            transpose_into(o, n_tok, segments);
             Ok(())
         })
     })
     .map_err(kerr)
+}
+
+/// Rows of `o` read per pass of [`transpose_into`]: their 32 cache lines (at most 128
+/// tokens of each) stay in L1 while every token takes its 32 values (864 rows × 128
+/// tokens, Zen 4: 68 µs row by row through each token, 38 µs in blocks of 32; 16: 60,
+/// 8: 44).
+const TRANSPOSE_ROWS: usize = 32;
+
+/// `o` (rows, n_tok) into `segments[t][r]` (every segment `rows` long), a block of
+/// [`TRANSPOSE_ROWS`] rows at a time.
+fn transpose_into(o: &[f32], n_tok: usize, mut segments: Vec<&mut [f32]>) {
+    let rows = segments.first().map_or(0, |s| s.len());
+    for r0 in (0..rows).step_by(TRANSPOSE_ROWS) {
+        let r1 = (r0 + TRANSPOSE_ROWS).min(rows);
+        for (t, segment) in segments.iter_mut().enumerate() {
+            for (r, y) in (r0..r1).zip(&mut segment[r0..r1]) {
+                *y = o[r * n_tok + t];
+            }
+        }
+    }
 }
 
 /// Runs `f` on `len` floats of the first free slot long enough, or of a fresh buffer
@@ -519,6 +534,23 @@ mod tests {
         for threads in 1..5 {
             assert!(rows_per_task(128_256, threads) >= rows_per_task(6912, threads));
             assert_eq!(rows_per_task(100, threads) % TILE_ROWS, 0);
+        }
+    }
+
+    #[test]
+    fn transposing_writes_every_row_of_every_token() {
+        // 70 rows: two whole blocks of TRANSPOSE_ROWS and a partial one; 5 tokens.
+        let (rows, n_tok) = (2 * TRANSPOSE_ROWS + 6, 5);
+        let o: Vec<f32> = (0..rows * n_tok).map(|i| i as f32).collect();
+        let mut out = vec![-1.0f32; n_tok * (rows + 3)];
+        let segments = out.chunks_mut(rows + 3).map(|c| &mut c[..rows]).collect();
+        transpose_into(&o, n_tok, segments);
+        for (t, row) in out.chunks(rows + 3).enumerate() {
+            for (r, &y) in row[..rows].iter().enumerate() {
+                assert_eq!(y, o[r * n_tok + t], "token {t}, row {r}");
+            }
+            // Past the segment: untouched.
+            assert_eq!(row[rows..], [-1.0; 3]);
         }
     }
 }
