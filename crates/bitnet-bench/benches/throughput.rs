@@ -563,7 +563,7 @@ fn main() -> Result<()> {
                 b.best(),
                 threads_label(b.threads),
                 b.readings.len(),
-                b.readings.iter().copied().fold(f64::INFINITY, f64::min)
+                b.lowest()
             )
         })
         .collect();

@@ -78,6 +78,11 @@ impl Bandwidth {
     pub fn best(&self) -> f64 {
         self.readings.iter().copied().fold(0.0, f64::max)
     }
+
+    /// The worst reading: how far the machine drifted below [`Bandwidth::best`].
+    pub fn lowest(&self) -> f64 {
+        self.readings.iter().copied().fold(f64::INFINITY, f64::min)
+    }
 }
 
 /// In the JSON: `threads`, the best reading as `gb_per_s`, and every reading.
@@ -666,6 +671,7 @@ mod tests {
             ]
         );
         assert_eq!(machine.read_bandwidth[0].best(), 11.9);
+        assert_eq!(machine.read_bandwidth[0].lowest(), 9.0);
         let j = serde_json::to_value(&machine.read_bandwidth[0]).expect("serializes");
         assert_eq!(
             j,

@@ -12,6 +12,7 @@
 //! product `x·s` rounded once to the nearest integer, ties to even — not the f32 product
 //! rounded again (the two differ near .5, see the `fma_contracted_rounding` test).
 
+use crate::float::expect_len;
 use crate::round::ROUND_F64;
 use crate::{Isa, KernelError};
 use bitnet_gguf::GgmlType;
@@ -41,14 +42,7 @@ pub(crate) fn quantize_row_i8_s_with(
     x: &[f32],
     out: &mut [i8],
 ) -> Result<I8sRowMeta, KernelError> {
-    if out.len() != x.len() {
-        return Err(KernelError::LengthMismatch {
-            format: GgmlType::I8_S,
-            what: "quant buffer",
-            got: out.len(),
-            expected: x.len(),
-        });
-    }
+    expect_len(GgmlType::I8_S, "quant buffer", out.len(), x.len())?;
     Ok(match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512Vnni.is_supported()` checked by the match guard; the lengths
@@ -145,14 +139,7 @@ pub fn dequantize_row_i8_s(
     meta: &I8sRowMeta,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    if out.len() != q.len() {
-        return Err(KernelError::LengthMismatch {
-            format: GgmlType::I8_S,
-            what: "output",
-            got: out.len(),
-            expected: q.len(),
-        });
-    }
+    expect_len(GgmlType::I8_S, "output", out.len(), q.len())?;
     for (o, &v) in out.iter_mut().zip(q) {
         *o = f32::from(v) / meta.scale;
     }
@@ -219,35 +206,21 @@ mod tests {
         assert!(dequantize_row_i8_s(&q, &meta, &mut out).is_err());
     }
 
+    use crate::test_values::{any_magnitude, with_non_finite};
     use proptest::prelude::*;
 
-    /// Rows of finite values, each from one mix (ordinary; below the 1e-5 floor; any
-    /// magnitude, normal, subnormal, zero or huge), with up to two infinities or NaNs put
-    /// in.
+    /// Rows of ordinary values, of values below the 1e-5 floor, or of any magnitude, with
+    /// up to two infinities or NaNs put in.
     fn any_row() -> impl Strategy<Value = Vec<f32>> {
-        let finite = |mix: u8| match mix {
+        let values = |mix: u8| match mix {
             0 => (-4.0f32..4.0).boxed(),
             1 => (-1e-5f32..1e-5).boxed(),
-            _ => prop_oneof![
-                prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL | prop::num::f32::ZERO,
-                prop::sample::select(vec![0.0, -0.0, 1e-40, -1e-40, 3e38]),
-            ]
-            .boxed(),
+            _ => any_magnitude(),
         };
-        let special = prop::sample::select(vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
-        (
-            (0..3u8).prop_flat_map(move |mix| prop::collection::vec(finite(mix), 0..300)),
-            prop::collection::vec((any::<prop::sample::Index>(), special), 0..=2),
+        with_non_finite(
+            (0..3u8).prop_flat_map(move |mix| prop::collection::vec(values(mix), 0..300)),
+            2,
         )
-            .prop_map(|(mut x, put)| {
-                if !x.is_empty() {
-                    for (i, v) in put {
-                        let i = i.index(x.len());
-                        x[i] = v;
-                    }
-                }
-                x
-            })
     }
 
     proptest! {

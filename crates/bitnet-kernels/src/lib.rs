@@ -26,6 +26,8 @@ pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
 pub mod q8_k64;
+#[cfg(test)]
+mod test_values;
 pub mod tq1_0;
 pub mod tq2_0;
 

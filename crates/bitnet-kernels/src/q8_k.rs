@@ -4,8 +4,9 @@
 //! Upstream llama.cpp's x86 CPU backend quantizes activations with the reference quantizer
 //! itself (`quantize_row_q8_K` only calls `quantize_row_q8_K_ref`, in both upstream and
 //! bitnet.cpp's fork), so [`quantize_row_q8_k`] is that reference quantizer, bit for bit
-//! (its AVX-512 path writes the same blocks). bitnet.cpp compiles that same C with FMA contraction, which rounds some
-//! near-ties the other way: [`quantize_row_q8_k_fma`] is its activation quantizer.
+//! (its AVX-512 path writes the same blocks). bitnet.cpp compiles that same C with FMA
+//! contraction, which rounds some near-ties the other way: [`quantize_row_q8_k_fma`] is its
+//! activation quantizer.
 //!
 //! This module also holds the ternary × Q8_K dot-product driver both TQ formats share
 //! (`TernaryBlock` is what each format supplies: its scale and its weight codes). The
@@ -1068,6 +1069,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::test_values::{any_magnitude, with_non_finite};
     use crate::tq1_0::BlockTQ1_0;
     use crate::tq2_0::BlockTQ2_0;
 
@@ -1362,39 +1364,23 @@ mod tests {
         }
     }
 
-    /// Finite values, each row drawn from one mix: ordinary ones with .5 ties of
-    /// `iscale·x` (multiples of 30000/127 against a max of 60000) and equal magnitudes of
-    /// both signs; or any magnitude (normal, subnormal, zero, huge), where one huge value
-    /// sets the scale of its block.
-    fn any_finite(mix: u8) -> BoxedStrategy<f32> {
-        match mix {
+    /// `n` blocks of one mix of values, with up to three infinities or NaNs put in: ordinary
+    /// values with .5 ties of `iscale·x` (multiples of 30000/127 against a max of 60000)
+    /// and equal magnitudes of both signs (two rows in three), or any magnitude.
+    fn any_row(n: usize) -> impl Strategy<Value = Vec<f32>> {
+        let values = |mix: u8| match mix {
             0 | 1 => prop_oneof![
                 6 => -4.0f32..4.0,
                 2 => (-254i32..=254).prop_map(|k| k as f32 * 236.22047),
                 1 => prop::sample::select(vec![60000.0, -60000.0, 4.0, -4.0]),
             ]
             .boxed(),
-            _ => prop_oneof![
-                prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL | prop::num::f32::ZERO,
-                prop::sample::select(vec![0.0, -0.0, 1e-40, -1e-40, 3e38, -3e38]),
-            ]
-            .boxed(),
-        }
-    }
-
-    /// `n` blocks of [`any_finite`] values with up to three infinities or NaNs put in.
-    fn any_row(n: usize) -> impl Strategy<Value = Vec<f32>> {
-        let special = prop::sample::select(vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
-        (
-            (0..3u8).prop_flat_map(move |mix| prop::collection::vec(any_finite(mix), n * QK_K)),
-            prop::collection::vec((0..n * QK_K, special), 0..=3),
+            _ => any_magnitude(),
+        };
+        with_non_finite(
+            (0..3u8).prop_flat_map(move |mix| prop::collection::vec(values(mix), n * QK_K)),
+            3,
         )
-            .prop_map(|(mut x, put)| {
-                for (i, v) in put {
-                    x[i] = v;
-                }
-                x
-            })
     }
 
     proptest! {

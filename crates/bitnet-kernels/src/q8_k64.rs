@@ -13,6 +13,7 @@
 //! `_mm_round_ps` (ties to even), and conversion/packing saturate as `cvtps_epi32` +
 //! `packs` do.
 
+use crate::float::expect_len;
 use crate::round::nearest_int;
 use crate::Isa;
 use crate::KernelError;
@@ -153,14 +154,7 @@ pub(crate) fn quantize_row_q8_k64_with(
     qs: &mut [i8],
 ) -> Result<Q8K64Header, KernelError> {
     check_row_len(x.len())?;
-    if qs.len() != x.len() {
-        return Err(KernelError::LengthMismatch {
-            format: GgmlType::Q8_K64,
-            what: "quant buffer",
-            got: qs.len(),
-            expected: x.len(),
-        });
-    }
+    expect_len(GgmlType::Q8_K64, "quant buffer", qs.len(), x.len())?;
     let x: &[[f32; 16]] = bytemuck::cast_slice(x);
     let qs: &mut [[i8; 16]] = bytemuck::cast_slice_mut(qs);
     Ok(match isa {

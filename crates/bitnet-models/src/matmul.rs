@@ -445,11 +445,11 @@ pub(crate) fn matmul(
         .take(pool.threads())
         .map(Mutex::new)
         .collect();
-    pool.try_for_each(columns.into_iter().enumerate(), |(c, segments)| {
+    pool.try_for_each(columns.into_iter().enumerate(), |(c, mut segments)| {
         let len = segments.first().map_or(0, |s| s.len()) * n_tok;
         with_slot(&slots, len, |o| {
             rows(c * rows_per_task, o)?;
-            transpose_into(o, n_tok, segments);
+            transpose_into(o, n_tok, &mut segments);
             Ok(())
         })
     })
@@ -464,7 +464,7 @@ const TRANSPOSE_ROWS: usize = 32;
 
 /// `o` (rows, n_tok) into `segments[t][r]` (every segment `rows` long), a block of
 /// [`TRANSPOSE_ROWS`] rows at a time.
-fn transpose_into(o: &[f32], n_tok: usize, mut segments: Vec<&mut [f32]>) {
+fn transpose_into(o: &[f32], n_tok: usize, segments: &mut [&mut [f32]]) {
     let rows = segments.first().map_or(0, |s| s.len());
     for r0 in (0..rows).step_by(TRANSPOSE_ROWS) {
         let r1 = (r0 + TRANSPOSE_ROWS).min(rows);
@@ -543,8 +543,8 @@ mod tests {
         let (rows, n_tok) = (2 * TRANSPOSE_ROWS + 6, 5);
         let o: Vec<f32> = (0..rows * n_tok).map(|i| i as f32).collect();
         let mut out = vec![-1.0f32; n_tok * (rows + 3)];
-        let segments = out.chunks_mut(rows + 3).map(|c| &mut c[..rows]).collect();
-        transpose_into(&o, n_tok, segments);
+        let mut segments: Vec<_> = out.chunks_mut(rows + 3).map(|c| &mut c[..rows]).collect();
+        transpose_into(&o, n_tok, &mut segments);
         for (t, row) in out.chunks(rows + 3).enumerate() {
             for (r, &y) in row[..rows].iter().enumerate() {
                 assert_eq!(y, o[r * n_tok + t], "token {t}, row {r}");
